@@ -1,0 +1,44 @@
+
+/*
+ * elearn metrics: counters in a shared-memory zone, written by every
+ * worker with atomic adds, read by /metrics in the Prometheus text
+ * format.
+ *
+ * Per endpoint: requests by status code and a latency histogram.  Per
+ * worker slot: gauges of the PostgreSQL pool, Redis and the Kafka
+ * producer, refreshed by each worker once a second.
+ */
+
+
+#ifndef _NGX_HTTP_ELEARN_METRICS_H_INCLUDED_
+#define _NGX_HTTP_ELEARN_METRICS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_elearn_module.h"
+
+
+/* the "elearn_metrics_zone" directive's handler */
+char *ngx_http_elearn_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* the default zone, when the directive is absent */
+ngx_int_t ngx_http_elearn_metrics_init_conf(ngx_conf_t *cf,
+    ngx_http_elearn_main_conf_t *emcf);
+
+/* Records one finished request (log phase). */
+void ngx_http_elearn_metrics_record(ngx_http_request_t *r,
+    ngx_http_elearn_endpoint_e endpoint, ngx_uint_t status,
+    ngx_msec_t elapsed);
+
+/* Starts the worker's once-a-second gauge refresh (init_process). */
+ngx_int_t ngx_http_elearn_metrics_init_process(ngx_cycle_t *cycle);
+
+/* The /metrics content handler. */
+ngx_int_t ngx_http_elearn_metrics_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_ELEARN_METRICS_H_INCLUDED_ */

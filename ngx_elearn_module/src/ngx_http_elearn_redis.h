@@ -1,0 +1,80 @@
+
+/*
+ * elearn redis: async hiredis on nginx's event loop.
+ *
+ * Each worker keeps two connections: one for commands (many requests
+ * share it, so they pipeline naturally) and one for pub/sub.  Both
+ * reconnect with capped exponential backoff; the pub/sub connection
+ * re-issues every subscription after a reconnect.  Every command has a
+ * timeout.  Addresses are IPs or unix sockets: hiredis resolves names
+ * with a blocking getaddrinfo, so names are refused at configuration time.
+ */
+
+
+#ifndef _NGX_HTTP_ELEARN_REDIS_H_INCLUDED_
+#define _NGX_HTTP_ELEARN_REDIS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <hiredis/hiredis.h>
+
+#include "ngx_http_elearn_module.h"
+
+
+/*
+ * Called once per command while its request is alive, never from inside
+ * ngx_http_elearn_redis_command().  rc is NGX_OK with reply set (which may
+ * be a REDIS_REPLY_ERROR), or NGX_HTTP_SERVICE_UNAVAILABLE (not
+ * connected, or the connection dropped) or NGX_HTTP_GATEWAY_TIME_OUT (no
+ * reply within elearn_redis_timeout) with reply NULL.  hiredis owns the
+ * reply; it is valid only during the call.
+ */
+typedef void (*ngx_http_elearn_redis_handler_pt)(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc, void *data);
+
+/* Called for each message on a subscribed channel. */
+typedef void (*ngx_http_elearn_redis_message_pt)(ngx_str_t *channel,
+    ngx_str_t *message, void *data);
+
+
+typedef struct {
+    ngx_uint_t   connected;     /* command connection up: 1 or 0 */
+    ngx_uint_t   pubsub_connected;
+    ngx_uint_t   pending;       /* commands awaiting a reply */
+    ngx_uint_t   reconnects;
+    ngx_uint_t   timeouts;
+} ngx_http_elearn_redis_stats_t;
+
+
+ngx_http_elearn_redis_t *ngx_http_elearn_redis_create(ngx_cycle_t *cycle,
+    ngx_http_elearn_main_conf_t *emcf);
+
+void ngx_http_elearn_redis_destroy(ngx_http_elearn_redis_t *redis);
+
+/*
+ * Sends one command (argv form, binary safe).  r may be NULL for a
+ * fire-and-forget command (cache fill, invalidation): then handler must
+ * be NULL too.  Returns NGX_AGAIN when sent (the handler will be called),
+ * NGX_HTTP_SERVICE_UNAVAILABLE when not connected (it will not).
+ */
+ngx_int_t ngx_http_elearn_redis_command(ngx_http_request_t *r,
+    ngx_http_elearn_redis_handler_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen);
+
+/*
+ * Subscribes the worker to a channel for its lifetime (or until
+ * unsubscribed); survives reconnects.
+ */
+ngx_int_t ngx_http_elearn_redis_subscribe(ngx_http_elearn_redis_t *redis,
+    ngx_str_t *channel, ngx_http_elearn_redis_message_pt handler, void *data);
+
+ngx_int_t ngx_http_elearn_redis_unsubscribe(ngx_http_elearn_redis_t *redis,
+    ngx_str_t *channel);
+
+void ngx_http_elearn_redis_get_stats(ngx_http_elearn_redis_t *redis,
+    ngx_http_elearn_redis_stats_t *stats);
+
+
+#endif /* _NGX_HTTP_ELEARN_REDIS_H_INCLUDED_ */
