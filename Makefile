@@ -38,7 +38,7 @@ UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps module workers run stop status test test-unit \
         test-integration bench asan format format-check clean migrate \
-        demo-data
+        demo-data sql-header
 
 all: deps module workers
 
@@ -59,7 +59,16 @@ $(NGX_BUILD)/.configured: ngx_elearn_module/config | deps
 	    --add-dynamic-module=$(TOP)/ngx_elearn_module > configure.log
 	touch $@
 
-$(MODULE_SO): $(NGX_BUILD)/.configured $(MODULE_SRCS)
+# the module's SQL lives in sql/api.sql; the header is generated and kept in
+# git so that a static build (--add-module) needs no extra step
+SQL_HEADER   := ngx_elearn_module/src/ngx_http_elearn_sql.h
+
+$(SQL_HEADER): sql/api.sql tools/sql2h.py
+	$(PY) tools/sql2h.py $@ sql/api.sql
+
+sql-header: $(SQL_HEADER)
+
+$(MODULE_SO): $(NGX_BUILD)/.configured $(MODULE_SRCS) $(SQL_HEADER)
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
 
 module: $(MODULE_SO)

@@ -185,7 +185,9 @@ nginx_start() {
     if pid_alive "$n/nginx.pid"; then
         return 0
     fi
-    /usr/sbin/nginx -p "$n" -c "$n/nginx.conf" -e "$n/logs/error.log"
+    # an ASan build of the module needs its runtime in the stock binary
+    env ${ELEARN_NGINX_PRELOAD:+LD_PRELOAD="$ELEARN_NGINX_PRELOAD"} \
+        /usr/sbin/nginx -p "$n" -c "$n/nginx.conf" -e "$n/logs/error.log"
     wait_port "$ELEARN_HTTP_PORT" 10 nginx
     log "nginx: up on http://127.0.0.1:$ELEARN_HTTP_PORT"
 }

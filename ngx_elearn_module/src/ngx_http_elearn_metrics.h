@@ -37,6 +37,13 @@ void ngx_http_elearn_metrics_record(ngx_http_request_t *r,
 /* Starts the worker's once-a-second gauge refresh (init_process). */
 ngx_int_t ngx_http_elearn_metrics_init_process(ngx_cycle_t *cycle);
 
+/*
+ * Stops the refresh and frees the worker's slot (exit_process; optional:
+ * without it the slot is hidden once it is 10 s stale).  Added by the
+ * metrics implementation.
+ */
+void ngx_http_elearn_metrics_exit_process(ngx_cycle_t *cycle);
+
 /* The /metrics content handler. */
 ngx_int_t ngx_http_elearn_metrics_handler(ngx_http_request_t *r);
 

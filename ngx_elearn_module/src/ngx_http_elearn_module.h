@@ -23,6 +23,10 @@
 #include <ngx_http.h>
 
 
+/* nginx 1.22 has no name for it */
+#define NGX_HTTP_ELEARN_UNPROCESSABLE  422
+
+
 /*
  * Endpoints, as the router names them.  The metrics keep one set of
  * counters per endpoint, so a new endpoint is added here and in
@@ -36,6 +40,9 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_COURSE_GET,
     NGX_HTTP_ELEARN_EP_MAX
 } ngx_http_elearn_endpoint_e;
+
+
+#define NGX_HTTP_ELEARN_ID_MAX  4
 
 
 /* what a location serves: set by the elearn_api/_healthz/... directives */
@@ -105,6 +112,8 @@ typedef struct {
     ngx_http_request_t          *request;
     ngx_http_elearn_endpoint_e   endpoint;
     ngx_msec_t                   start;          /* ngx_current_msec */
+    ngx_uint_t                   nids;
+    int64_t                      ids[NGX_HTTP_ELEARN_ID_MAX];
     void                        *data;           /* endpoint's own state */
 } ngx_http_elearn_ctx_t;
 
@@ -126,6 +135,29 @@ ngx_http_elearn_ctx_t *ngx_http_elearn_get_ctx(ngx_http_request_t *r);
  */
 ngx_int_t ngx_http_elearn_send_json(ngx_http_request_t *r, ngx_uint_t status,
     const char *json, size_t len);
+
+/* Endpoint handlers, one file per capability; each returns what a content
+ * handler returns. */
+ngx_int_t ngx_http_elearn_healthz(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_readyz(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_course_get(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/*
+ * Finalizes r with rc from a backend's event handler (not from a phase
+ * handler) and then runs the posted requests of its connection, as nginx
+ * does after its own upstream events.
+ */
+void ngx_http_elearn_finalize(ngx_http_request_t *r, ngx_int_t rc);
+
+/*
+ * Marks r as waiting for asynchronous work started by a content handler:
+ * the handler then returns NGX_DONE and the work ends with
+ * ngx_http_elearn_finalize().
+ */
+#define ngx_http_elearn_wait(r)  (r)->main->count++
 
 
 #endif /* _NGX_HTTP_ELEARN_MODULE_H_INCLUDED_ */

@@ -39,10 +39,10 @@ ngx_int_t ngx_http_elearn_problem_fields(ngx_http_request_t *r,
 
 /*
  * Answers a backend's failure rc (NGX_HTTP_SERVICE_UNAVAILABLE,
- * NGX_HTTP_GATEWAY_TIME_OUT, NGX_ERROR...) naming the dependency, and
- * finalizes the request.
+ * NGX_HTTP_GATEWAY_TIME_OUT, NGX_ERROR...) naming the dependency; returns
+ * like ngx_http_elearn_problem().
  */
-void ngx_http_elearn_problem_backend(ngx_http_request_t *r, ngx_int_t rc,
+ngx_int_t ngx_http_elearn_problem_backend(ngx_http_request_t *r, ngx_int_t rc,
     const char *dependency);
 
 /* The 405 answer, with its Allow header. */

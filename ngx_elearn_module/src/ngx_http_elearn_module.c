@@ -1,0 +1,917 @@
+
+/*
+ * elearn module: directives, the per-worker start and stop of the
+ * backends, the /api/v1 router and the log-phase hook that feeds the
+ * metrics.
+ *
+ * The router only matches a method and a path to an endpoint handler;
+ * the handlers live in one file per capability.  Nothing here blocks:
+ * backends are created lazily-connecting in init_process and torn down
+ * with bounded waits in exit_process.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_elearn_module.h"
+#include "ngx_http_elearn_problem.h"
+#include "ngx_http_elearn_pg.h"
+#include "ngx_http_elearn_redis.h"
+#include "ngx_http_elearn_kafka.h"
+#include "ngx_http_elearn_metrics.h"
+
+
+typedef ngx_int_t (*ngx_http_elearn_route_pt)(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+
+/*
+ * A route: a path pattern below /api/v1/ whose segments are literals or
+ * "#" for a positive integer id, the methods it answers, and its handler.
+ */
+typedef struct {
+    const char                  *pattern;
+    ngx_uint_t                   method;
+    ngx_http_elearn_endpoint_e   endpoint;
+    ngx_http_elearn_route_pt     handler;
+} ngx_http_elearn_route_t;
+
+
+static ngx_int_t ngx_http_elearn_api_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_elearn_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_elearn_postconfiguration(ngx_conf_t *cf);
+static void *ngx_http_elearn_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_elearn_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_elearn_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_elearn_serve(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_elearn_redis_addr(ngx_conf_t *cf, void *post,
+    void *data);
+static ngx_int_t ngx_http_elearn_init_process(ngx_cycle_t *cycle);
+static void ngx_http_elearn_exit_process(ngx_cycle_t *cycle);
+
+
+ngx_str_t  ngx_http_elearn_endpoint_names[] = {
+    ngx_string("other"),
+    ngx_string("healthz"),
+    ngx_string("readyz"),
+    ngx_string("metrics"),
+    ngx_string("course_get"),
+    ngx_null_string
+};
+
+
+static ngx_http_elearn_route_t  ngx_http_elearn_routes[] = {
+    { "courses/#", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_COURSE_GET, ngx_http_elearn_course_get },
+
+    { NULL, 0, 0, NULL }
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_pool_size_bounds = {
+    ngx_conf_check_num_bounds, 1, 1024
+};
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_queue_size_bounds = {
+    ngx_conf_check_num_bounds, 0, 65536
+};
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_kafka_queue_bounds = {
+    ngx_conf_check_num_bounds, 1, 10000000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_retry_after_bounds = {
+    ngx_conf_check_num_bounds, 1, 3600
+};
+
+static ngx_conf_post_t  ngx_http_elearn_redis_addr_post = {
+    ngx_http_elearn_redis_addr
+};
+
+
+static ngx_command_t  ngx_http_elearn_commands[] = {
+
+    { ngx_string("elearn_pg_conninfo"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, pg_conninfo),
+      NULL },
+
+    { ngx_string("elearn_pg_pool_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, pg_pool_size),
+      &ngx_http_elearn_pool_size_bounds },
+
+    { ngx_string("elearn_pg_queue_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, pg_queue_size),
+      &ngx_http_elearn_queue_size_bounds },
+
+    { ngx_string("elearn_pg_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, pg_connect_timeout),
+      NULL },
+
+    { ngx_string("elearn_pg_query_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, pg_query_timeout),
+      NULL },
+
+    { ngx_string("elearn_pg_queue_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, pg_queue_timeout),
+      NULL },
+
+    { ngx_string("elearn_pg_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, pg_idle_timeout),
+      NULL },
+
+    { ngx_string("elearn_pg_reconnect_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, pg_reconnect_max),
+      NULL },
+
+    { ngx_string("elearn_redis_addr"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, redis_addr),
+      &ngx_http_elearn_redis_addr_post },
+
+    { ngx_string("elearn_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("elearn_redis_reconnect_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, redis_reconnect_max),
+      NULL },
+
+    { ngx_string("elearn_kafka_brokers"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, kafka_brokers),
+      NULL },
+
+    { ngx_string("elearn_kafka_queue_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, kafka_queue_max),
+      &ngx_http_elearn_kafka_queue_bounds },
+
+    { ngx_string("elearn_kafka_flush_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, kafka_flush_timeout),
+      NULL },
+
+    { ngx_string("elearn_kafka_linger"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, kafka_linger),
+      NULL },
+
+    { ngx_string("elearn_metrics_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_elearn_metrics_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("elearn_course_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, course_cache_ttl),
+      NULL },
+
+    { ngx_string("elearn_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_elearn_serve,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("elearn_healthz"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_elearn_serve,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("elearn_readyz"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_elearn_serve,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("elearn_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_elearn_serve,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("elearn_body_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, body_max_size),
+      NULL },
+
+    { ngx_string("elearn_retry_after"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, retry_after),
+      &ngx_http_elearn_retry_after_bounds },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_elearn_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_elearn_postconfiguration,     /* postconfiguration */
+
+    ngx_http_elearn_create_main_conf,      /* create main configuration */
+    ngx_http_elearn_init_main_conf,        /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_elearn_create_loc_conf,       /* create location configuration */
+    ngx_http_elearn_merge_loc_conf         /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_elearn_module = {
+    NGX_MODULE_V1,
+    &ngx_http_elearn_module_ctx,           /* module context */
+    ngx_http_elearn_commands,              /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_elearn_init_process,          /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_elearn_exit_process,          /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+ngx_http_elearn_ctx_t *
+ngx_http_elearn_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_elearn_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_elearn_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_elearn_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->request = r;
+    ctx->start = ngx_current_msec;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_elearn_module);
+
+    return ctx;
+}
+
+
+void
+ngx_http_elearn_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_http_elearn_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    const char *json, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    if (len == 0) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, json, len);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * Matches one path below /api/v1/ against a pattern; collects "#" ids.
+ */
+static ngx_int_t
+ngx_http_elearn_route_match(const char *pattern, u_char *p, u_char *last,
+    ngx_http_elearn_ctx_t *ctx)
+{
+    u_char      *seg;
+    int64_t      id;
+    ngx_uint_t   nids;
+
+    nids = 0;
+
+    for ( ;; ) {
+        seg = p;
+
+        while (p < last && *p != '/') {
+            p++;
+        }
+
+        if (*pattern == '#') {
+            if (p == seg || p - seg > 18 || nids == NGX_HTTP_ELEARN_ID_MAX) {
+                return NGX_DECLINED;
+            }
+
+            id = 0;
+
+            for ( /* void */ ; seg < p; seg++) {
+                if (*seg < '0' || *seg > '9') {
+                    return NGX_DECLINED;
+                }
+
+                id = id * 10 + (*seg - '0');
+            }
+
+            if (id == 0) {
+                return NGX_DECLINED;
+            }
+
+            ctx->ids[nids++] = id;
+            pattern++;
+
+        } else {
+            while (seg < p && *pattern && *pattern != '/') {
+                if (*seg++ != (u_char) *pattern++) {
+                    return NGX_DECLINED;
+                }
+            }
+
+            if (seg != p || (*pattern && *pattern != '/')) {
+                return NGX_DECLINED;
+            }
+        }
+
+        if (*pattern == '\0') {
+            if (p != last) {
+                return NGX_DECLINED;
+            }
+
+            ctx->nids = nids;
+            return NGX_OK;
+        }
+
+        /* *pattern == '/' */
+
+        if (p == last) {
+            return NGX_DECLINED;
+        }
+
+        pattern++;
+        p++;
+    }
+}
+
+
+static u_char *
+ngx_http_elearn_allow(ngx_http_request_t *r, ngx_uint_t methods)
+{
+    u_char  *allow, *p;
+
+    allow = ngx_pnalloc(r->pool, sizeof("GET, HEAD, POST, PUT, PATCH, DELETE"));
+    if (allow == NULL) {
+        return NULL;
+    }
+
+    p = allow;
+
+#define ngx_http_elearn_allow_add(m, s)                                       \
+    if (methods & (m)) {                                                      \
+        if (p != allow) {                                                     \
+            *p++ = ',';                                                       \
+            *p++ = ' ';                                                       \
+        }                                                                     \
+        p = ngx_cpymem(p, s, sizeof(s) - 1);                                  \
+    }
+
+    ngx_http_elearn_allow_add(NGX_HTTP_GET, "GET");
+    ngx_http_elearn_allow_add(NGX_HTTP_HEAD, "HEAD");
+    ngx_http_elearn_allow_add(NGX_HTTP_POST, "POST");
+    ngx_http_elearn_allow_add(NGX_HTTP_PUT, "PUT");
+    ngx_http_elearn_allow_add(NGX_HTTP_PATCH, "PATCH");
+    ngx_http_elearn_allow_add(NGX_HTTP_DELETE, "DELETE");
+
+#undef ngx_http_elearn_allow_add
+
+    *p = '\0';
+
+    return allow;
+}
+
+
+static ngx_int_t
+ngx_http_elearn_api_handler(ngx_http_request_t *r)
+{
+    u_char                   *p, *last, *allow;
+    ngx_uint_t                methods;
+    ngx_http_elearn_ctx_t    *ctx;
+    ngx_http_elearn_route_t  *route;
+
+    static u_char  prefix[] = "/api/v1/";
+
+    ctx = ngx_http_elearn_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = r->uri.data;
+    last = r->uri.data + r->uri.len;
+
+    if (r->uri.len <= sizeof(prefix) - 1
+        || ngx_strncmp(p, prefix, sizeof(prefix) - 1) != 0)
+    {
+        return ngx_http_elearn_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
+                                       "no such resource");
+    }
+
+    p += sizeof(prefix) - 1;
+
+    /* a trailing slash names the same resource */
+    if (last[-1] == '/' && last - 1 > p) {
+        last--;
+    }
+
+    methods = 0;
+
+    for (route = ngx_http_elearn_routes; route->pattern; route++) {
+        if (ngx_http_elearn_route_match(route->pattern, p, last, ctx)
+            != NGX_OK)
+        {
+            continue;
+        }
+
+        if (r->method & route->method) {
+            ctx->endpoint = route->endpoint;
+            return route->handler(r, ctx);
+        }
+
+        methods |= route->method;
+    }
+
+    if (methods == 0) {
+        return ngx_http_elearn_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
+                                       "no such resource");
+    }
+
+    allow = ngx_http_elearn_allow(r, methods);
+    if (allow == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_elearn_problem_method(r, (char *) allow);
+}
+
+
+static ngx_int_t
+ngx_http_elearn_log_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t              status;
+    ngx_http_elearn_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_elearn_module);
+    if (ctx == NULL || r != r->main) {
+        return NGX_OK;
+    }
+
+    status = r->headers_out.status;
+
+    if (r->connection->error && status == 0) {
+        status = NGX_HTTP_CLIENT_CLOSED_REQUEST;
+    }
+
+    ngx_http_elearn_metrics_record(r, ctx->endpoint, status,
+                                   ngx_current_msec - ctx->start);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_elearn_endpoint_handler(ngx_http_request_t *r)
+{
+    ngx_http_elearn_ctx_t       *ctx;
+    ngx_http_elearn_loc_conf_t  *elcf;
+
+    elcf = ngx_http_get_module_loc_conf(r, ngx_http_elearn_module);
+
+    ctx = ngx_http_elearn_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    switch (elcf->serve) {
+
+    case NGX_HTTP_ELEARN_LOC_HEALTHZ:
+        ctx->endpoint = NGX_HTTP_ELEARN_EP_HEALTHZ;
+        return ngx_http_elearn_healthz(r, ctx);
+
+    case NGX_HTTP_ELEARN_LOC_READYZ:
+        ctx->endpoint = NGX_HTTP_ELEARN_EP_READYZ;
+        return ngx_http_elearn_readyz(r, ctx);
+
+    case NGX_HTTP_ELEARN_LOC_METRICS:
+        ctx->endpoint = NGX_HTTP_ELEARN_EP_METRICS;
+        return ngx_http_elearn_metrics_handler(r);
+
+    default:
+        return ngx_http_elearn_api_handler(r);
+    }
+}
+
+
+static char *
+ngx_http_elearn_serve(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_elearn_loc_conf_t *elcf = conf;
+
+    ngx_str_t                 *name;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (elcf->serve != NGX_HTTP_ELEARN_LOC_NONE) {
+        return "is duplicate: a location serves one elearn endpoint";
+    }
+
+    name = &cmd->name;
+
+    if (ngx_strcmp(name->data, "elearn_api") == 0) {
+        elcf->serve = NGX_HTTP_ELEARN_LOC_API;
+
+    } else if (ngx_strcmp(name->data, "elearn_healthz") == 0) {
+        elcf->serve = NGX_HTTP_ELEARN_LOC_HEALTHZ;
+
+    } else if (ngx_strcmp(name->data, "elearn_readyz") == 0) {
+        elcf->serve = NGX_HTTP_ELEARN_LOC_READYZ;
+
+    } else {
+        elcf->serve = NGX_HTTP_ELEARN_LOC_METRICS;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_elearn_endpoint_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * hiredis resolves host names with a blocking getaddrinfo(), so only IP
+ * addresses and unix sockets are accepted.
+ */
+static char *
+ngx_http_elearn_redis_addr(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *addr = data;
+
+    u_char     *colon;
+    ngx_int_t   port;
+    ngx_str_t   host;
+    u_char      buf[NGX_SOCKADDR_STRLEN];
+    struct in6_addr  a6;
+
+    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
+        return NGX_CONF_OK;
+    }
+
+    colon = ngx_strlchr(addr->data, addr->data + addr->len, ':');
+
+    while (colon) {
+        u_char  *next;
+
+        next = ngx_strlchr(colon + 1, addr->data + addr->len, ':');
+        if (next == NULL) {
+            break;
+        }
+
+        colon = next;
+    }
+
+    if (colon == NULL) {
+        return "needs \"ip:port\" or \"unix:/path\"";
+    }
+
+    port = ngx_atoi(colon + 1, addr->data + addr->len - colon - 1);
+    if (port < 1 || port > 65535) {
+        return "has an invalid port";
+    }
+
+    host.data = addr->data;
+    host.len = colon - addr->data;
+
+    if (host.len > 2 && host.data[0] == '[' && host.data[host.len - 1] == ']')
+    {
+        host.data++;
+        host.len -= 2;
+    }
+
+    if (ngx_inet_addr(host.data, host.len) != INADDR_NONE) {
+        return NGX_CONF_OK;
+    }
+
+    if (host.len < sizeof(buf)) {
+        ngx_memcpy(buf, host.data, host.len);
+        buf[host.len] = '\0';
+
+        if (inet_pton(AF_INET6, (char *) buf, &a6) == 1) {
+            return NGX_CONF_OK;
+        }
+    }
+
+    return "needs an IP address, not a host name (hiredis would resolve it "
+           "with a blocking call)";
+}
+
+
+static void *
+ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_elearn_main_conf_t));
+    if (emcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     emcf->pg_conninfo = { 0, NULL };
+     *     emcf->redis_addr = { 0, NULL };
+     *     emcf->kafka_brokers = { 0, NULL };
+     *     emcf->metrics_zone = NULL;
+     */
+
+    emcf->pg_pool_size = NGX_CONF_UNSET_UINT;
+    emcf->pg_queue_size = NGX_CONF_UNSET_UINT;
+    emcf->pg_connect_timeout = NGX_CONF_UNSET_MSEC;
+    emcf->pg_query_timeout = NGX_CONF_UNSET_MSEC;
+    emcf->pg_queue_timeout = NGX_CONF_UNSET_MSEC;
+    emcf->pg_idle_timeout = NGX_CONF_UNSET_MSEC;
+    emcf->pg_reconnect_max = NGX_CONF_UNSET_MSEC;
+    emcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    emcf->redis_reconnect_max = NGX_CONF_UNSET_MSEC;
+    emcf->kafka_queue_max = NGX_CONF_UNSET_UINT;
+    emcf->kafka_flush_timeout = NGX_CONF_UNSET_MSEC;
+    emcf->kafka_linger = NGX_CONF_UNSET_MSEC;
+    emcf->course_cache_ttl = NGX_CONF_UNSET;
+
+    return emcf;
+}
+
+
+static char *
+ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_elearn_main_conf_t *emcf = conf;
+
+    ngx_conf_init_uint_value(emcf->pg_pool_size, 16);
+    ngx_conf_init_uint_value(emcf->pg_queue_size, 1024);
+    ngx_conf_init_msec_value(emcf->pg_connect_timeout, 5000);
+    ngx_conf_init_msec_value(emcf->pg_query_timeout, 10000);
+    ngx_conf_init_msec_value(emcf->pg_queue_timeout, 2000);
+    ngx_conf_init_msec_value(emcf->pg_idle_timeout, 600000);
+    ngx_conf_init_msec_value(emcf->pg_reconnect_max, 2000);
+    ngx_conf_init_msec_value(emcf->redis_timeout, 1000);
+    ngx_conf_init_msec_value(emcf->redis_reconnect_max, 2000);
+    ngx_conf_init_uint_value(emcf->kafka_queue_max, 100000);
+    ngx_conf_init_msec_value(emcf->kafka_flush_timeout, 5000);
+    ngx_conf_init_msec_value(emcf->kafka_linger, 5);
+    ngx_conf_init_value(emcf->course_cache_ttl, 3600);
+
+    if (emcf->pg_query_timeout == 0 || emcf->pg_connect_timeout == 0
+        || emcf->redis_timeout == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_pg_query_timeout\", "
+                           "\"elearn_pg_connect_timeout\" and "
+                           "\"elearn_redis_timeout\" must not be zero");
+        return NGX_CONF_ERROR;
+    }
+
+    if (emcf->course_cache_ttl <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_course_cache_ttl\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_elearn_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_elearn_loc_conf_t  *elcf;
+
+    elcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_elearn_loc_conf_t));
+    if (elcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     elcf->serve = NGX_HTTP_ELEARN_LOC_NONE;
+     */
+
+    elcf->body_max_size = NGX_CONF_UNSET_SIZE;
+    elcf->retry_after = NGX_CONF_UNSET_UINT;
+
+    return elcf;
+}
+
+
+static char *
+ngx_http_elearn_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_elearn_loc_conf_t *prev = parent;
+    ngx_http_elearn_loc_conf_t *conf = child;
+
+    ngx_conf_merge_size_value(conf->body_max_size, prev->body_max_size,
+                              64 * 1024);
+    ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 2);
+
+    if (conf->body_max_size == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_body_max_size\" must not be zero");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_elearn_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt          *h;
+    ngx_http_core_main_conf_t    *cmcf;
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_elearn_module);
+
+    if (ngx_http_elearn_metrics_init_conf(cf, emcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_elearn_log_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_elearn_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    emcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_elearn_module);
+    if (emcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (emcf->pg_conninfo.len) {
+        emcf->pg = ngx_http_elearn_pg_pool_create(cycle, emcf);
+        if (emcf->pg == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (emcf->redis_addr.len) {
+        emcf->redis = ngx_http_elearn_redis_create(cycle, emcf);
+        if (emcf->redis == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (emcf->kafka_brokers.len) {
+        emcf->kafka = ngx_http_elearn_kafka_create(cycle, emcf);
+        if (emcf->kafka == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_elearn_metrics_init_process(cycle);
+}
+
+
+static void
+ngx_http_elearn_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_elearn_module);
+    if (emcf == NULL) {
+        return;
+    }
+
+    if (emcf->kafka) {
+        ngx_http_elearn_kafka_destroy(emcf->kafka);
+        emcf->kafka = NULL;
+    }
+
+    if (emcf->redis) {
+        ngx_http_elearn_redis_destroy(emcf->redis);
+        emcf->redis = NULL;
+    }
+
+    if (emcf->pg) {
+        ngx_http_elearn_pg_pool_destroy(emcf->pg);
+        emcf->pg = NULL;
+    }
+}

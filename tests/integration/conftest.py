@@ -1,0 +1,152 @@
+"""Test harness: starts elearn's own stack (PostgreSQL, Redis, Kafka and
+nginx with the module) on loopback ports of its own under var/test, applies
+the migrations, loads the full demo data set, and stops it all at the end.
+
+Fixtures other tests use: stack_env (env of the test stack), pg_dsn,
+kafka_brokers, build_dir, base_url, stack (the Stack object below)."""
+
+import os
+import subprocess
+import time
+
+import psycopg2
+import pytest
+import requests
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+TEST_PORTS = {
+    "ELEARN_HTTP_PORT": "18080",
+    "ELEARN_PG_PORT": "15432",
+    "ELEARN_REDIS_PORT": "16379",
+    "ELEARN_KAFKA_PORT": "19092",
+    "ELEARN_KAFKA_CONTROLLER_PORT": "19093",
+}
+
+
+def _env():
+    env = dict(os.environ)
+    env.setdefault("ELEARN_VAR", os.path.join(TOP, "var", "test"))
+    for k, v in TEST_PORTS.items():
+        env.setdefault(k, v)
+    build = env.get("ELEARN_BUILD", os.path.join(TOP, "build"))
+    env["ELEARN_BUILD"] = build
+    env.setdefault("ELEARN_MODULE",
+                   os.path.join(build, "nginx", "objs",
+                                "ngx_http_elearn_module.so"))
+    # what config/elearn.env derives, resolved once for the tests
+    out = subprocess.run(
+        ["bash", "-c", 'ELEARN_TOP="$1"; . "$1/config/elearn.env"; env',
+         "-", TOP], env=env, check=True, capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        k, _, v = line.partition("=")
+        if k.startswith(("ELEARN_", "PG")):
+            env[k] = v
+    return env
+
+
+class Stack:
+    def __init__(self):
+        self.env = _env()
+        self.base_url = "http://127.0.0.1:%s" % self.env["ELEARN_HTTP_PORT"]
+        self.var = self.env["ELEARN_VAR"]
+
+    def sh(self, *args, check=True, timeout=300):
+        return subprocess.run(list(args), env=self.env, cwd=TOP, check=check,
+                              capture_output=True, text=True,
+                              timeout=timeout)
+
+    def start(self, *components):
+        r = self.sh(os.path.join(TOP, "tools", "stack.sh"), "start",
+                    *components, check=False)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    def stop(self, *components):
+        r = self.sh(os.path.join(TOP, "tools", "stack.sh"), "stop",
+                    *components, check=False)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    def reload(self):
+        r = self.sh(os.path.join(TOP, "tools", "stack.sh"), "reload",
+                    check=False)
+        assert r.returncode == 0, r.stderr
+
+    def nginx_error_log(self):
+        path = os.path.join(self.var, "nginx", "logs", "error.log")
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout=30):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            try:
+                last = requests.get(self.base_url + "/readyz", timeout=5)
+                if last.status_code == 200:
+                    return last
+            except requests.RequestException as e:
+                last = e
+            time.sleep(0.2)
+        raise AssertionError("stack not ready: %r" % (
+            last.text if hasattr(last, "text") else last))
+
+
+@pytest.fixture(scope="session")
+def stack():
+    s = Stack()
+    s.start("pg", "redis", "kafka")
+    r = s.sh(os.path.join(TOP, "sql", "migrate.sh"), check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    conn = psycopg2.connect(s.env["ELEARN_PG_CONNINFO"])
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM courses")
+        have = cur.fetchone()[0]
+    conn.close()
+    if have < 100000:
+        r = s.sh("/usr/bin/python3", os.path.join(TOP, "tools",
+                                                  "demo-data.py"), "--full",
+                 check=False, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+    s.start("nginx")
+    s.wait_ready(60)
+    yield s
+    if not os.environ.get("ELEARN_TEST_KEEP"):
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack):
+    return dict(stack.env)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(stack):
+    return stack.env["ELEARN_PG_CONNINFO"]
+
+
+@pytest.fixture(scope="session")
+def kafka_brokers(stack):
+    return stack.env["ELEARN_KAFKA_BROKERS"]
+
+
+@pytest.fixture(scope="session")
+def build_dir(stack):
+    return stack.env["ELEARN_BUILD"]
+
+
+@pytest.fixture(scope="session")
+def base_url(stack):
+    return stack.base_url
+
+
+@pytest.fixture
+def pg(pg_dsn):
+    conn = psycopg2.connect(pg_dsn)
+    conn.autocommit = True
+    yield conn
+    conn.close()
