@@ -73,6 +73,7 @@ mapfile -t versions < <(printf '%s\n' "${versions[@]}" | sort -n)
 # EXISTS can otherwise fail on the catalog's unique index) -----------------
 
 psql_q --single-transaction <<SQL >/dev/null
+SET client_min_messages = warning;
 SELECT pg_advisory_xact_lock($LOCK_KEY);
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    integer PRIMARY KEY,
@@ -109,7 +110,7 @@ for v in "${versions[@]}"; do
     out=$(psql -X -q -v ON_ERROR_STOP=1 --single-transaction "${conn[@]}" \
             -v mfile="$f" -v mver="$v" -v mname="${name_of[$v]}" \
             -v msum="${sum_of[$v]}" 2>&1 <<SQL
-SELECT pg_advisory_xact_lock($LOCK_KEY);
+SELECT pg_advisory_xact_lock($LOCK_KEY) AS locked \gset
 SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = :mver)
        AS already \gset
 \if :already

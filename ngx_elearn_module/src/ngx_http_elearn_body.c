@@ -205,3 +205,42 @@ ngx_http_elearn_read_json(ngx_http_request_t *r,
 
     return NGX_DONE;
 }
+
+
+static void
+ngx_http_elearn_json_echo_body(ngx_http_request_t *r, json_t *body)
+{
+    char       *json;
+    size_t      len;
+    ngx_int_t   rc;
+
+    json = json_dumps(body, JSON_COMPACT|JSON_SORT_KEYS);
+    json_decref(body);
+
+    if (json == NULL) {
+        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    len = ngx_strlen(json);
+    rc = ngx_http_elearn_send_json(r, NGX_HTTP_OK, json, len);
+    free(json);
+
+    ngx_http_elearn_finalize(r, rc);
+}
+
+
+/*
+ * A diagnostic endpoint: parses a POSTed JSON body under the location's
+ * limits and answers it back, keys sorted.  The tests check body handling
+ * through it; operators can check a proxy chain's body limits with it.
+ */
+ngx_int_t
+ngx_http_elearn_json_echo(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
+{
+    if (!(r->method & NGX_HTTP_POST)) {
+        return ngx_http_elearn_problem_method(r, "POST");
+    }
+
+    return ngx_http_elearn_read_json(r, ngx_http_elearn_json_echo_body);
+}

@@ -107,6 +107,13 @@ ngx_http_elearn_kafka_create(ngx_cycle_t *cycle,
     kafka->wfd = NGX_INVALID_FILE;
     kafka->flush_timeout = emcf->kafka_flush_timeout;
 
+    /* an unmerged value would be -1 for librdkafka: wait forever at exit */
+    if (kafka->flush_timeout == NGX_CONF_UNSET_MSEC
+        || kafka->flush_timeout > NGX_MAX_INT32_VALUE)
+    {
+        kafka->flush_timeout = 5000;
+    }
+
     conf = rd_kafka_conf_new();
 
     if (ngx_http_elearn_kafka_conf_set(conf, "bootstrap.servers",
@@ -488,9 +495,17 @@ ngx_http_elearn_kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 
     kafka->error_logged = ngx_time();
 
+    if (kafka->errors_suppressed == 0) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "elearn kafka: delivery to \"%s\" [%d] failed: %s",
+                      rd_kafka_topic_name(msg->rkt), (int) msg->partition,
+                      rd_kafka_err2str(msg->err));
+        return;
+    }
+
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                   "elearn kafka: delivery to \"%s\" [%d] failed: %s "
-                  "(%ui similar errors not logged)",
+                  "(%ui more since the last line)",
                   rd_kafka_topic_name(msg->rkt), (int) msg->partition,
                   rd_kafka_err2str(msg->err), kafka->errors_suppressed);
 
@@ -571,7 +586,12 @@ ngx_http_elearn_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason,
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+    /* the log callback has said it already, as a "FAIL" line */
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                   "elearn kafka: %s: %s",
                   rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
 }

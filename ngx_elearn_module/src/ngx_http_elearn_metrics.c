@@ -266,7 +266,8 @@ ngx_http_elearn_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (size == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone size \"%V\"", &value[1]);
+                           "invalid \"elearn_metrics_zone\" size \"%V\"",
+                           &value[1]);
         return NGX_CONF_ERROR;
     }
 
@@ -275,7 +276,8 @@ ngx_http_elearn_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                         + sizeof(ngx_http_elearn_metrics_shctx_t))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "zone \"%V\" is too small, at least %uzk needed",
+                           "\"elearn_metrics_zone\" %V is too small, "
+                           "at least %uzk needed",
                            &value[1],
                            (8 * ngx_pagesize
                             + sizeof(ngx_http_elearn_metrics_shctx_t)

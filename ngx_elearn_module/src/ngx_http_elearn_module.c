@@ -51,6 +51,10 @@ static char *ngx_http_elearn_serve(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_elearn_redis_addr(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_elearn_kafka_brokers(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_elearn_check_bounds(ngx_conf_t *cf, void *post,
+    void *data);
 static ngx_int_t ngx_http_elearn_init_process(ngx_cycle_t *cycle);
 static void ngx_http_elearn_exit_process(ngx_cycle_t *cycle);
 
@@ -61,6 +65,7 @@ ngx_str_t  ngx_http_elearn_endpoint_names[] = {
     ngx_string("readyz"),
     ngx_string("metrics"),
     ngx_string("course_get"),
+    ngx_string("json_echo"),
     ngx_null_string
 };
 
@@ -74,23 +79,27 @@ static ngx_http_elearn_route_t  ngx_http_elearn_routes[] = {
 
 
 static ngx_conf_num_bounds_t  ngx_http_elearn_pool_size_bounds = {
-    ngx_conf_check_num_bounds, 1, 1024
+    ngx_http_elearn_check_bounds, 1, 1024
 };
 
 static ngx_conf_num_bounds_t  ngx_http_elearn_queue_size_bounds = {
-    ngx_conf_check_num_bounds, 0, 65536
+    ngx_http_elearn_check_bounds, 0, 65536
 };
 
 static ngx_conf_num_bounds_t  ngx_http_elearn_kafka_queue_bounds = {
-    ngx_conf_check_num_bounds, 1, 10000000
+    ngx_http_elearn_check_bounds, 1, 10000000
 };
 
 static ngx_conf_num_bounds_t  ngx_http_elearn_retry_after_bounds = {
-    ngx_conf_check_num_bounds, 1, 3600
+    ngx_http_elearn_check_bounds, 1, 3600
 };
 
 static ngx_conf_post_t  ngx_http_elearn_redis_addr_post = {
     ngx_http_elearn_redis_addr
+};
+
+static ngx_conf_post_t  ngx_http_elearn_kafka_brokers_post = {
+    ngx_http_elearn_kafka_brokers
 };
 
 
@@ -178,7 +187,7 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_elearn_main_conf_t, kafka_brokers),
-      NULL },
+      &ngx_http_elearn_kafka_brokers_post },
 
     { ngx_string("elearn_kafka_queue_max"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -237,6 +246,13 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       NULL },
 
     { ngx_string("elearn_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_elearn_serve,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("elearn_json_echo"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_elearn_serve,
       NGX_HTTP_LOC_CONF_OFFSET,
@@ -325,6 +341,14 @@ ngx_http_elearn_finalize(ngx_http_request_t *r, ngx_int_t rc)
 
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
+}
+
+
+void
+ngx_http_elearn_wait(ngx_http_request_t *r)
+{
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
 }
 
 
@@ -596,6 +620,10 @@ ngx_http_elearn_endpoint_handler(ngx_http_request_t *r)
         ctx->endpoint = NGX_HTTP_ELEARN_EP_METRICS;
         return ngx_http_elearn_metrics_handler(r);
 
+    case NGX_HTTP_ELEARN_LOC_JSON_ECHO:
+        ctx->endpoint = NGX_HTTP_ELEARN_EP_JSON_ECHO;
+        return ngx_http_elearn_json_echo(r, ctx);
+
     default:
         return ngx_http_elearn_api_handler(r);
     }
@@ -625,12 +653,93 @@ ngx_http_elearn_serve(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else if (ngx_strcmp(name->data, "elearn_readyz") == 0) {
         elcf->serve = NGX_HTTP_ELEARN_LOC_READYZ;
 
+    } else if (ngx_strcmp(name->data, "elearn_json_echo") == 0) {
+        elcf->serve = NGX_HTTP_ELEARN_LOC_JSON_ECHO;
+
     } else {
         elcf->serve = NGX_HTTP_ELEARN_LOC_METRICS;
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_elearn_endpoint_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Like ngx_conf_check_num_bounds(), but the error names the directive:
+ * nginx prefixes a returned string with the directive's name.
+ */
+static char *
+ngx_http_elearn_check_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    ngx_int_t              *np = data;
+
+    u_char  *msg, *last;
+
+    if (*np >= bounds->low && *np <= bounds->high) {
+        return NGX_CONF_OK;
+    }
+
+    msg = ngx_pnalloc(cf->pool, 64);
+    if (msg == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    last = ngx_snprintf(msg, 63, "must be between %i and %i", bounds->low,
+                        bounds->high);
+    *last = '\0';
+
+    return (char *) msg;
+}
+
+
+/*
+ * librdkafka would take a bad broker list and only complain in its log;
+ * each entry must be host:port.
+ */
+static char *
+ngx_http_elearn_kafka_brokers(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *brokers = data;
+
+    u_char     *p, *last, *start, *colon;
+    ngx_int_t   port;
+
+    p = brokers->data;
+    last = p + brokers->len;
+
+    while (p < last) {
+        start = p;
+        colon = NULL;
+
+        while (p < last && *p != ',') {
+            if (*p == ':') {
+                colon = p;
+            }
+
+            p++;
+        }
+
+        if (colon == NULL || colon == start) {
+            return "needs host:port entries separated by commas";
+        }
+
+        port = ngx_atoi(colon + 1, p - colon - 1);
+        if (port < 1 || port > 65535) {
+            return "has an invalid port";
+        }
+
+        if (p < last) {
+            p++;
+        }
+    }
+
+    if (brokers->len == 0 || last[-1] == ',') {
+        return "needs host:port entries separated by commas";
+    }
 
     return NGX_CONF_OK;
 }
@@ -704,6 +813,44 @@ ngx_http_elearn_redis_addr(ngx_conf_t *cf, void *post, void *data)
 }
 
 
+/*
+ * libpq parses the conninfo only when connecting; parse it here too so
+ * that a typo fails "nginx -t" rather than every request.  The error text
+ * is libpq's, which never echoes a password.
+ */
+static ngx_int_t
+ngx_http_elearn_check_conninfo(ngx_conf_t *cf, ngx_str_t *conninfo)
+{
+    char             *err, *s;
+    PQconninfoOption *opts;
+
+    s = ngx_pnalloc(cf->pool, conninfo->len + 1);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_cpystrn((u_char *) s, conninfo->data, conninfo->len + 1);
+
+    err = NULL;
+    opts = PQconninfoParse(s, &err);
+
+    if (opts == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"elearn_pg_conninfo\": %s",
+                           err ? err : "out of memory");
+        if (err) {
+            PQfreemem(err);
+        }
+
+        return NGX_ERROR;
+    }
+
+    PQconninfoFree(opts);
+
+    return NGX_OK;
+}
+
+
 static void *
 ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
 {
@@ -767,6 +914,12 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
                            "\"elearn_pg_query_timeout\", "
                            "\"elearn_pg_connect_timeout\" and "
                            "\"elearn_redis_timeout\" must not be zero");
+        return NGX_CONF_ERROR;
+    }
+
+    if (emcf->pg_conninfo.len
+        && ngx_http_elearn_check_conninfo(cf, &emcf->pg_conninfo) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -899,6 +1052,8 @@ ngx_http_elearn_exit_process(ngx_cycle_t *cycle)
     if (emcf == NULL) {
         return;
     }
+
+    ngx_http_elearn_metrics_exit_process(cycle);
 
     if (emcf->kafka) {
         ngx_http_elearn_kafka_destroy(emcf->kafka);

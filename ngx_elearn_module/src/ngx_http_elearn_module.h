@@ -38,6 +38,7 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_READYZ,
     NGX_HTTP_ELEARN_EP_METRICS,
     NGX_HTTP_ELEARN_EP_COURSE_GET,
+    NGX_HTTP_ELEARN_EP_JSON_ECHO,
     NGX_HTTP_ELEARN_EP_MAX
 } ngx_http_elearn_endpoint_e;
 
@@ -51,7 +52,8 @@ typedef enum {
     NGX_HTTP_ELEARN_LOC_API,
     NGX_HTTP_ELEARN_LOC_HEALTHZ,
     NGX_HTTP_ELEARN_LOC_READYZ,
-    NGX_HTTP_ELEARN_LOC_METRICS
+    NGX_HTTP_ELEARN_LOC_METRICS,
+    NGX_HTTP_ELEARN_LOC_JSON_ECHO
 } ngx_http_elearn_loc_e;
 
 
@@ -144,6 +146,8 @@ ngx_int_t ngx_http_elearn_readyz(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 ngx_int_t ngx_http_elearn_course_get(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_json_echo(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
 
 /*
  * Finalizes r with rc from a backend's event handler (not from a phase
@@ -155,9 +159,11 @@ void ngx_http_elearn_finalize(ngx_http_request_t *r, ngx_int_t rc);
 /*
  * Marks r as waiting for asynchronous work started by a content handler:
  * the handler then returns NGX_DONE and the work ends with
- * ngx_http_elearn_finalize().
+ * ngx_http_elearn_finalize().  A client that closes its connection
+ * meanwhile terminates the request at once (499), which cancels the work
+ * through the backends' pool cleanups and frees their queue slots.
  */
-#define ngx_http_elearn_wait(r)  (r)->main->count++
+void ngx_http_elearn_wait(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_ELEARN_MODULE_H_INCLUDED_ */

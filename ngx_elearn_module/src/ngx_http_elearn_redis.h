@@ -34,7 +34,11 @@
 typedef void (*ngx_http_elearn_redis_handler_pt)(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc, void *data);
 
-/* Called for each message on a subscribed channel. */
+/*
+ * Called for each message on a subscribed channel.  channel and message
+ * point into hiredis's reply: valid only during the call, not
+ * NUL-terminated.  The handler may unsubscribe, even its own channel.
+ */
 typedef void (*ngx_http_elearn_redis_message_pt)(ngx_str_t *channel,
     ngx_str_t *message, void *data);
 
@@ -65,11 +69,14 @@ ngx_int_t ngx_http_elearn_redis_command(ngx_http_request_t *r,
 
 /*
  * Subscribes the worker to a channel for its lifetime (or until
- * unsubscribed); survives reconnects.
+ * unsubscribed); survives reconnects.  One handler per channel:
+ * subscribing again replaces handler and data.  The channel name is
+ * copied.  Returns NGX_OK, or NGX_ERROR (no memory, destroyed).
  */
 ngx_int_t ngx_http_elearn_redis_subscribe(ngx_http_elearn_redis_t *redis,
     ngx_str_t *channel, ngx_http_elearn_redis_message_pt handler, void *data);
 
+/* NGX_OK, or NGX_DECLINED when the channel was not subscribed. */
 ngx_int_t ngx_http_elearn_redis_unsubscribe(ngx_http_elearn_redis_t *redis,
     ngx_str_t *channel);
 

@@ -36,10 +36,10 @@ struct elearn_config_s {
     size_t cap;
 };
 
-static int elearn_config_parse(elearn_config_t *cfg, const char *text,
-    char *errstr, size_t errlen);
-static elearn_config_entry_t *elearn_config_entry(elearn_config_t *cfg,
-    const char *key, int add);
+static int elearn_config_parse(
+    elearn_config_t *cfg, const char *text, char *errstr, size_t errlen);
+static elearn_config_entry_t *elearn_config_entry(
+    elearn_config_t *cfg, const char *key, int add);
 static int elearn_config_lookup(elearn_config_t *cfg, const char *key,
     const char **value, char *src, size_t srclen);
 
@@ -52,8 +52,8 @@ elearn_config_create(const char *path, char *errstr, size_t errlen)
     elearn_config_t *cfg;
 
     if (path == NULL) {
-        return elearn_config_create_from_string("", "(no file)", errstr,
-            errlen);
+        return elearn_config_create_from_string(
+            "", "(no file)", errstr, errlen);
     }
 
     text = NULL;
@@ -114,8 +114,8 @@ failed:
 }
 
 elearn_config_t *
-elearn_config_create_from_string(const char *text, const char *origin,
-    char *errstr, size_t errlen)
+elearn_config_create_from_string(
+    const char *text, const char *origin, char *errstr, size_t errlen)
 {
     elearn_config_t *cfg;
 
@@ -215,8 +215,8 @@ elearn_config_valid_key(const char *k, size_t n)
 }
 
 static int
-elearn_config_parse(elearn_config_t *cfg, const char *text, char *errstr,
-    size_t errlen)
+elearn_config_parse(
+    elearn_config_t *cfg, const char *text, char *errstr, size_t errlen)
 {
     const char *p, *eol, *eq, *ks, *ke, *vs, *ve;
     int line;
@@ -342,8 +342,8 @@ elearn_config_entry(elearn_config_t *cfg, const char *key, int add)
  * errors.  Returns 1 if found, 0 if absent, -1 on allocation failure.
  */
 static int
-elearn_config_lookup(elearn_config_t *cfg, const char *key,
-    const char **value, char *src, size_t srclen)
+elearn_config_lookup(elearn_config_t *cfg, const char *key, const char **value,
+    char *src, size_t srclen)
 {
     const char *env;
     elearn_config_entry_t *e;
@@ -405,8 +405,8 @@ elearn_config_get_str(elearn_config_t *cfg, const char *key, const char *def,
             name[0] = '\0';
         }
         snprintf(errstr, errlen,
-            "config: \"%s\" is required (set it in %s or %s)", key,
-            cfg->origin, name);
+            "config: \"%s\" is required (set it in %s or %s)", key, cfg->origin,
+            name);
         return -1;
     }
 
@@ -416,8 +416,7 @@ elearn_config_get_str(elearn_config_t *cfg, const char *key, const char *def,
 
 int
 elearn_config_get_int(elearn_config_t *cfg, const char *key, long long def,
-    long long min, long long max, long long *value, char *errstr,
-    size_t errlen)
+    long long min, long long max, long long *value, char *errstr, size_t errlen)
 {
     int rc;
     char *end;
@@ -441,15 +440,17 @@ elearn_config_get_int(elearn_config_t *cfg, const char *key, long long def,
     if (*s == '\0' || isspace((unsigned char) *s) || *end != '\0'
         || errno == ERANGE)
     {
-        snprintf(errstr, errlen, "config: \"%s\" (%s): \"%.32s\" is not an "
-                                 "integer", key, src, s);
+        snprintf(errstr, errlen,
+            "config: \"%s\" (%s): \"%.32s\" is not an "
+            "integer",
+            key, src, s);
         return -1;
     }
 
     if (v < min || v > max) {
         snprintf(errstr, errlen,
-            "config: \"%s\" (%s): %lld is out of range [%lld, %lld]", key,
-            src, v, min, max);
+            "config: \"%s\" (%s): %lld is out of range [%lld, %lld]", key, src,
+            v, min, max);
         return -1;
     }
 
@@ -526,8 +527,8 @@ elearn_config_get_ms(elearn_config_t *cfg, const char *key, long long def_ms,
 
     if (v < min_ms || v > max_ms) {
         snprintf(errstr, errlen,
-            "config: \"%s\" (%s): %lldms is out of range [%lldms, %lldms]",
-            key, src, v, min_ms, max_ms);
+            "config: \"%s\" (%s): %lldms is out of range [%lldms, %lldms]", key,
+            src, v, min_ms, max_ms);
         return -1;
     }
 
@@ -554,12 +555,12 @@ elearn_config_get_bool(elearn_config_t *cfg, const char *key, int def,
         return 0;
     }
 
-    if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0
-        || strcmp(s, "on") == 0 || strcmp(s, "1") == 0)
+    if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0 || strcmp(s, "on") == 0
+        || strcmp(s, "1") == 0)
     {
         *value = 1;
     } else if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0
-               || strcmp(s, "off") == 0 || strcmp(s, "0") == 0)
+        || strcmp(s, "off") == 0 || strcmp(s, "0") == 0)
     {
         *value = 0;
     } else {

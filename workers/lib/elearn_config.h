@@ -34,15 +34,15 @@ typedef struct elearn_config_s elearn_config_t;
  * and defaults count.  Returns the config, or NULL with errstr naming the
  * file and line ("config/x.conf:3: expected key = value").
  */
-elearn_config_t *elearn_config_create(const char *path, char *errstr,
-    size_t errlen);
+elearn_config_t *elearn_config_create(
+    const char *path, char *errstr, size_t errlen);
 
 /*
  * Parses configuration text (the file's content) as elearn_config_create()
  * does; "origin" names it in errors.  Used by tests.
  */
-elearn_config_t *elearn_config_create_from_string(const char *text,
-    const char *origin, char *errstr, size_t errlen);
+elearn_config_t *elearn_config_create_from_string(
+    const char *text, const char *origin, char *errstr, size_t errlen);
 
 /* Frees the config and every string it returned.  NULL is allowed. */
 void elearn_config_destroy(elearn_config_t *cfg);

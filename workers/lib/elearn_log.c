@@ -25,7 +25,7 @@ static atomic_int elearn_log_level = ELEARN_LOG_INFO;
 static FILE *elearn_log_stream;
 static pthread_mutex_t elearn_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static const char *elearn_log_names[] = { "debug", "info", "warn", "error" };
+static const char *elearn_log_names[] = {"debug", "info", "warn", "error"};
 
 static void elearn_log_write(elearn_log_level_t level, const char *subsystem,
     json_t *fields, const char *fmt, va_list ap);
@@ -83,8 +83,8 @@ elearn_log_set_stream(FILE *stream)
 }
 
 void
-elearn_log(elearn_log_level_t level, const char *subsystem, const char *fmt,
-    ...)
+elearn_log(
+    elearn_log_level_t level, const char *subsystem, const char *fmt, ...)
 {
     va_list ap;
 
@@ -125,9 +125,9 @@ elearn_log_write(elearn_log_level_t level, const char *subsystem,
     vsnprintf(msg, sizeof(msg), fmt, ap);
     clock_gettime(CLOCK_REALTIME, &now);
 
-    line = elearn_log_render((long long) now.tv_sec * 1000
-                                 + now.tv_nsec / 1000000,
-        level, subsystem, msg, fields);
+    line =
+        elearn_log_render((long long) now.tv_sec * 1000 + now.tv_nsec / 1000000,
+            level, subsystem, msg, fields);
     if (line == NULL) {
         return;
     }
@@ -172,12 +172,12 @@ elearn_log_render(long long ts_ms, elearn_log_level_t level,
     }
 
     if (json_object_set_new(obj, "ts", json_string(ts)) != 0
-        || json_object_set_new(obj, "level",
-               json_string(elearn_log_level_name(level)))
-               != 0
+        || json_object_set_new(
+               obj, "level", json_string(elearn_log_level_name(level)))
+            != 0
         || json_object_set_new(obj, "subsystem",
                json_string(subsystem != NULL ? subsystem : "main"))
-               != 0
+            != 0
         || json_object_set_new(obj, "msg", jmsg) != 0)
     {
         json_decref(obj);
@@ -287,8 +287,7 @@ elearn_log_mask_uri(const char *c, elearn_log_sbuf_t *s)
         eq = memchr(p, '=', (size_t) (amp - p));
 
         if (eq != NULL && (size_t) (eq - p) == 8
-            && strncmp(p, "password", 8) == 0)
-        {
+            && strncmp(p, "password", 8) == 0) {
             elearn_log_put(s, "password=***", 12);
         } else {
             elearn_log_put(s, p, (size_t) (amp - p));

@@ -64,8 +64,7 @@ void elearn_log(elearn_log_level_t level, const char *subsystem,
  * NULL means no extra fields.
  */
 void elearn_log_fields(elearn_log_level_t level, const char *subsystem,
-    json_t *fields, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+    json_t *fields, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /*
  * Renders one log line (without the trailing newline) into a malloc()ed

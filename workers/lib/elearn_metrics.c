@@ -56,8 +56,8 @@ typedef struct {
     int failed;
 } elearn_metrics_buf_t;
 
-static void elearn_metrics_series_free(elearn_metrics_family_t *f,
-    elearn_metrics_series_t *s);
+static void elearn_metrics_series_free(
+    elearn_metrics_family_t *f, elearn_metrics_series_t *s);
 
 elearn_metrics_t *
 elearn_metrics_create(char *errstr, size_t errlen)
@@ -132,8 +132,7 @@ elearn_metrics_valid_name(const char *name, int label)
 
     for (p = name; *p != '\0'; p++) {
         if (!(isalnum((unsigned char) *p) || *p == '_'
-                || (*p == ':' && !label)))
-        {
+                || (*p == ':' && !label))) {
             return 0;
         }
     }
@@ -175,16 +174,15 @@ elearn_metrics_define(elearn_metrics_t *m, const char *name,
     if (type == ELEARN_METRIC_COUNTER
         && (len < 6 || strcmp(name + len - 6, "_total") != 0))
     {
-        snprintf(errstr, errlen, "metrics: counter \"%s\" must end in _total",
-            name);
+        snprintf(
+            errstr, errlen, "metrics: counter \"%s\" must end in _total", name);
         return -1;
     }
 
     n = 0;
     while (labels != NULL && labels[n] != NULL) {
         if (!elearn_metrics_valid_name(labels[n], 1)
-            || strcmp(labels[n], "le") == 0
-            || strncmp(labels[n], "__", 2) == 0)
+            || strcmp(labels[n], "le") == 0 || strncmp(labels[n], "__", 2) == 0)
         {
             snprintf(errstr, errlen, "metrics: \"%s\": invalid label \"%s\"",
                 name, labels[n]);
@@ -206,8 +204,8 @@ elearn_metrics_define(elearn_metrics_t *m, const char *name,
         }
 
         for (i = 0; i < nbuckets; i++) {
-            if (!isfinite(buckets[i]) || (i > 0 && buckets[i] <= buckets[i - 1]))
-            {
+            if (!isfinite(buckets[i])
+                || (i > 0 && buckets[i] <= buckets[i - 1])) {
                 snprintf(errstr, errlen,
                     "metrics: \"%s\": buckets must be finite and ascending",
                     name);
@@ -277,8 +275,8 @@ failed:
 }
 
 static void
-elearn_metrics_series_free(elearn_metrics_family_t *f,
-    elearn_metrics_series_t *s)
+elearn_metrics_series_free(
+    elearn_metrics_family_t *f, elearn_metrics_series_t *s)
 {
     size_t i;
 
@@ -302,8 +300,7 @@ elearn_metrics_series(elearn_metrics_family_t *f, const char *const *values)
 
     for (s = f->series; s != NULL; s = s->next) {
         for (i = 0; i < f->nlabels; i++) {
-            if (strcmp(s->values[i], values[i] != NULL ? values[i] : "") != 0)
-            {
+            if (strcmp(s->values[i], values[i] != NULL ? values[i] : "") != 0) {
                 break;
             }
         }
@@ -331,8 +328,7 @@ elearn_metrics_series(elearn_metrics_family_t *f, const char *const *values)
     }
 
     if (f->nbuckets > 0) {
-        s->bucket_counts = calloc(f->nbuckets,
-            sizeof(unsigned long long));
+        s->bucket_counts = calloc(f->nbuckets, sizeof(unsigned long long));
         if (s->bucket_counts == NULL) {
             goto failed;
         }
@@ -348,8 +344,11 @@ failed:
     return NULL;
 }
 
-typedef enum { ELEARN_METRICS_OP_ADD, ELEARN_METRICS_OP_SET,
-    ELEARN_METRICS_OP_OBSERVE } elearn_metrics_op_t;
+typedef enum {
+    ELEARN_METRICS_OP_ADD,
+    ELEARN_METRICS_OP_SET,
+    ELEARN_METRICS_OP_OBSERVE
+} elearn_metrics_op_t;
 
 static int
 elearn_metrics_update(elearn_metrics_t *m, const char *name,
@@ -423,25 +422,24 @@ failed:
 }
 
 int
-elearn_metrics_add(elearn_metrics_t *m, const char *name,
-    const char *const *values, double v)
+elearn_metrics_add(
+    elearn_metrics_t *m, const char *name, const char *const *values, double v)
 {
     return elearn_metrics_update(m, name, values, v, ELEARN_METRICS_OP_ADD);
 }
 
 int
-elearn_metrics_set(elearn_metrics_t *m, const char *name,
-    const char *const *values, double v)
+elearn_metrics_set(
+    elearn_metrics_t *m, const char *name, const char *const *values, double v)
 {
     return elearn_metrics_update(m, name, values, v, ELEARN_METRICS_OP_SET);
 }
 
 int
-elearn_metrics_observe(elearn_metrics_t *m, const char *name,
-    const char *const *values, double v)
+elearn_metrics_observe(
+    elearn_metrics_t *m, const char *name, const char *const *values, double v)
 {
-    return elearn_metrics_update(m, name, values, v,
-        ELEARN_METRICS_OP_OBSERVE);
+    return elearn_metrics_update(m, name, values, v, ELEARN_METRICS_OP_OBSERVE);
 }
 
 int
@@ -469,8 +467,8 @@ elearn_metrics_clear(elearn_metrics_t *m, const char *name)
 }
 
 int
-elearn_metrics_get(elearn_metrics_t *m, const char *name,
-    const char *const *values, double *v)
+elearn_metrics_get(
+    elearn_metrics_t *m, const char *name, const char *const *values, double *v)
 {
     size_t i;
     elearn_metrics_family_t *f;
@@ -485,8 +483,7 @@ elearn_metrics_get(elearn_metrics_t *m, const char *name,
 
     for (s = f->series; s != NULL; s = s->next) {
         for (i = 0; i < f->nlabels; i++) {
-            if (strcmp(s->values[i], values[i] != NULL ? values[i] : "") != 0)
-            {
+            if (strcmp(s->values[i], values[i] != NULL ? values[i] : "") != 0) {
                 break;
             }
         }
@@ -587,7 +584,18 @@ elearn_metrics_value(elearn_metrics_buf_t *b, double v)
     } else if (v == floor(v) && fabs(v) < 1e15) {
         elearn_metrics_printf(b, "%.0f", v);
     } else {
-        elearn_metrics_printf(b, "%.17g", v);
+        /* the shortest form that reads back as the same double */
+        int prec;
+        char tmp[64];
+
+        for (prec = 15; prec < 17; prec++) {
+            snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+            if (strtod(tmp, NULL) == v) {
+                break;
+            }
+        }
+
+        elearn_metrics_printf(b, "%.*g", prec, v);
     }
 }
 
@@ -627,13 +635,13 @@ elearn_metrics_labels(elearn_metrics_buf_t *b, elearn_metrics_family_t *f,
 }
 
 static void
-elearn_metrics_render_family(elearn_metrics_buf_t *b,
-    elearn_metrics_family_t *f)
+elearn_metrics_render_family(
+    elearn_metrics_buf_t *b, elearn_metrics_family_t *f)
 {
     size_t i;
     char le[64];
     elearn_metrics_series_t *s;
-    static const char *types[] = { "counter", "gauge", "histogram" };
+    static const char *types[] = {"counter", "gauge", "histogram"};
 
     elearn_metrics_printf(b, "# HELP %s ", f->name);
     elearn_metrics_escape(b, f->help, 0);

@@ -47,16 +47,16 @@ int elearn_metrics_define(elearn_metrics_t *m, const char *name,
  * Returns 0, or -1 if the family is unknown, v is negative for a counter, or
  * memory ran out.
  */
-int elearn_metrics_add(elearn_metrics_t *m, const char *name,
-    const char *const *values, double v);
+int elearn_metrics_add(
+    elearn_metrics_t *m, const char *name, const char *const *values, double v);
 
 /* Sets a gauge series.  Returns 0 or -1 as elearn_metrics_add(). */
-int elearn_metrics_set(elearn_metrics_t *m, const char *name,
-    const char *const *values, double v);
+int elearn_metrics_set(
+    elearn_metrics_t *m, const char *name, const char *const *values, double v);
 
 /* Records one observation in a histogram series.  Returns 0 or -1. */
-int elearn_metrics_observe(elearn_metrics_t *m, const char *name,
-    const char *const *values, double v);
+int elearn_metrics_observe(
+    elearn_metrics_t *m, const char *name, const char *const *values, double v);
 
 /*
  * Drops every series of a family (a gauge per partition whose partition was

@@ -71,10 +71,9 @@ elearn_metrics_http_create(const char *addr, int port,
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
     sin.sin_port = htons((unsigned short) port);
-    if (port < 0 || port > 65535 || inet_pton(AF_INET, addr, &sin.sin_addr) != 1)
-    {
-        snprintf(errstr, errlen, "metrics: invalid address %s:%d", addr,
-            port);
+    if (port < 0 || port > 65535
+        || inet_pton(AF_INET, addr, &sin.sin_addr) != 1) {
+        snprintf(errstr, errlen, "metrics: invalid address %s:%d", addr, port);
         goto failed;
     }
 
@@ -85,8 +84,7 @@ elearn_metrics_http_create(const char *addr, int port,
     }
 
     one = 1;
-    if (setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
-    {
+    if (setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) {
         snprintf(errstr, errlen, "metrics: setsockopt: %s", strerror(errno));
         goto failed;
     }
@@ -104,8 +102,7 @@ elearn_metrics_http_create(const char *addr, int port,
 
     slen = sizeof(sin);
     if (getsockname(h->fd, (struct sockaddr *) &sin, &slen) != 0) {
-        snprintf(errstr, errlen, "metrics: getsockname: %s",
-            strerror(errno));
+        snprintf(errstr, errlen, "metrics: getsockname: %s", strerror(errno));
         goto failed;
     }
     h->port = ntohs(sin.sin_port);
@@ -184,8 +181,8 @@ elearn_metrics_http_send(int fd, const char *p, size_t n)
 }
 
 static void
-elearn_metrics_http_respond(int fd, int status, const char *ctype,
-    const char *body, size_t len)
+elearn_metrics_http_respond(
+    int fd, int status, const char *ctype, const char *body, size_t len)
 {
     int n;
     char head[256];
@@ -253,15 +250,13 @@ elearn_metrics_http_serve(elearn_metrics_http_t *h, int fd)
     req[got] = '\0';
 
     if (strchr(req, '\n') == NULL) {
-        elearn_metrics_http_respond(fd, 400, "text/plain", "bad request\n",
-            12);
+        elearn_metrics_http_respond(fd, 400, "text/plain", "bad request\n", 12);
         return;
     }
 
     sp = strchr(req, ' ');
     if (sp == NULL) {
-        elearn_metrics_http_respond(fd, 400, "text/plain", "bad request\n",
-            12);
+        elearn_metrics_http_respond(fd, 400, "text/plain", "bad request\n", 12);
         return;
     }
 
@@ -270,16 +265,16 @@ elearn_metrics_http_serve(elearn_metrics_http_t *h, int fd)
     *path_end = '\0';
 
     if (strcmp(req, "GET") != 0 && strcmp(req, "HEAD") != 0) {
-        elearn_metrics_http_respond(fd, 405, "text/plain",
-            "method not allowed\n", 19);
+        elearn_metrics_http_respond(
+            fd, 405, "text/plain", "method not allowed\n", 19);
         return;
     }
 
     if (strcmp(sp + 1, "/metrics") == 0) {
         text = elearn_metrics_render(h->metrics, &len);
         if (text == NULL) {
-            elearn_metrics_http_respond(fd, 503, "text/plain",
-                "out of memory\n", 14);
+            elearn_metrics_http_respond(
+                fd, 503, "text/plain", "out of memory\n", 14);
             return;
         }
         elearn_metrics_http_respond(fd, 200,
@@ -297,8 +292,9 @@ elearn_metrics_http_serve(elearn_metrics_http_t *h, int fd)
         }
 
         /* "why" is ours, plain ASCII without quotes */
-        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"detail\":\"%s\"}\n",
-            ok ? "ok" : "failing", why);
+        n = snprintf(body, sizeof(body),
+            "{\"status\":\"%s\",\"detail\":\"%s\"}\n", ok ? "ok" : "failing",
+            why);
         elearn_metrics_http_respond(fd, ok ? 200 : 503, "application/json",
             body, (size_t) n < sizeof(body) ? (size_t) n : sizeof(body) - 1);
         return;
@@ -317,7 +313,7 @@ elearn_metrics_http_run(void *arg)
     h = arg;
     elearn_signal_block_in_thread();
 
-    for ( ;; ) {
+    for (;;) {
         pfd[0].fd = h->fd;
         pfd[0].events = POLLIN;
         pfd[1].fd = h->pipe[0];
@@ -327,8 +323,8 @@ elearn_metrics_http_run(void *arg)
             if (errno == EINTR) {
                 continue;
             }
-            elearn_log(ELEARN_LOG_ERROR, "metrics", "poll: %s",
-                strerror(errno));
+            elearn_log(
+                ELEARN_LOG_ERROR, "metrics", "poll: %s", strerror(errno));
             return NULL;
         }
 
@@ -343,8 +339,8 @@ elearn_metrics_http_run(void *arg)
         fd = accept4(h->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd == -1) {
             if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
-                elearn_log(ELEARN_LOG_WARN, "metrics", "accept: %s",
-                    strerror(errno));
+                elearn_log(
+                    ELEARN_LOG_WARN, "metrics", "accept: %s", strerror(errno));
                 /* EMFILE and friends: do not spin */
                 usleep(100000);
             }

@@ -37,7 +37,8 @@ int elearn_signal_block_in_thread(void);
 
 /*
  * Sleeps up to ms milliseconds, waking early (in <= 50 ms) when a stop is
- * requested.  Returns 0 if it slept the full time, -1 if a stop cut it short.
+ * requested.  Returns 0 if no stop was requested, -1 if one was (before,
+ * during or by the end of the sleep).
  */
 int elearn_signal_sleep_ms(long long ms);
 

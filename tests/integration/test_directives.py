@@ -1,0 +1,113 @@
+"""Every elearn_* directive: a bad value fails `nginx -t` and the error
+names the directive; the example configurations pass."""
+
+import os
+import subprocess
+
+import pytest
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+BAD = [
+    ("elearn_pg_conninfo", "a b"),
+    ("elearn_pg_pool_size", "0"),
+    ("elearn_pg_pool_size", "many"),
+    ("elearn_pg_pool_size", "5000"),
+    ("elearn_pg_queue_size", "-1"),
+    ("elearn_pg_queue_size", "100000"),
+    ("elearn_pg_connect_timeout", "soon"),
+    ("elearn_pg_connect_timeout", "0"),
+    ("elearn_pg_query_timeout", "0"),
+    ("elearn_pg_query_timeout", "1x"),
+    ("elearn_pg_queue_timeout", "later"),
+    ("elearn_pg_idle_timeout", "-5s"),
+    ("elearn_pg_reconnect_max", "x"),
+    ("elearn_redis_addr", "localhost:6379"),
+    ("elearn_redis_addr", "127.0.0.1"),
+    ("elearn_redis_addr", "127.0.0.1:99999"),
+    ("elearn_redis_timeout", "0"),
+    ("elearn_redis_timeout", "fast"),
+    ("elearn_redis_reconnect_max", "x"),
+    ("elearn_kafka_brokers", "127.0.0.1"),
+    ("elearn_kafka_brokers", "127.0.0.1:x"),
+    ("elearn_kafka_brokers", "127.0.0.1:9092,"),
+    ("elearn_kafka_queue_max", "0"),
+    ("elearn_kafka_queue_max", "lots"),
+    ("elearn_kafka_flush_timeout", "x"),
+    ("elearn_kafka_linger", "x"),
+    ("elearn_metrics_zone", "1k"),
+    ("elearn_metrics_zone", "big"),
+    ("elearn_course_cache_ttl", "0"),
+    ("elearn_course_cache_ttl", "forever"),
+    ("elearn_body_max_size", "0"),
+    ("elearn_body_max_size", "huge"),
+    ("elearn_retry_after", "0"),
+    ("elearn_retry_after", "soon"),
+]
+
+LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after"}
+
+
+def nginx_t(stack_env, tmp_path, http_lines, location_lines=()):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("""
+load_module %s;
+pid %s/nginx.pid;
+error_log stderr;
+events {}
+http {
+    %s
+    server {
+        listen 127.0.0.1:1;
+        location / {
+            %s
+            elearn_api;
+        }
+    }
+}
+""" % (stack_env["ELEARN_MODULE"], tmp_path, "\n    ".join(http_lines),
+       "\n            ".join(location_lines)))
+    return subprocess.run(["/usr/sbin/nginx", "-t", "-p", str(tmp_path),
+                           "-c", str(conf)], capture_output=True, text=True)
+
+
+def test_minimal_config_passes(stack_env, tmp_path):
+    r = nginx_t(stack_env, tmp_path, [])
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("name,value", BAD)
+def test_bad_value_fails_nginx_t_naming_the_directive(stack_env, tmp_path,
+                                                       name, value):
+    line = '%s "%s";' % (name, value)
+    if name in LOCATION_LEVEL:
+        r = nginx_t(stack_env, tmp_path, [], [line])
+    else:
+        r = nginx_t(stack_env, tmp_path, [line])
+    assert r.returncode != 0, "%s %s was accepted" % (name, value)
+    assert name in r.stderr, r.stderr
+
+
+def test_every_directive_is_tested_and_documented():
+    src = open(os.path.join(TOP, "ngx_elearn_module", "src",
+                            "ngx_http_elearn_module.c")).read()
+    import re
+    names = set(re.findall(r'ngx_string\("(elearn_[a-z_]+)"\)', src))
+    docs = open(os.path.join(TOP, "docs", "directives.md")).read()
+    flags = {"elearn_api", "elearn_healthz", "elearn_readyz",
+             "elearn_metrics", "elearn_json_echo"}
+    tested = {n for n, _ in BAD}
+    assert names - flags - tested == set()
+    for n in names:
+        assert "### %s" % n in docs, n + " is not in docs/directives.md"
+        section = docs.split("### %s" % n, 1)[1].split("\n### ", 1)[0]
+        for field in ("Syntax:", "Default:", "Context:"):
+            assert field in section, "%s lacks %s" % (n, field)
+
+
+def test_example_configs_pass(stack_env, tmp_path):
+    conf = os.path.join(stack_env["ELEARN_VAR"], "nginx", "nginx.conf")
+    r = subprocess.run(["/usr/sbin/nginx", "-t", "-p",
+                        os.path.dirname(conf), "-c", conf],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

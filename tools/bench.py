@@ -1,0 +1,155 @@
+#!/usr/bin/python3
+"""`make bench`: measures the request path on loopback and prints a table.
+
+Every figure is a ratio to a baseline measured in the same run, because
+the machines are shared and noisy: HTTP scenarios against nginx's own
+`return 204`, the uncached course GET against pgbench running the same
+SELECT on as many connections as the module's pools hold.  Results go to
+var/bench/results.md and results.json.  Nothing here fails on a figure.
+
+Environment: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+PORT = os.environ["ELEARN_HTTP_PORT"]
+BASE = "http://127.0.0.1:%s" % PORT
+OUT = os.path.join(os.environ["ELEARN_VAR"], "..", "bench")
+
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+# each wrk thread walks its own stride of course ids, so every request
+# asks for a course nobody asked for yet: the Redis miss and the query
+UNCACHED_LUA = """
+local first, step, n = 1, 1, 0
+local threads = {}
+function setup(thread)
+    table.insert(threads, thread)
+    thread:set("first", #threads)
+end
+function init(args)
+    step = tonumber(args[1])
+    n = first
+end
+function request()
+    local path = "/api/v1/courses/" .. n
+    n = n + step
+    if n > 100000 then n = first end
+    return wrk.format("GET", path)
+end
+"""
+
+
+def wrk(path, script=None, threads=2):
+    cmd = ["wrk", "-t%d" % threads, "-c%d" % CONNS, "-d%ds" % SECONDS,
+           "--latency"]
+    if script:
+        cmd += ["-s", script]
+    cmd.append(BASE + path)
+    if script:
+        cmd += ["--", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True,
+                         timeout=SECONDS + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+
+    def ms(v):
+        m = re.match(r"([\d.]+)(\w+)", v)
+        return float(m.group(1)) * UNIT[m.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": ms(lat["50"]), "p99_ms": ms(lat["99"]),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def pgbench(clients):
+    sql = open(os.path.join(TOP, "sql", "api.sql")).read()
+    stmt = sql.split("-- name: course_get_json", 1)[1]
+    stmt = "\n".join(l for l in stmt.splitlines()
+                     if not l.lstrip().startswith("--"))
+    stmt = stmt.split(";", 1)[0].replace("$1", ":id")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql",
+                                     delete=False) as f:
+        f.write("\\set id random(1, 100000)\n")
+        f.write(" ".join(stmt.split()) + ";\n")
+        script = f.name
+    out = subprocess.run(["pgbench", "-n", "-M", "extended", "-c",
+                          str(clients), "-j", "2", "-T", str(SECONDS),
+                          "-f", script, "-r"],
+                         capture_output=True, text=True,
+                         timeout=SECONDS + 60)
+    os.unlink(script)
+    tps = float(re.search(r"tps = ([\d.]+)", out.stdout).group(1))
+    lat = re.search(r"latency average = ([\d.]+) ms", out.stdout)
+    return {"rps": tps, "p50_ms": float(lat.group(1)) if lat else None,
+            "p99_ms": None, "non_2xx": 0}
+
+
+def redis_flush_courses():
+    port = os.environ["ELEARN_REDIS_PORT"]
+    subprocess.run(["bash", "-c",
+                    "redis-cli -p %s --scan --pattern 'course:*' | "
+                    "xargs -r -n 500 redis-cli -p %s DEL >/dev/null"
+                    % (port, port)], check=True)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    conf = open(os.path.join(os.environ["ELEARN_VAR"], "nginx",
+                             "nginx.conf")).read()
+    pool = int(re.search(r"elearn_pg_pool_size (\d+);", conf).group(1))
+    workers = int(re.search(r"worker_processes (\d+);", conf).group(1))
+
+    lua = os.path.join(OUT, "uncached.lua")
+    open(lua, "w").write(UNCACHED_LUA)
+
+    rows = []
+    base = wrk("/bench/204")
+    rows.append(("return 204 (baseline)", base, base["rps"], "return 204"))
+    r = wrk("/healthz")
+    rows.append(("/healthz", r, base["rps"], "return 204"))
+    subprocess.run(["curl", "-fsS", "-o", "/dev/null",
+                    BASE + "/api/v1/courses/1"], check=True)
+    r = wrk("/api/v1/courses/1")
+    rows.append(("course GET, cached", r, base["rps"], "return 204"))
+
+    pgb = pgbench(pool * workers)
+    rows.append(("pgbench same SELECT, %d conns (baseline)"
+                 % (pool * workers), pgb, pgb["rps"], "pgbench"))
+    redis_flush_courses()
+    r = wrk("/api/v1/courses/1", script=lua)
+    rows.append(("course GET, uncached", r, pgb["rps"], "pgbench"))
+
+    lines = ["| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio | to |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    result = []
+    for name, m, ref, refname in rows:
+        ratio = m["rps"] / ref if ref else 0
+        lines.append("| %s | %.0f | %s | %s | %d | %.2f | %s |" % (
+            name, m["rps"],
+            "%.2f" % m["p50_ms"] if m["p50_ms"] is not None else "-",
+            "%.2f" % m["p99_ms"] if m["p99_ms"] is not None else "-",
+            m["non_2xx"], ratio, refname))
+        result.append(dict(m, scenario=name, ratio=ratio, baseline=refname))
+    table = "\n".join(lines)
+    header = ("elearn bench: %d s per scenario, %d connections, %d nginx "
+              "workers, pool %d per worker" % (SECONDS, CONNS, workers,
+                                               pool))
+    open(os.path.join(OUT, "results.md"), "w").write(
+        "# " + header + "\n\n" + table + "\n")
+    json.dump({"settings": header, "results": result},
+              open(os.path.join(OUT, "results.json"), "w"), indent=2)
+    print(header)
+    print(table)
+    print("written to %s/results.{md,json}" % os.path.abspath(OUT))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
