@@ -8,9 +8,13 @@ if [ "${ELEARN_ASAN:-}" = 1 ]; then
     # the stock nginx is not instrumented: preload the runtime for the module
     ELEARN_NGINX_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
     export ELEARN_NGINX_PRELOAD
-    export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=0:log_path=$top/var/test/asan}"
-    export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:log_path=$top/var/test/ubsan}"
     export ELEARN_VAR="$top/var/test-asan"
+    mkdir -p "$ELEARN_VAR/sanitizer"
+    chmod 1777 "$ELEARN_VAR/sanitizer"   # nginx workers run as another user
+    rm -f "$ELEARN_VAR"/sanitizer/*
+    # reports go to files that the harness checks at the end of the run
+    export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:log_path=$ELEARN_VAR/sanitizer/asan}"
+    export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:log_path=$ELEARN_VAR/sanitizer/ubsan}"
 fi
 exec /usr/bin/python3 -m pytest -p no:cacheprovider -q -rfEs \
     tests/integration "$@"

@@ -34,7 +34,7 @@ elearn is running on loopback:
   health      http://127.0.0.1:$ELEARN_HTTP_PORT/healthz
   readiness   http://127.0.0.1:$ELEARN_HTTP_PORT/readyz
   metrics     http://127.0.0.1:$ELEARN_HTTP_PORT/metrics
-  PostgreSQL  $ELEARN_PG_CONNINFO
+  PostgreSQL  127.0.0.1:$ELEARN_PG_PORT (database $ELEARN_PG_DB, user $ELEARN_PG_USER)
   Redis       127.0.0.1:$ELEARN_REDIS_PORT
   Kafka       $ELEARN_KAFKA_BROKERS
 Demo accounts (dev only): student@elearn.dev / student-dev-pass,

@@ -195,7 +195,8 @@ nginx_start() {
 nginx_reload() {
     local n=$V/nginx
     nginx_conf
-    /usr/sbin/nginx -p "$n" -c "$n/nginx.conf" -e "$n/logs/error.log" \
+    env ${ELEARN_NGINX_PRELOAD:+LD_PRELOAD="$ELEARN_NGINX_PRELOAD"} \
+        /usr/sbin/nginx -p "$n" -c "$n/nginx.conf" -e "$n/logs/error.log" \
         -s reload
 }
 

@@ -117,6 +117,13 @@ def stack():
     yield s
     if not os.environ.get("ELEARN_TEST_KEEP"):
         s.stop()
+    # under `make asan`, a sanitizer report anywhere in the run fails it
+    san = os.path.join(s.var, "sanitizer")
+    if os.path.isdir(san):
+        reports = os.listdir(san)
+        text = "".join(open(os.path.join(san, f)).read()[:4000]
+                       for f in reports)
+        assert not reports, "sanitizer reports:\n" + text
 
 
 @pytest.fixture(scope="session")
