@@ -26,6 +26,7 @@
 #include <librdkafka/rdkafka.h>
 #include <jansson.h>
 
+#include "ngx_http_elearn_event.h"
 #include "ngx_http_elearn_kafka.h"
 
 
@@ -58,6 +59,7 @@ struct ngx_http_elearn_kafka_s {
 
 static ngx_int_t ngx_http_elearn_kafka_conf_set(rd_kafka_conf_t *conf,
     const char *name, const char *value);
+static void ngx_http_elearn_kafka_close_pipe(ngx_http_elearn_kafka_t *kafka);
 static void ngx_http_elearn_kafka_read_handler(ngx_event_t *rev);
 static void ngx_http_elearn_kafka_dr_cb(rd_kafka_t *rk,
     const rd_kafka_message_t *msg, void *opaque);
@@ -77,7 +79,6 @@ ngx_http_elearn_kafka_create(ngx_cycle_t *cycle,
     char                      errstr[512];
     u_char                   *p, brokers[1024], num[NGX_INT64_LEN + 1];
     rd_kafka_t               *rk;
-    ngx_event_t              *rev;
     rd_kafka_conf_t          *conf;
     rd_kafka_queue_t         *mainq;
     ngx_connection_t         *c;
@@ -209,25 +210,17 @@ ngx_http_elearn_kafka_create(ngx_cycle_t *cycle,
 
     kafka->wfd = fds[1];
 
-    c = ngx_get_connection(fds[0], cycle->log);
+    /* the pipe is ours, not librdkafka's: closed with the connection */
+
+    c = ngx_http_elearn_event_attach(fds[0], cycle->log,
+                                     ngx_http_elearn_kafka_read_handler,
+                                     NULL, kafka);
     if (c == NULL) {
         ngx_close_file(fds[0]);
         goto failed;
     }
 
     kafka->conn = c;
-
-    c->data = kafka;
-    c->log = cycle->log;
-
-    rev = c->read;
-    rev->log = cycle->log;
-    rev->handler = ngx_http_elearn_kafka_read_handler;
-    c->write->log = cycle->log;
-
-    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-        goto failed;
-    }
 
     mainq = rd_kafka_queue_get_main(rk);
     rd_kafka_queue_io_event_enable(mainq, fds[1], "1", 1);
@@ -237,7 +230,7 @@ ngx_http_elearn_kafka_create(ngx_cycle_t *cycle,
      * ops queued before the fd was attached raised no event: serve them
      * now, on the next pass of the event loop
      */
-    ngx_post_event(rev, &ngx_posted_next_events);
+    ngx_post_event(c->read, &ngx_posted_next_events);
 
     ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
                   "elearn kafka: producer %s started, brokers \"%V\"",
@@ -258,15 +251,7 @@ failed:
         kafka->rk = NULL;
     }
 
-    if (kafka->conn != NULL) {
-        ngx_close_connection(kafka->conn);
-        kafka->conn = NULL;
-    }
-
-    if (kafka->wfd != NGX_INVALID_FILE) {
-        ngx_close_file(kafka->wfd);
-        kafka->wfd = NGX_INVALID_FILE;
-    }
+    ngx_http_elearn_kafka_close_pipe(kafka);
 
     return NULL;
 }
@@ -309,15 +294,7 @@ ngx_http_elearn_kafka_destroy(ngx_http_elearn_kafka_t *kafka)
     rd_kafka_destroy(kafka->rk);
     kafka->rk = NULL;
 
-    if (kafka->conn != NULL) {
-        ngx_close_connection(kafka->conn);
-        kafka->conn = NULL;
-    }
-
-    if (kafka->wfd != NGX_INVALID_FILE) {
-        ngx_close_file(kafka->wfd);
-        kafka->wfd = NGX_INVALID_FILE;
-    }
+    ngx_http_elearn_kafka_close_pipe(kafka);
 }
 
 
@@ -412,6 +389,26 @@ ngx_http_elearn_kafka_conf_set(rd_kafka_conf_t *conf, const char *name,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Closes both ends of the event pipe, whichever are open; librdkafka must
+ * no longer write to it (destroyed, or never told of it).
+ */
+
+static void
+ngx_http_elearn_kafka_close_pipe(ngx_http_elearn_kafka_t *kafka)
+{
+    if (kafka->conn != NULL) {
+        ngx_close_connection(kafka->conn);
+        kafka->conn = NULL;
+    }
+
+    if (kafka->wfd != NGX_INVALID_FILE) {
+        ngx_close_file(kafka->wfd);
+        kafka->wfd = NGX_INVALID_FILE;
+    }
 }
 
 

@@ -21,9 +21,9 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 #include <ngx_http.h>
-#include <poll.h>
 #include <sys/stat.h>
 
+#include "ngx_http_elearn_event.h"
 #include "ngx_http_elearn_pg.h"
 
 
@@ -163,12 +163,10 @@ static void ngx_http_elearn_pg_set_idle(ngx_http_elearn_pg_slot_t *slot);
 static void ngx_http_elearn_pg_close(ngx_http_elearn_pg_slot_t *slot);
 
 static ngx_int_t ngx_http_elearn_pg_attach(ngx_http_elearn_pg_slot_t *slot);
-static void ngx_http_elearn_pg_detach(ngx_http_elearn_pg_slot_t *slot);
 static ngx_int_t ngx_http_elearn_pg_want_write(
     ngx_http_elearn_pg_slot_t *slot, ngx_uint_t on);
 static void ngx_http_elearn_pg_event_handler(ngx_event_t *ev);
 static void ngx_http_elearn_pg_timer_handler(ngx_event_t *ev);
-static ngx_uint_t ngx_http_elearn_pg_ready(ngx_socket_t fd, short events);
 static size_t ngx_http_elearn_pg_errlen(const char *msg);
 
 
@@ -879,7 +877,7 @@ ngx_http_elearn_pg_connect_step(ngx_http_elearn_pg_slot_t *slot)
 
     for (n = 0; n < NGX_HTTP_ELEARN_PG_LOOPS; n++) {
 
-        if (!ngx_http_elearn_pg_ready(slot->c->fd, slot->want)) {
+        if (!ngx_http_elearn_event_ready(slot->c->fd, slot->want, "pg")) {
             if (ngx_http_elearn_pg_want_write(slot, slot->want == POLLOUT)
                 != NGX_OK)
             {
@@ -1103,7 +1101,7 @@ ngx_http_elearn_pg_flush(ngx_http_elearn_pg_slot_t *slot)
             return NGX_ERROR;
         }
 
-        if (!ngx_http_elearn_pg_ready(slot->c->fd, POLLOUT)) {
+        if (!ngx_http_elearn_event_ready(slot->c->fd, POLLOUT, "pg")) {
             break;
         }
     }
@@ -1161,7 +1159,7 @@ ngx_http_elearn_pg_read_idle(ngx_http_elearn_pg_slot_t *slot)
 
     for (n = 0; n < NGX_HTTP_ELEARN_PG_LOOPS; n++) {
 
-        if (!ngx_http_elearn_pg_ready(slot->c->fd, POLLIN)) {
+        if (!ngx_http_elearn_event_ready(slot->c->fd, POLLIN, "pg")) {
             return;
         }
 
@@ -1257,7 +1255,7 @@ ngx_http_elearn_pg_read_busy(ngx_http_elearn_pg_slot_t *slot)
             }
         }
 
-        if (ngx_http_elearn_pg_ready(slot->c->fd, POLLIN)) {
+        if (ngx_http_elearn_event_ready(slot->c->fd, POLLIN, "pg")) {
             ssl = 0;
             continue;
         }
@@ -1389,7 +1387,10 @@ ngx_http_elearn_pg_close(ngx_http_elearn_pg_slot_t *slot)
         ngx_del_timer(&slot->timer);
     }
 
-    ngx_http_elearn_pg_detach(slot);
+    /* PQfinish() closes the socket: only nginx's view of it goes here */
+
+    ngx_http_elearn_event_detach(slot->c);
+    slot->c = NULL;
 
     if (slot->res != NULL) {
         PQclear(slot->res);
@@ -1439,80 +1440,23 @@ ngx_http_elearn_pg_attach(ngx_http_elearn_pg_slot_t *slot)
             return NGX_OK;
         }
 
-        ngx_http_elearn_pg_detach(slot);
+        /* libpq has closed the old socket already */
+
+        ngx_http_elearn_event_detach(slot->c);
+        slot->c = NULL;
     }
 
-    c = ngx_get_connection(fd, ngx_cycle->log);
+    c = ngx_http_elearn_event_attach(fd, ngx_cycle->log,
+                                     ngx_http_elearn_pg_event_handler,
+                                     ngx_http_elearn_pg_event_handler, slot);
     if (c == NULL) {
         return NGX_ERROR;
     }
-
-    c->data = slot;
-    c->read->handler = ngx_http_elearn_pg_event_handler;
-    c->write->handler = ngx_http_elearn_pg_event_handler;
-    c->read->log = c->log;
-    c->write->log = c->log;
 
     slot->c = c;
     slot->ino = st.st_ino;
 
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_http_elearn_pg_detach(slot);
-        return NGX_ERROR;
-    }
-
     return NGX_OK;
-}
-
-
-/*
- * Drops nginx's view of the socket without closing it: libpq owns it and
- * has closed it already (a new host) or is about to (PQfinish).  The
- * kernel forgets a closed descriptor's epoll registration by itself, so
- * NGX_CLOSE_EVENT spares an epoll_ctl() on a descriptor that is gone or
- * may even be reused.
- */
-
-static void
-ngx_http_elearn_pg_detach(ngx_http_elearn_pg_slot_t *slot)
-{
-    ngx_connection_t  *c;
-
-    c = slot->c;
-    if (c == NULL) {
-        return;
-    }
-
-    slot->c = NULL;
-
-    if (ngx_del_conn) {
-        ngx_del_conn(c, NGX_CLOSE_EVENT);
-
-    } else {
-        if (c->read->active || c->read->disabled) {
-            ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-        }
-
-        if (c->write->active || c->write->disabled) {
-            ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-        }
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    c->read->closed = 1;
-    c->write->closed = 1;
-
-    ngx_free_connection(c);
-
-    /* nginx skips events still queued for a connection with fd -1 */
-    c->fd = (ngx_socket_t) -1;
 }
 
 
@@ -1604,31 +1548,6 @@ ngx_http_elearn_pg_timer_handler(ngx_event_t *ev)
     default:
         return;
     }
-}
-
-
-/*
- * Whether the socket is ready now, asked of the kernel: nginx's ready
- * flags are not kept up to date for sockets libpq reads and writes.  An
- * error or hang-up counts as ready so that libpq finds it.
- */
-
-static ngx_uint_t
-ngx_http_elearn_pg_ready(ngx_socket_t fd, short events)
-{
-    struct pollfd  pfd;
-
-    pfd.fd = fd;
-    pfd.events = events;
-    pfd.revents = 0;
-
-    if (poll(&pfd, 1, 0) == -1) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
-                      "elearn pg: poll() failed");
-        return 0;
-    }
-
-    return pfd.revents != 0;
 }
 
 

@@ -22,9 +22,9 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 #include <ngx_http.h>
-#include <poll.h>
 #include <hiredis/async.h>
 
+#include "ngx_http_elearn_event.h"
 #include "ngx_http_elearn_redis.h"
 
 
@@ -126,10 +126,9 @@ static void ngx_http_elearn_redis_del_read(void *privdata);
 static void ngx_http_elearn_redis_add_write(void *privdata);
 static void ngx_http_elearn_redis_del_write(void *privdata);
 static void ngx_http_elearn_redis_cleanup(void *privdata);
+static redisAsyncContext *ngx_http_elearn_redis_event_ac(ngx_connection_t *c);
 static void ngx_http_elearn_redis_read_handler(ngx_event_t *rev);
 static void ngx_http_elearn_redis_write_handler(ngx_event_t *wev);
-static void ngx_http_elearn_redis_release(ngx_http_elearn_redis_conn_t *conn);
-static ngx_uint_t ngx_http_elearn_redis_ready(ngx_socket_t fd, short events);
 
 static void ngx_http_elearn_redis_reply(redisAsyncContext *ac, void *reply,
     void *privdata);
@@ -563,17 +562,15 @@ ngx_http_elearn_redis_connect(ngx_http_elearn_redis_conn_t *conn)
         goto failed;
     }
 
-    c = ngx_get_connection(ac->c.fd, ngx_cycle->log);
+    c = ngx_http_elearn_event_attach(ac->c.fd, ngx_cycle->log,
+                                     ngx_http_elearn_redis_read_handler,
+                                     ngx_http_elearn_redis_write_handler,
+                                     conn);
     if (c == NULL) {
+        /* no hooks yet: hiredis just closes the socket */
         redisAsyncFree(ac);
         goto failed;
     }
-
-    c->data = conn;
-    c->read->handler = ngx_http_elearn_redis_read_handler;
-    c->write->handler = ngx_http_elearn_redis_write_handler;
-    c->read->log = c->log;
-    c->write->log = c->log;
 
     conn->ac = ac;
     conn->c = c;
@@ -594,12 +591,6 @@ ngx_http_elearn_redis_connect(ngx_http_elearn_redis_conn_t *conn)
 
     redisAsyncSetConnectCallback(ac, ngx_http_elearn_redis_connect_cb);
     redisAsyncSetDisconnectCallback(ac, ngx_http_elearn_redis_disconnect_cb);
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        /* runs the cleanup hook, which counts and schedules a retry */
-        redisAsyncFree(ac);
-        return;
-    }
 
     /* hiredis has no connect timeout: a blackholed address hangs ~2 min */
 
@@ -911,14 +902,46 @@ ngx_http_elearn_redis_cleanup(void *privdata)
         conn->failures++;
     }
 
-    ngx_http_elearn_redis_release(conn);
+    /* hiredis closes the socket: only nginx's view of it goes here */
 
+    ngx_http_elearn_event_detach(conn->c);
+
+    conn->c = NULL;
     conn->ac = NULL;
     conn->connected = 0;
     conn->want_write = 0;
     conn->in_write = 0;
 
     ngx_http_elearn_redis_schedule(conn);
+}
+
+
+/*
+ * The context an event of c may drive, or NULL: none once hiredis has
+ * freed it, and none while connecting until the socket is writable, as a
+ * spurious event then would pass for a connect.
+ */
+
+static redisAsyncContext *
+ngx_http_elearn_redis_event_ac(ngx_connection_t *c)
+{
+    ngx_http_elearn_redis_conn_t  *conn = c->data;
+
+    redisAsyncContext  *ac;
+
+    ac = conn->ac;
+
+    if (ac == NULL) {
+        return NULL;
+    }
+
+    if (!(ac->c.flags & REDIS_CONNECTED)
+        && !ngx_http_elearn_event_ready(c->fd, POLLOUT, "redis"))
+    {
+        return NULL;
+    }
+
+    return ac;
 }
 
 
@@ -940,20 +963,12 @@ ngx_http_elearn_redis_read_handler(ngx_event_t *rev)
     ngx_socket_t        fd;
     redisAsyncContext  *ac;
 
-    ac = conn->ac;
-    fd = c->fd;
-
+    ac = ngx_http_elearn_redis_event_ac(c);
     if (ac == NULL) {
         return;
     }
 
-    /* a spurious event while connecting would pass for a connect */
-
-    if (!(ac->c.flags & REDIS_CONNECTED)
-        && !ngx_http_elearn_redis_ready(fd, POLLOUT))
-    {
-        return;
-    }
+    fd = c->fd;
 
     for (n = 0; n < NGX_HTTP_ELEARN_REDIS_READ_LOOPS; n++) {
 
@@ -963,7 +978,7 @@ ngx_http_elearn_redis_read_handler(ngx_event_t *rev)
             return;
         }
 
-        if (!ngx_http_elearn_redis_ready(fd, POLLIN)) {
+        if (!ngx_http_elearn_event_ready(fd, POLLIN, "redis")) {
             return;
         }
     }
@@ -984,18 +999,12 @@ ngx_http_elearn_redis_write_handler(ngx_event_t *wev)
     ngx_socket_t        fd;
     redisAsyncContext  *ac;
 
-    ac = conn->ac;
-    fd = c->fd;
-
+    ac = ngx_http_elearn_redis_event_ac(c);
     if (ac == NULL) {
         return;
     }
 
-    if (!(ac->c.flags & REDIS_CONNECTED)
-        && !ngx_http_elearn_redis_ready(fd, POLLOUT))
-    {
-        return;
-    }
+    fd = c->fd;
 
     for (n = 0; n < NGX_HTTP_ELEARN_REDIS_WRITE_LOOPS; n++) {
 
@@ -1009,7 +1018,9 @@ ngx_http_elearn_redis_write_handler(ngx_event_t *wev)
 
         conn->in_write = 0;
 
-        if (!conn->want_write || !ngx_http_elearn_redis_ready(fd, POLLOUT)) {
+        if (!conn->want_write
+            || !ngx_http_elearn_event_ready(fd, POLLOUT, "redis"))
+        {
             return;
         }
     }
@@ -1017,76 +1028,6 @@ ngx_http_elearn_redis_write_handler(ngx_event_t *wev)
     if (!wev->posted) {
         ngx_post_event(wev, &ngx_posted_events);
     }
-}
-
-
-/*
- * Drops nginx's view of the socket without closing it: hiredis closes it
- * right after the cleanup hook, and a closed descriptor leaves epoll by
- * itself (NGX_CLOSE_EVENT spares the epoll_ctl()).
- */
-
-static void
-ngx_http_elearn_redis_release(ngx_http_elearn_redis_conn_t *conn)
-{
-    ngx_connection_t  *c;
-
-    c = conn->c;
-    if (c == NULL) {
-        return;
-    }
-
-    conn->c = NULL;
-
-    if (ngx_del_conn) {
-        ngx_del_conn(c, NGX_CLOSE_EVENT);
-
-    } else {
-        if (c->read->active || c->read->disabled) {
-            ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-        }
-
-        if (c->write->active || c->write->disabled) {
-            ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-        }
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    c->read->closed = 1;
-    c->write->closed = 1;
-
-    ngx_free_connection(c);
-
-    /* nginx skips events still queued for a connection with fd -1 */
-    c->fd = (ngx_socket_t) -1;
-}
-
-
-/* the kernel's word on readiness; an error or hang-up counts as ready */
-
-static ngx_uint_t
-ngx_http_elearn_redis_ready(ngx_socket_t fd, short events)
-{
-    struct pollfd  pfd;
-
-    pfd.fd = fd;
-    pfd.events = events;
-    pfd.revents = 0;
-
-    if (poll(&pfd, 1, 0) == -1) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
-                      "elearn redis: poll() failed");
-        return 0;
-    }
-
-    return pfd.revents != 0;
 }
 
 
