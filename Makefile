@@ -89,7 +89,13 @@ $(BUILD)/bin/elearn-%: workers/%/*.c $(WORKER_LIB)
 	$(CC) $(CFLAGS) -o $@ $(filter %.c,$^) $(WORKER_LIB) $(LDFLAGS) \
 	    $(WORKER_LIBS)
 
-workers: $(if $(WORKER_LIB_SRCS),$(WORKER_LIB)) $(DAEMON_BINS)
+# the password hasher of tools/elearnctl
+$(BUILD)/bin/elearn-hash: tools/elearn-hash.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -largon2
+
+workers: $(if $(WORKER_LIB_SRCS),$(WORKER_LIB)) $(DAEMON_BINS) \
+         $(BUILD)/bin/elearn-hash
 
 # --- the stack ------------------------------------------------------------
 
@@ -111,6 +117,16 @@ $(BUILD)/tests/%: tests/unit/%.c $(WORKER_LIB) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I$(TOP)/tests/unit -o $@ $< $(WORKER_LIB) \
 	    $(LDFLAGS) $(WORKER_LIBS) -lcmocka
+
+# test_jwt links the module's JWT code, which is plain C over OpenSSL and
+# jansson (no nginx types), instead of the daemons' library
+JWT_SRC      := ngx_elearn_module/src/ngx_http_elearn_jwt.c
+
+$(BUILD)/tests/test_jwt: tests/unit/test_jwt.c $(JWT_SRC) \
+                         $(JWT_SRC:.c=.h) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ingx_elearn_module/src -o $@ $< $(JWT_SRC) \
+	    $(LDFLAGS) -lcrypto -ljansson -lcmocka
 
 test-unit: $(UNIT_BINS)
 	@$(TOP)/tools/run-unit.sh $(UNIT_BINS)
@@ -136,7 +152,8 @@ asan:
 
 # --- style ----------------------------------------------------------------
 
-FORMAT_FILES = $(wildcard workers/lib/*.[ch] workers/*/*.[ch] tests/unit/*.[ch])
+FORMAT_FILES = $(wildcard workers/lib/*.[ch] workers/*/*.[ch] tests/unit/*.[ch]) \
+               tools/elearn-hash.c
 
 format:
 	clang-format -i $(FORMAT_FILES)

@@ -47,3 +47,32 @@ SELECT json_build_object(
   JOIN users u ON u.user_id = c.instructor_id
  WHERE c.course_id = $1::bigint
    AND c.published;
+
+-- name: user_insert
+-- POST /api/v1/auth/register and /api/v1/admin/users: $1 email (as
+-- given), $2 Argon2id PHC string, $3 display name, $4 role.  No row back
+-- when the email is taken in any letter case (users_email_lower_key): the
+-- module answers 409.
+-- params: ["schema-test@example.com", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", "Schema Test", "student"]
+-- params: ["STUDENT@elearn.dev", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", "Taken", "student"]
+INSERT INTO users (email, password_hash, display_name, role)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT ((lower(email))) DO NOTHING
+RETURNING user_id, email, display_name, role;
+
+-- name: user_login
+-- POST /api/v1/auth/login: $1 email, in any letter case.  Index:
+-- users_email_lower_key.
+-- params: ["Student@Elearn.dev"]
+-- params: ["nobody@example.com"]
+SELECT user_id, password_hash, role, display_name
+  FROM users
+ WHERE lower(email) = lower($1);
+
+-- name: user_get
+-- GET /api/v1/me on a miss of the worker's cache: $1 user id.  Index:
+-- users_pkey.
+-- params: [1]
+SELECT email, display_name, role
+  FROM users
+ WHERE user_id = $1::bigint;

@@ -7,15 +7,21 @@ the machines are shared and noisy: HTTP scenarios against nginx's own
 SELECT on as many connections as the module's pools hold.  Results go to
 var/bench/results.md and results.json.  Nothing here fails on a figure.
 
+The auth scenarios restart nginx with ES256 keys (ELEARN_JWT_ALG) and
+put HS256 back at the end.
+
 Environment: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64).
 """
 
+import base64
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -48,14 +54,39 @@ end
 """
 
 
-def wrk(path, script=None, threads=2):
-    cmd = ["wrk", "-t%d" % threads, "-c%d" % CONNS, "-d%ds" % SECONDS,
-           "--latency"]
+# each request carries the next of many pre-minted tokens: no cache hit
+TOKENS_LUA = """
+local tokens, i = {}, 0
+function init(args)
+    for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+    i = math.random(#tokens)
+end
+function request()
+    i = i % #tokens + 1
+    return wrk.format("GET", nil, {["Authorization"] = "Bearer " .. tokens[i]})
+end
+"""
+
+LOGIN_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"email": "%s", "password": "%s"}'
+"""
+
+HEADER = []     # extra wrk headers (the bearer token)
+
+
+def wrk(path, script=None, threads=2, conns=None, args=None, header=True):
+    cmd = ["wrk", "-t%d" % threads, "-c%d" % (conns or CONNS),
+           "-d%ds" % SECONDS, "--latency"]
+    if header:
+        for h in HEADER:
+            cmd += ["-H", h]
     if script:
         cmd += ["-s", script]
     cmd.append(BASE + path)
     if script:
-        cmd += ["--", str(threads)]
+        cmd += ["--"] + (args or [str(threads)])
     out = subprocess.run(cmd, capture_output=True, text=True,
                          timeout=SECONDS + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -109,6 +140,79 @@ def course_codes():
     return codes
 
 
+def stack(*args, **env):
+    e = dict(os.environ, **env)
+    subprocess.run([os.path.join(TOP, "tools", "stack.sh")] + list(args),
+                   env=e, check=True, capture_output=True)
+
+
+def restart_nginx(**env):
+    stack("stop", "nginx", **env)
+    stack("start", "nginx", **env)
+    for _ in range(100):
+        r = subprocess.run(["curl", "-fsS", "-o", "/dev/null",
+                            BASE + "/readyz"])
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+
+
+def login(email, password):
+    out = subprocess.run(
+        ["curl", "-fsS", "-H", "Content-Type: application/json", "-d",
+         json.dumps({"email": email, "password": password}),
+         BASE + "/api/v1/auth/login"], capture_output=True, text=True,
+        check=True).stdout
+    return json.loads(out)["accessToken"]
+
+
+def es256_tokens(n, template, path):
+    """n valid ES256 tokens of the same session, each with its own jti,
+    signed with the stack's dev key (python3-cryptography)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+    pem = open(os.path.join(os.environ["ELEARN_VAR"], "secrets",
+                            "jwt-es256.pem"), "rb").read()
+    key = serialization.load_pem_private_key(pem, None)
+    claims = json.loads(base64.urlsafe_b64decode(
+        template.split(".")[1] + "=="))
+
+    def b64(d):
+        return base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+    head = b64(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
+    with open(path, "w") as f:
+        for _ in range(n):
+            claims["jti"] = uuid.uuid4().hex
+            body = head + "." + b64(json.dumps(claims).encode())
+            der = key.sign(body.encode(), ec.ECDSA(hashes.SHA256()))
+            r, s = utils.decode_dss_signature(der)
+            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+            f.write(body + "." + b64(sig) + "\n")
+
+
+def openssl_ecdsa_verify_rate():
+    out = subprocess.run(["openssl", "speed", "-seconds", "5",
+                          "ecdsap256"], capture_output=True,
+                         text=True).stdout
+    m = re.search(r"256 bits ecdsa \(nistp256\)\s+[\d.]+s\s+[\d.]+s"
+                  r"\s+[\d.]+\s+([\d.]+)", out)
+    return float(m.group(1))
+
+
+def argon2_rate(cores, hashes=40):
+    """Bare Argon2id hashes per second with `cores` processes of the
+    argon2 CLI at the module's parameters."""
+    script = ("for i in $(seq %d); do echo -n pw-$i | argon2 "
+              "saltsaltsaltsalt -id -t 2 -k 19456 -p 1 -l 32 -r "
+              ">/dev/null; done" % (hashes // cores))
+    t = time.time()
+    procs = [subprocess.Popen(["bash", "-c", script])
+             for _ in range(cores)]
+    for p in procs:
+        p.wait()
+    return (hashes // cores) * cores / (time.time() - t)
+
+
 def redis_flush_courses():
     port = os.environ["ELEARN_REDIS_PORT"]
     subprocess.run(["bash", "-c",
@@ -126,6 +230,9 @@ def main():
 
     lua = os.path.join(OUT, "uncached.lua")
     open(lua, "w").write(UNCACHED_LUA)
+
+    token = login("student@elearn.dev", "student-dev-pass")
+    HEADER.append("Authorization: Bearer " + token)
 
     rows = []
     base = wrk("/bench/204")
@@ -148,6 +255,47 @@ def main():
     r["codes"] = {k: after.get(k, 0) - before.get(k, 0) for k in after
                   if after.get(k, 0) != before.get(k, 0)}
     rows.append(("course GET, uncached", r, pgb["rps"], "pgbench"))
+
+    # auth: claims only, revocation check on
+    r = wrk("/api/v1/me")
+    rows.append(("GET /me, HS256", r, base["rps"], "return 204"))
+
+    restart_nginx(ELEARN_JWT_ALG="ES256")
+    try:
+        es = login("student@elearn.dev", "student-dev-pass")
+        HEADER[:] = ["Authorization: Bearer " + es]
+        r = wrk("/api/v1/me")
+        rows.append(("GET /me, ES256, one token (cache)", r, base["rps"],
+                     "return 204"))
+        toks = os.path.join(OUT, "es256-tokens.txt")
+        es256_tokens(40000, es, toks)
+        lua2 = os.path.join(OUT, "tokens.lua")
+        open(lua2, "w").write(TOKENS_LUA)
+        ossl = openssl_ecdsa_verify_rate()
+        rows.append(("openssl speed ecdsap256 verify, 1 core (baseline)",
+                     {"rps": ossl, "p50_ms": None, "p99_ms": None,
+                      "non_2xx": 0}, ossl, "openssl"))
+        r = wrk("/api/v1/me", script=lua2, args=[toks], header=False)
+        rows.append(("GET /me, ES256, every token new", r, ossl, "openssl"))
+    finally:
+        restart_nginx()
+
+    # login: 16 clients against the bare hash rate of both cores
+    hrate = argon2_rate(2)
+    rows.append(("argon2id CLI, 2 processes (baseline)",
+                 {"rps": hrate, "p50_ms": None, "p99_ms": None,
+                  "non_2xx": 0}, hrate, "argon2"))
+    lua3 = os.path.join(OUT, "login.lua")
+    open(lua3, "w").write(LOGIN_LUA % ("student@elearn.dev",
+                                       "student-dev-pass"))
+    # the example config's per-address limit_req would measure itself
+    restart_nginx(ELEARN_LOGIN_RATE="100000r/s")
+    try:
+        r = wrk("/api/v1/auth/login", script=lua3, conns=16, args=["-"],
+                header=False)
+    finally:
+        restart_nginx()
+    rows.append(("POST /auth/login, 16 clients", r, hrate, "argon2"))
 
     lines = ["| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio | to |",
              "|---|---:|---:|---:|---:|---:|---|"]

@@ -170,8 +170,33 @@ kafka_stop() {
 
 # --- nginx --------------------------------------------------------------
 
+# Dev-only signing keys, made once per stack: an HS256 secret and an
+# ES256/RS256 key pair.  The JWT key file of the configuration follows
+# ELEARN_JWT_ALG unless ELEARN_JWT_KEY_FILE names one.
+nginx_keys() {
+    local s=$V/secrets
+    mkdir -p "$s"
+    chmod 700 "$s"
+    [ -f "$s/jwt-hs256.key" ] \
+        || head -c 48 /dev/urandom > "$s/jwt-hs256.key"
+    [ -f "$s/jwt-es256.pem" ] \
+        || openssl ecparam -name prime256v1 -genkey -noout \
+               -out "$s/jwt-es256.pem" 2>/dev/null
+    [ -f "$s/jwt-rs256.pem" ] \
+        || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+               -out "$s/jwt-rs256.pem" 2>/dev/null
+    chmod 600 "$s"/*
+    case $ELEARN_JWT_ALG in
+        HS256) : "${ELEARN_JWT_KEY_FILE:=$s/jwt-hs256.key}" ;;
+        ES256) : "${ELEARN_JWT_KEY_FILE:=$s/jwt-es256.pem}" ;;
+        RS256) : "${ELEARN_JWT_KEY_FILE:=$s/jwt-rs256.pem}" ;;
+    esac
+    export ELEARN_JWT_KEY_FILE
+}
+
 nginx_conf() {
     local n=$V/nginx
+    nginx_keys
     mkdir -p "$n/logs" "$n/tmp"
     [ "$(id -u)" -eq 0 ] && chown "$ELEARN_NGINX_USER" "$n/tmp"
     export ELEARN_NGINX_PREFIX=$n

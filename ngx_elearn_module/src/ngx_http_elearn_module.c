@@ -21,22 +21,9 @@
 #include "ngx_http_elearn_redis.h"
 #include "ngx_http_elearn_kafka.h"
 #include "ngx_http_elearn_metrics.h"
-
-
-typedef ngx_int_t (*ngx_http_elearn_route_pt)(ngx_http_request_t *r,
-    ngx_http_elearn_ctx_t *ctx);
-
-
-/*
- * A route: a path pattern below /api/v1/ whose segments are literals or
- * "#" for a positive integer id, the methods it answers, and its handler.
- */
-typedef struct {
-    const char                  *pattern;
-    ngx_uint_t                   method;
-    ngx_http_elearn_endpoint_e   endpoint;
-    ngx_http_elearn_route_pt     handler;
-} ngx_http_elearn_route_t;
+#include "ngx_http_elearn_jwt.h"
+#include "ngx_http_elearn_auth.h"
+#include "ngx_http_elearn_session.h"
 
 
 static ngx_int_t ngx_http_elearn_api_handler(ngx_http_request_t *r);
@@ -55,6 +42,8 @@ static char *ngx_http_elearn_kafka_brokers(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_elearn_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_elearn_set_alg(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_elearn_init_process(ngx_cycle_t *cycle);
 static void ngx_http_elearn_exit_process(ngx_cycle_t *cycle);
 
@@ -66,15 +55,56 @@ ngx_str_t  ngx_http_elearn_endpoint_names[] = {
     ngx_string("metrics"),
     ngx_string("course_get"),
     ngx_string("json_echo"),
+    ngx_string("auth_register"),
+    ngx_string("auth_login"),
+    ngx_string("auth_refresh"),
+    ngx_string("auth_logout"),
+    ngx_string("me"),
+    ngx_string("me_sessions"),
+    ngx_string("me_session_delete"),
+    ngx_string("admin_user_create"),
     ngx_null_string
 };
 
 
-static ngx_http_elearn_route_t  ngx_http_elearn_routes[] = {
-    { "courses/#", NGX_HTTP_GET|NGX_HTTP_HEAD,
-      NGX_HTTP_ELEARN_EP_COURSE_GET, ngx_http_elearn_course_get },
+#define NGX_HTTP_ELEARN_PUBLIC  0
+#define NGX_HTTP_ELEARN_ADMIN    NGX_HTTP_ELEARN_ROLE_ADMIN
+#define NGX_HTTP_ELEARN_USER     NGX_HTTP_ELEARN_ROLE_ANY
 
-    { NULL, 0, 0, NULL }
+
+static ngx_http_elearn_route_t  ngx_http_elearn_routes[] = {
+
+    { "auth/register", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_AUTH_REGISTER,
+      NGX_HTTP_ELEARN_PUBLIC, ngx_http_elearn_account_register },
+
+    { "auth/login", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_AUTH_LOGIN,
+      NGX_HTTP_ELEARN_PUBLIC, ngx_http_elearn_account_login },
+
+    { "auth/refresh", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_AUTH_REFRESH,
+      NGX_HTTP_ELEARN_PUBLIC, ngx_http_elearn_account_refresh },
+
+    { "auth/logout", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_AUTH_LOGOUT,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_logout },
+
+    { "me", NGX_HTTP_GET|NGX_HTTP_HEAD, NGX_HTTP_ELEARN_EP_ME,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_me },
+
+    { "me/sessions", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_ME_SESSIONS,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_sessions },
+
+    { "me/sessions/*", NGX_HTTP_DELETE,
+      NGX_HTTP_ELEARN_EP_ME_SESSION_DELETE,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_session_delete },
+
+    { "admin/users", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_ADMIN_USER_CREATE,
+      NGX_HTTP_ELEARN_ADMIN, ngx_http_elearn_account_admin_create },
+
+    { "courses/#", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_COURSE_GET,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_course_get },
+
+    { NULL, 0, 0, 0, NULL }
 };
 
 
@@ -92,6 +122,25 @@ static ngx_conf_num_bounds_t  ngx_http_elearn_kafka_queue_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_elearn_retry_after_bounds = {
     ngx_http_elearn_check_bounds, 1, 3600
+};
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_session_max_bounds = {
+    ngx_http_elearn_check_bounds, 1, 100
+};
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_login_failures_bounds = {
+    ngx_http_elearn_check_bounds, 1, 1000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_jwt_cache_bounds = {
+    ngx_http_elearn_check_bounds, 0, 10000000
+};
+
+static ngx_conf_enum_t  ngx_http_elearn_jwt_algs[] = {
+    { ngx_string("HS256"), NGX_HTTP_ELEARN_JWT_HS256 },
+    { ngx_string("RS256"), NGX_HTTP_ELEARN_JWT_RS256 },
+    { ngx_string("ES256"), NGX_HTTP_ELEARN_JWT_ES256 },
+    { ngx_null_string, 0 }
 };
 
 static ngx_conf_post_t  ngx_http_elearn_redis_addr_post = {
@@ -224,6 +273,97 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       offsetof(ngx_http_elearn_main_conf_t, course_cache_ttl),
       NULL },
 
+    { ngx_string("elearn_jwt_alg"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_elearn_set_alg,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("elearn_jwt_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, jwt_key_file),
+      NULL },
+
+    { ngx_string("elearn_jwt_public_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, jwt_public_key_file),
+      NULL },
+
+    { ngx_string("elearn_jwt_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, jwt_issuer),
+      NULL },
+
+    { ngx_string("elearn_jwt_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, jwt_ttl),
+      NULL },
+
+    { ngx_string("elearn_jwt_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, jwt_leeway),
+      NULL },
+
+    { ngx_string("elearn_jwt_cache_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, jwt_cache_size),
+      &ngx_http_elearn_jwt_cache_bounds },
+
+    { ngx_string("elearn_refresh_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, refresh_ttl),
+      NULL },
+
+    { ngx_string("elearn_session_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, session_max),
+      &ngx_http_elearn_session_max_bounds },
+
+    { ngx_string("elearn_revocation_fail_open"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, revocation_fail_open),
+      NULL },
+
+    { ngx_string("elearn_login_max_failures"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, login_max_failures),
+      &ngx_http_elearn_login_failures_bounds },
+
+    { ngx_string("elearn_login_failure_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, login_failure_window),
+      NULL },
+
+    { ngx_string("elearn_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, thread_pool_name),
+      NULL },
+
     { ngx_string("elearn_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_elearn_serve,
@@ -278,7 +418,7 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_elearn_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_elearn_auth_add_variables,    /* preconfiguration */
     ngx_http_elearn_postconfiguration,     /* postconfiguration */
 
     ngx_http_elearn_create_main_conf,      /* create main configuration */
@@ -395,8 +535,15 @@ ngx_http_elearn_send_json(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* the base64url alphabet of opaque ids in paths */
+#define ngx_http_elearn_token_char(c)                                         \
+    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                \
+     || ((c) >= '0' && (c) <= '9') || (c) == '-' || (c) == '_')
+
+
 /*
- * Matches one path below /api/v1/ against a pattern; collects "#" ids.
+ * Matches one path below /api/v1/ against a pattern; collects "#" ids
+ * and the "*" argument.
  */
 static ngx_int_t
 ngx_http_elearn_route_match(const char *pattern, u_char *p, u_char *last,
@@ -415,7 +562,22 @@ ngx_http_elearn_route_match(const char *pattern, u_char *p, u_char *last,
             p++;
         }
 
-        if (*pattern == '#') {
+        if (*pattern == '*') {
+            if (p == seg || p - seg > 64) {
+                return NGX_DECLINED;
+            }
+
+            for (id = 0; id < p - seg; id++) {
+                if (!ngx_http_elearn_token_char(seg[id])) {
+                    return NGX_DECLINED;
+                }
+            }
+
+            ctx->arg.data = seg;
+            ctx->arg.len = p - seg;
+            pattern++;
+
+        } else if (*pattern == '#') {
             if (p == seg || p - seg > 18 || nids == NGX_HTTP_ELEARN_ID_MAX) {
                 return NGX_DECLINED;
             }
@@ -506,19 +668,19 @@ ngx_http_elearn_allow(ngx_http_request_t *r, ngx_uint_t methods)
 }
 
 
-static ngx_int_t
-ngx_http_elearn_api_handler(ngx_http_request_t *r)
+ngx_http_elearn_route_t *
+ngx_http_elearn_route_find(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx,
+    ngx_uint_t *allowed)
 {
-    u_char                   *p, *last, *allow;
-    ngx_uint_t                methods;
-    ngx_http_elearn_ctx_t    *ctx;
+    u_char                   *p, *last;
     ngx_http_elearn_route_t  *route;
 
     static u_char  prefix[] = "/api/v1/";
 
-    ctx = ngx_http_elearn_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    *allowed = 0;
+
+    if (ctx->route) {
+        return ctx->route;
     }
 
     p = r->uri.data;
@@ -527,8 +689,7 @@ ngx_http_elearn_api_handler(ngx_http_request_t *r)
     if (r->uri.len <= sizeof(prefix) - 1
         || ngx_strncmp(p, prefix, sizeof(prefix) - 1) != 0)
     {
-        return ngx_http_elearn_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
-                                       "no such resource");
+        return NULL;
     }
 
     p += sizeof(prefix) - 1;
@@ -537,8 +698,6 @@ ngx_http_elearn_api_handler(ngx_http_request_t *r)
     if (last[-1] == '/' && last - 1 > p) {
         last--;
     }
-
-    methods = 0;
 
     for (route = ngx_http_elearn_routes; route->pattern; route++) {
         if (ngx_http_elearn_route_match(route->pattern, p, last, ctx)
@@ -549,10 +708,34 @@ ngx_http_elearn_api_handler(ngx_http_request_t *r)
 
         if (r->method & route->method) {
             ctx->endpoint = route->endpoint;
-            return route->handler(r, ctx);
+            ctx->route = route;
+            return route;
         }
 
-        methods |= route->method;
+        *allowed |= route->method;
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_elearn_api_handler(ngx_http_request_t *r)
+{
+    u_char                   *allow;
+    ngx_uint_t                methods;
+    ngx_http_elearn_ctx_t    *ctx;
+    ngx_http_elearn_route_t  *route;
+
+    ctx = ngx_http_elearn_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    route = ngx_http_elearn_route_find(r, ctx, &methods);
+
+    if (route) {
+        return route->handler(r, ctx);
     }
 
     if (methods == 0) {
@@ -635,8 +818,9 @@ ngx_http_elearn_serve(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_elearn_loc_conf_t *elcf = conf;
 
-    ngx_str_t                 *name;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_str_t                    *name;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_elearn_main_conf_t  *emcf;
 
     if (elcf->serve != NGX_HTTP_ELEARN_LOC_NONE) {
         return "is duplicate: a location serves one elearn endpoint";
@@ -646,6 +830,8 @@ ngx_http_elearn_serve(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (ngx_strcmp(name->data, "elearn_api") == 0) {
         elcf->serve = NGX_HTTP_ELEARN_LOC_API;
+        emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_elearn_module);
+        emcf->api_used = 1;
 
     } else if (ngx_strcmp(name->data, "elearn_healthz") == 0) {
         elcf->serve = NGX_HTTP_ELEARN_LOC_HEALTHZ;
@@ -693,6 +879,37 @@ ngx_http_elearn_check_bounds(ngx_conf_t *cf, void *post, void *data)
     *last = '\0';
 
     return (char *) msg;
+}
+
+
+/*
+ * ngx_conf_set_enum_slot(), with an error that names the directive and
+ * the choices.
+ */
+static char *
+ngx_http_elearn_set_alg(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_elearn_main_conf_t *emcf = conf;
+
+    ngx_str_t        *value;
+    ngx_conf_enum_t  *e;
+
+    if (emcf->jwt_alg != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (e = ngx_http_elearn_jwt_algs; e->name.len; e++) {
+        if (e->name.len == value[1].len
+            && ngx_strncmp(e->name.data, value[1].data, value[1].len) == 0)
+        {
+            emcf->jwt_alg = e->value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    return "must be HS256, RS256 or ES256";
 }
 
 
@@ -883,6 +1100,15 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->kafka_flush_timeout = NGX_CONF_UNSET_MSEC;
     emcf->kafka_linger = NGX_CONF_UNSET_MSEC;
     emcf->course_cache_ttl = NGX_CONF_UNSET;
+    emcf->jwt_alg = NGX_CONF_UNSET_UINT;
+    emcf->jwt_ttl = NGX_CONF_UNSET;
+    emcf->jwt_leeway = NGX_CONF_UNSET;
+    emcf->jwt_cache_size = NGX_CONF_UNSET_UINT;
+    emcf->refresh_ttl = NGX_CONF_UNSET;
+    emcf->session_max = NGX_CONF_UNSET_UINT;
+    emcf->revocation_fail_open = NGX_CONF_UNSET;
+    emcf->login_max_failures = NGX_CONF_UNSET_UINT;
+    emcf->login_failure_window = NGX_CONF_UNSET;
 
     return emcf;
 }
@@ -906,6 +1132,37 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(emcf->kafka_flush_timeout, 5000);
     ngx_conf_init_msec_value(emcf->kafka_linger, 5);
     ngx_conf_init_value(emcf->course_cache_ttl, 3600);
+    ngx_conf_init_uint_value(emcf->jwt_alg, NGX_HTTP_ELEARN_JWT_HS256);
+    ngx_conf_init_value(emcf->jwt_ttl, 900);
+    ngx_conf_init_value(emcf->jwt_leeway, 30);
+    ngx_conf_init_uint_value(emcf->jwt_cache_size, 10000);
+    ngx_conf_init_value(emcf->refresh_ttl, 7 * 86400);
+    ngx_conf_init_uint_value(emcf->session_max, 5);
+    ngx_conf_init_value(emcf->revocation_fail_open, 0);
+    ngx_conf_init_uint_value(emcf->login_max_failures, 10);
+    ngx_conf_init_value(emcf->login_failure_window, 900);
+
+    if (emcf->jwt_issuer.len == 0) {
+        ngx_str_set(&emcf->jwt_issuer, "elearn");
+    }
+
+    if (emcf->thread_pool_name.len == 0) {
+        ngx_str_set(&emcf->thread_pool_name, "default");
+    }
+
+    if (emcf->jwt_ttl <= 0 || emcf->refresh_ttl <= emcf->jwt_ttl
+        || emcf->login_failure_window <= 0 || emcf->jwt_leeway < 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_jwt_ttl\" must be positive and shorter "
+                           "than \"elearn_refresh_ttl\"; "
+                           "\"elearn_login_failure_window\" positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_elearn_auth_init_conf(cf, emcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (emcf->pg_query_timeout == 0 || emcf->pg_connect_timeout == 0
         || emcf->redis_timeout == 0)
@@ -998,6 +1255,20 @@ ngx_http_elearn_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_elearn_log_handler;
 
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_elearn_auth_access;
+
+    if (emcf->api_used && emcf->jwt_key == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"elearn_api\" needs \"elearn_jwt_key_file\" or "
+                      "\"elearn_jwt_public_key_file\"");
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -1039,6 +1310,21 @@ ngx_http_elearn_init_process(ngx_cycle_t *cycle)
         }
     }
 
+    if (emcf->jwt_alg != NGX_HTTP_ELEARN_JWT_HS256 && emcf->jwt_cache_size) {
+        emcf->jwt_cache =
+                    ngx_http_elearn_jwt_cache_create(emcf->jwt_cache_size);
+        if (emcf->jwt_cache == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (emcf->redis) {
+        emcf->revocations = ngx_http_elearn_revocations_create(cycle, emcf);
+        if (emcf->revocations == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     return ngx_http_elearn_metrics_init_process(cycle);
 }
 
@@ -1054,6 +1340,16 @@ ngx_http_elearn_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_elearn_metrics_exit_process(cycle);
+
+    if (emcf->revocations) {
+        ngx_http_elearn_revocations_destroy(emcf->revocations);
+        emcf->revocations = NULL;
+    }
+
+    if (emcf->jwt_cache) {
+        ngx_http_elearn_jwt_cache_destroy(emcf->jwt_cache);
+        emcf->jwt_cache = NULL;
+    }
 
     if (emcf->kafka) {
         ngx_http_elearn_kafka_destroy(emcf->kafka);

@@ -22,6 +22,13 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#if !(NGX_THREADS)
+/* passwords are hashed on nginx's thread pool */
+#error "elearn needs nginx built --with-threads"
+#endif
+
+#include <ngx_thread_pool.h>
+
 
 /* nginx 1.22 has no name for it */
 #define NGX_HTTP_ELEARN_UNPROCESSABLE  422
@@ -39,6 +46,14 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_METRICS,
     NGX_HTTP_ELEARN_EP_COURSE_GET,
     NGX_HTTP_ELEARN_EP_JSON_ECHO,
+    NGX_HTTP_ELEARN_EP_AUTH_REGISTER,
+    NGX_HTTP_ELEARN_EP_AUTH_LOGIN,
+    NGX_HTTP_ELEARN_EP_AUTH_REFRESH,
+    NGX_HTTP_ELEARN_EP_AUTH_LOGOUT,
+    NGX_HTTP_ELEARN_EP_ME,
+    NGX_HTTP_ELEARN_EP_ME_SESSIONS,
+    NGX_HTTP_ELEARN_EP_ME_SESSION_DELETE,
+    NGX_HTTP_ELEARN_EP_ADMIN_USER_CREATE,
     NGX_HTTP_ELEARN_EP_MAX
 } ngx_http_elearn_endpoint_e;
 
@@ -60,6 +75,25 @@ typedef enum {
 typedef struct ngx_http_elearn_pg_pool_s     ngx_http_elearn_pg_pool_t;
 typedef struct ngx_http_elearn_redis_s       ngx_http_elearn_redis_t;
 typedef struct ngx_http_elearn_kafka_s       ngx_http_elearn_kafka_t;
+typedef struct ngx_http_elearn_jwt_key_s     ngx_http_elearn_jwt_key_t;
+typedef struct ngx_http_elearn_jwt_cache_s   ngx_http_elearn_jwt_cache_t;
+typedef struct ngx_http_elearn_revocations_s ngx_http_elearn_revocations_t;
+
+
+/* what the access phase learned from a valid access token */
+typedef struct {
+    int64_t                      user_id;
+    ngx_uint_t                   role;           /* NGX_HTTP_ELEARN_ROLE_* */
+    u_char                       sid[40];        /* login session, NUL-ended */
+    u_char                       jti[40];
+    time_t                       exp;
+} ngx_http_elearn_user_t;
+
+
+#define NGX_HTTP_ELEARN_ROLE_STUDENT     0x01
+#define NGX_HTTP_ELEARN_ROLE_INSTRUCTOR  0x02
+#define NGX_HTTP_ELEARN_ROLE_ADMIN       0x04
+#define NGX_HTTP_ELEARN_ROLE_ANY         0x07
 
 
 typedef struct {
@@ -90,10 +124,32 @@ typedef struct {
     /* caches */
     time_t                       course_cache_ttl;
 
+    /* auth: tokens */
+    ngx_uint_t                   jwt_alg;        /* NGX_HTTP_ELEARN_JWT_* */
+    ngx_str_t                    jwt_key_file;
+    ngx_str_t                    jwt_public_key_file;
+    ngx_str_t                    jwt_issuer;
+    time_t                       jwt_ttl;
+    time_t                       jwt_leeway;
+    ngx_uint_t                   jwt_cache_size;
+    ngx_http_elearn_jwt_key_t   *jwt_key;        /* loaded at config time */
+
+    /* auth: sessions, passwords, brute force */
+    time_t                       refresh_ttl;
+    ngx_uint_t                   session_max;
+    ngx_flag_t                   revocation_fail_open;
+    ngx_uint_t                   login_max_failures;
+    time_t                       login_failure_window;
+    ngx_str_t                    thread_pool_name;
+    ngx_thread_pool_t           *thread_pool;
+    ngx_uint_t                   api_used;       /* some elearn_api */
+
     /* per worker process, created in init_process */
     ngx_http_elearn_pg_pool_t   *pg;
     ngx_http_elearn_redis_t     *redis;
     ngx_http_elearn_kafka_t     *kafka;
+    ngx_http_elearn_jwt_cache_t *jwt_cache;
+    ngx_http_elearn_revocations_t  *revocations;
 } ngx_http_elearn_main_conf_t;
 
 
@@ -116,6 +172,11 @@ typedef struct {
     ngx_msec_t                   start;          /* ngx_current_msec */
     ngx_uint_t                   nids;
     int64_t                      ids[NGX_HTTP_ELEARN_ID_MAX];
+    ngx_str_t                    arg;            /* a "*" path segment */
+    void                        *route;          /* matched in access */
+    ngx_http_elearn_user_t      *user;           /* NULL: anonymous */
+    const char                  *auth_error;     /* why user is NULL */
+    unsigned                     auth_done:1;
     void                        *data;           /* endpoint's own state */
 } ngx_http_elearn_ctx_t;
 
@@ -123,6 +184,32 @@ typedef struct {
 extern ngx_module_t  ngx_http_elearn_module;
 extern ngx_str_t     ngx_http_elearn_endpoint_names[];
 
+
+typedef ngx_int_t (*ngx_http_elearn_route_pt)(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+
+/*
+ * A route: a path pattern below /api/v1/ whose segments are literals, "#"
+ * for a positive integer id or "*" for an opaque token; the methods it
+ * answers; the roles allowed (0: public, no token needed); its handler.
+ */
+typedef struct {
+    const char                  *pattern;
+    ngx_uint_t                   method;
+    ngx_http_elearn_endpoint_e   endpoint;
+    ngx_uint_t                   roles;
+    ngx_http_elearn_route_pt     handler;
+} ngx_http_elearn_route_t;
+
+
+/*
+ * Finds r's route (once: it is kept in ctx->route, with the path's ids
+ * and argument).  NULL when no route matches; then *allowed holds the
+ * methods the path answers (0: no such path).
+ */
+ngx_http_elearn_route_t *ngx_http_elearn_route_find(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx, ngx_uint_t *allowed);
 
 /*
  * Returns the request's context, creating it on first use; NULL only
@@ -147,6 +234,24 @@ ngx_int_t ngx_http_elearn_readyz(ngx_http_request_t *r,
 ngx_int_t ngx_http_elearn_course_get(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 ngx_int_t ngx_http_elearn_json_echo(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/* ngx_http_elearn_account.c: contract section 2 */
+ngx_int_t ngx_http_elearn_account_register(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_account_login(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_account_refresh(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_account_logout(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_account_me(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_account_sessions(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_account_session_delete(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_account_admin_create(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 
 /*

@@ -114,7 +114,8 @@ ngx_http_elearn_json_escape(u_char *buf, const u_char *s, size_t len)
 static ngx_int_t
 ngx_http_elearn_problem_send(ngx_http_request_t *r, ngx_uint_t status,
     const char *slug, u_char *detail, size_t detail_len,
-    ngx_http_elearn_field_error_t *errors, ngx_uint_t nerrors)
+    ngx_http_elearn_field_error_t *errors, ngx_uint_t nerrors,
+    time_t retry_after)
 {
     size_t                       len;
     u_char                      *p;
@@ -188,11 +189,15 @@ ngx_http_elearn_problem_send(ngx_http_request_t *r, ngx_uint_t status,
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
-    if (status == NGX_HTTP_TOO_MANY_REQUESTS
-        || status == NGX_HTTP_SERVICE_UNAVAILABLE)
+    if (retry_after < 0
+        && (status == NGX_HTTP_TOO_MANY_REQUESTS
+            || status == NGX_HTTP_SERVICE_UNAVAILABLE))
     {
         elcf = ngx_http_get_module_loc_conf(r, ngx_http_elearn_module);
+        retry_after = elcf->retry_after;
+    }
 
+    if (retry_after >= 0) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
             return status;
@@ -200,12 +205,12 @@ ngx_http_elearn_problem_send(ngx_http_request_t *r, ngx_uint_t status,
 
         h->hash = 1;
         ngx_str_set(&h->key, "Retry-After");
-        h->value.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
         if (h->value.data == NULL) {
             return status;
         }
 
-        h->value.len = ngx_sprintf(h->value.data, "%ui", elcf->retry_after)
+        h->value.len = ngx_sprintf(h->value.data, "%T", retry_after)
                        - h->value.data;
     }
 
@@ -249,7 +254,29 @@ ngx_http_elearn_problem(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     return ngx_http_elearn_problem_send(r, status, slug, detail,
-                                        last - detail, NULL, 0);
+                                        last - detail, NULL, 0, -1);
+}
+
+
+ngx_int_t
+ngx_http_elearn_problem_retry(ngx_http_request_t *r, ngx_uint_t status,
+    const char *slug, time_t retry_after, const char *fmt, ...)
+{
+    u_char   *last;
+    va_list   args;
+    u_char    detail[NGX_HTTP_ELEARN_DETAIL_MAX];
+
+    last = detail;
+
+    if (fmt) {
+        va_start(args, fmt);
+        last = ngx_vslprintf(detail, detail + sizeof(detail), fmt, args);
+        va_end(args);
+    }
+
+    return ngx_http_elearn_problem_send(r, status, slug, detail,
+                                        last - detail, NULL, 0,
+                                        ngx_max(retry_after, 1));
 }
 
 
@@ -259,7 +286,8 @@ ngx_http_elearn_problem_fields(ngx_http_request_t *r, const char *detail,
 {
     return ngx_http_elearn_problem_send(r, NGX_HTTP_ELEARN_UNPROCESSABLE,
                                         "validation", (u_char *) detail,
-                                        ngx_strlen(detail), errors, nerrors);
+                                        ngx_strlen(detail), errors, nerrors,
+                                        -1);
 }
 
 

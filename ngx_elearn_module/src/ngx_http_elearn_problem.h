@@ -32,6 +32,15 @@ typedef struct {
 ngx_int_t ngx_http_elearn_problem(ngx_http_request_t *r, ngx_uint_t status,
     const char *slug, const char *fmt, ...);
 
+/*
+ * The same with Retry-After: retry_after seconds (at least 1) instead of
+ * the location's elearn_retry_after, whatever the status: for a wait the
+ * caller knows, such as the login backoff's 429.
+ */
+ngx_int_t ngx_http_elearn_problem_retry(ngx_http_request_t *r,
+    ngx_uint_t status, const char *slug, time_t retry_after,
+    const char *fmt, ...);
+
 /* The same, for 422 with an "errors" array of nerrors field errors. */
 ngx_int_t ngx_http_elearn_problem_fields(ngx_http_request_t *r,
     const char *detail, ngx_http_elearn_field_error_t *errors,

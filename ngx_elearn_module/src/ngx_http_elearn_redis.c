@@ -75,6 +75,7 @@ typedef struct {
     ngx_http_elearn_redis_t           *redis;
     ngx_event_t                        timer;
     unsigned                           answered:1;
+    unsigned                           worker:1; /* answers with r NULL */
 } ngx_http_elearn_redis_op_t;
 
 
@@ -82,6 +83,7 @@ typedef struct {
 typedef struct {
     ngx_str_node_t                     sn;
     ngx_http_elearn_redis_message_pt   handler;
+    ngx_http_elearn_redis_state_pt     state;
     void                              *data;
 } ngx_http_elearn_redis_sub_t;
 
@@ -118,6 +120,7 @@ static void ngx_http_elearn_redis_connect_cb(const redisAsyncContext *ac,
 static void ngx_http_elearn_redis_disconnect_cb(const redisAsyncContext *ac,
     int status);
 static void ngx_http_elearn_redis_resubscribe(ngx_http_elearn_redis_t *redis);
+static void ngx_http_elearn_redis_unsubscribed(ngx_http_elearn_redis_t *redis);
 static ngx_int_t ngx_http_elearn_redis_send_sub(ngx_http_elearn_redis_t *redis,
     const char *cmd, ngx_str_t *channel);
 
@@ -243,7 +246,7 @@ ngx_http_elearn_redis_command(ngx_http_request_t *r,
     ngx_http_elearn_main_conf_t   *emcf;
 
     if (argc <= 0 || argv == NULL || argvlen == NULL
-        || (r == NULL) != (handler == NULL))
+        || (r != NULL && handler == NULL))
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "elearn redis: invalid command arguments");
@@ -297,6 +300,7 @@ ngx_http_elearn_redis_command(ngx_http_request_t *r,
         op->cln = cln;
 
     } else {
+        op->worker = (handler != NULL);
         op->timer.cancelable = 1;
     }
 
@@ -342,6 +346,7 @@ ngx_http_elearn_redis_subscribe(ngx_http_elearn_redis_t *redis,
     if (sub != NULL) {
         /* one handler per channel: the newest wins */
         sub->handler = handler;
+        sub->state = NULL;
         sub->data = data;
         return NGX_OK;
     }
@@ -402,6 +407,27 @@ ngx_http_elearn_redis_unsubscribe(ngx_http_elearn_redis_t *redis,
     }
 
     ngx_free(sub);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_elearn_redis_subscribe_state(ngx_http_elearn_redis_t *redis,
+    ngx_str_t *channel, ngx_http_elearn_redis_state_pt state)
+{
+    ngx_http_elearn_redis_sub_t  *sub;
+
+    if (redis == NULL || redis->destroyed) {
+        return NGX_DECLINED;
+    }
+
+    sub = ngx_http_elearn_redis_find(redis, channel);
+    if (sub == NULL) {
+        return NGX_DECLINED;
+    }
+
+    sub->state = state;
 
     return NGX_OK;
 }
@@ -759,6 +785,31 @@ ngx_http_elearn_redis_resubscribe(ngx_http_elearn_redis_t *redis)
 }
 
 
+/* the pub/sub connection is gone: every channel's state handler learns */
+
+static void
+ngx_http_elearn_redis_unsubscribed(ngx_http_elearn_redis_t *redis)
+{
+    ngx_rbtree_node_t            *node;
+    ngx_http_elearn_redis_sub_t  *sub;
+
+    if (redis->subs.root == redis->subs.sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(redis->subs.root, redis->subs.sentinel);
+         node;
+         node = ngx_rbtree_next(&redis->subs, node))
+    {
+        sub = (ngx_http_elearn_redis_sub_t *) node;
+
+        if (sub->state != NULL) {
+            sub->state(&sub->sn.str, 0, sub->data);
+        }
+    }
+}
+
+
 /*
  * Every channel's callback carries the redis object, not its sub: a sub
  * can then be freed at once on unsubscribe, though hiredis keeps the
@@ -887,9 +938,13 @@ ngx_http_elearn_redis_cleanup(void *privdata)
 {
     ngx_http_elearn_redis_conn_t  *conn = privdata;
 
+    ngx_uint_t  was_connected;
+
     if (conn->timer.timer_set) {
         ngx_del_timer(&conn->timer);
     }
+
+    was_connected = conn->connected;
 
     if (conn->connected
         && ngx_current_msec - conn->connected_at
@@ -911,6 +966,10 @@ ngx_http_elearn_redis_cleanup(void *privdata)
     conn->connected = 0;
     conn->want_write = 0;
     conn->in_write = 0;
+
+    if (conn->pubsub && was_connected && !conn->redis->destroyed) {
+        ngx_http_elearn_redis_unsubscribed(conn->redis);
+    }
 
     ngx_http_elearn_redis_schedule(conn);
 }
@@ -1072,15 +1131,21 @@ ngx_http_elearn_redis_reply(redisAsyncContext *ac, void *reply,
         op->cln = NULL;
     }
 
-    if (!op->answered && r != NULL && !redis->destroyed) {
+    if (!op->answered && (r != NULL || op->worker) && !redis->destroyed) {
         op->answered = 1;
 
         rc = (reply != NULL) ? NGX_OK : NGX_HTTP_SERVICE_UNAVAILABLE;
-        c = r->connection;
 
-        op->handler(r, reply, rc, op->data);
+        if (r == NULL) {
+            op->handler(NULL, reply, rc, op->data);
 
-        ngx_http_run_posted_requests(c);
+        } else {
+            c = r->connection;
+
+            op->handler(r, reply, rc, op->data);
+
+            ngx_http_run_posted_requests(c);
+        }
     }
 
     ngx_free(op);
@@ -1131,6 +1196,9 @@ ngx_http_elearn_redis_op_timeout(ngx_event_t *ev)
         op->handler(r, NULL, NGX_HTTP_GATEWAY_TIME_OUT, op->data);
 
         ngx_http_run_posted_requests(c);
+
+    } else if (op->worker && !redis->destroyed) {
+        op->handler(NULL, NULL, NGX_HTTP_GATEWAY_TIME_OUT, op->data);
     }
 
     /* op may be freed from here on */
@@ -1176,22 +1244,42 @@ ngx_http_elearn_redis_message(redisAsyncContext *ac, void *reply,
     redisReply                   *rr = reply;
     ngx_http_elearn_redis_sub_t  *sub;
 
-    /* NULL: the context is being freed; subscribe/unsubscribe: nothing */
+    /*
+     * NULL: the context is being freed (the cleanup hook tells the state
+     * handlers); unsubscribe: nothing; subscribe: the state handler.
+     */
 
     if (rr == NULL || redis->destroyed
         || rr->type != REDIS_REPLY_ARRAY || rr->elements < 3
         || rr->element[0]->type != REDIS_REPLY_STRING
-        || rr->element[1]->type != REDIS_REPLY_STRING
-        || rr->element[2]->type != REDIS_REPLY_STRING
-        || rr->element[0]->len != sizeof("message") - 1
-        || ngx_strncmp(rr->element[0]->str, "message",
-                       sizeof("message") - 1) != 0)
+        || rr->element[1]->type != REDIS_REPLY_STRING)
     {
         return;
     }
 
     channel.data = (u_char *) rr->element[1]->str;
     channel.len = rr->element[1]->len;
+
+    if (rr->element[0]->len == sizeof("subscribe") - 1
+        && ngx_strncmp(rr->element[0]->str, "subscribe",
+                       sizeof("subscribe") - 1) == 0)
+    {
+        sub = ngx_http_elearn_redis_find(redis, &channel);
+
+        if (sub != NULL && sub->state != NULL) {
+            sub->state(&channel, 1, sub->data);
+        }
+
+        return;
+    }
+
+    if (rr->element[2]->type != REDIS_REPLY_STRING
+        || rr->element[0]->len != sizeof("message") - 1
+        || ngx_strncmp(rr->element[0]->str, "message",
+                       sizeof("message") - 1) != 0)
+    {
+        return;
+    }
 
     sub = ngx_http_elearn_redis_find(redis, &channel);
     if (sub == NULL) {

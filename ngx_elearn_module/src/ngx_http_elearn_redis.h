@@ -29,7 +29,9 @@
  * be a REDIS_REPLY_ERROR), or NGX_HTTP_SERVICE_UNAVAILABLE (not
  * connected, or the connection dropped) or NGX_HTTP_GATEWAY_TIME_OUT (no
  * reply within elearn_redis_timeout) with reply NULL.  hiredis owns the
- * reply; it is valid only during the call.
+ * reply; it is valid only during the call.  For a worker's own command
+ * (r NULL) the handler gets r NULL and is called unless the redis object
+ * is destroyed first.
  */
 typedef void (*ngx_http_elearn_redis_handler_pt)(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc, void *data);
@@ -41,6 +43,17 @@ typedef void (*ngx_http_elearn_redis_handler_pt)(ngx_http_request_t *r,
  */
 typedef void (*ngx_http_elearn_redis_message_pt)(ngx_str_t *channel,
     ngx_str_t *message, void *data);
+
+/*
+ * Called with subscribed 1 each time Redis confirms the SUBSCRIBE of the
+ * channel (the first time and after every reconnect), and with 0 when
+ * the pub/sub connection that carried it is lost.  Messages published
+ * between a 0 and the next 1 are never delivered: a subscriber that
+ * must not miss any reloads its state on 1.  The handler must not
+ * unsubscribe.
+ */
+typedef void (*ngx_http_elearn_redis_state_pt)(ngx_str_t *channel,
+    ngx_uint_t subscribed, void *data);
 
 
 typedef struct {
@@ -59,8 +72,9 @@ void ngx_http_elearn_redis_destroy(ngx_http_elearn_redis_t *redis);
 
 /*
  * Sends one command (argv form, binary safe).  r may be NULL for a
- * fire-and-forget command (cache fill, invalidation): then handler must
- * be NULL too.  Returns NGX_AGAIN when sent (the handler will be called),
+ * fire-and-forget command (cache fill, invalidation; handler NULL) or
+ * for the worker's own command (handler set, called with r NULL).
+ * Returns NGX_AGAIN when sent (the handler will be called),
  * NGX_HTTP_SERVICE_UNAVAILABLE when not connected (it will not).
  */
 ngx_int_t ngx_http_elearn_redis_command(ngx_http_request_t *r,
@@ -75,6 +89,16 @@ ngx_int_t ngx_http_elearn_redis_command(ngx_http_request_t *r,
  */
 ngx_int_t ngx_http_elearn_redis_subscribe(ngx_http_elearn_redis_t *redis,
     ngx_str_t *channel, ngx_http_elearn_redis_message_pt handler, void *data);
+
+/*
+ * Adds a state handler to a channel subscribed with
+ * ngx_http_elearn_redis_subscribe() (called right after it, before any
+ * confirmation can arrive); it gets the subscription's data.  NGX_OK, or
+ * NGX_DECLINED when the channel is not subscribed.
+ */
+ngx_int_t ngx_http_elearn_redis_subscribe_state(
+    ngx_http_elearn_redis_t *redis, ngx_str_t *channel,
+    ngx_http_elearn_redis_state_pt state);
 
 /* NGX_OK, or NGX_DECLINED when the channel was not subscribed. */
 ngx_int_t ngx_http_elearn_redis_unsubscribe(ngx_http_elearn_redis_t *redis,

@@ -47,5 +47,21 @@
     " WHERE c.course_id = $1::bigint\n" \
     "   AND c.published\n"
 
+#define NGX_HTTP_ELEARN_SQL_USER_INSERT \
+    "INSERT INTO users (email, password_hash, display_name, role)\n" \
+    "VALUES ($1, $2, $3, $4)\n" \
+    "ON CONFLICT ((lower(email))) DO NOTHING\n" \
+    "RETURNING user_id, email, display_name, role\n"
+
+#define NGX_HTTP_ELEARN_SQL_USER_LOGIN \
+    "SELECT user_id, password_hash, role, display_name\n" \
+    "  FROM users\n" \
+    " WHERE lower(email) = lower($1)\n"
+
+#define NGX_HTTP_ELEARN_SQL_USER_GET \
+    "SELECT email, display_name, role\n" \
+    "  FROM users\n" \
+    " WHERE user_id = $1::bigint\n"
+
 
 #endif /* _NGX_HTTP_ELEARN_SQL_H_INCLUDED_ */

@@ -29,6 +29,8 @@ def _env():
     env.setdefault("ELEARN_VAR", os.path.join(TOP, "var", "test"))
     for k, v in TEST_PORTS.items():
         env.setdefault(k, v)
+    # the tests log in far more often than a person would
+    env.setdefault("ELEARN_LOGIN_RATE", "100000r/s")
     build = env.get("ELEARN_BUILD", os.path.join(TOP, "build"))
     env["ELEARN_BUILD"] = build
     env.setdefault("ELEARN_MODULE",
@@ -72,6 +74,34 @@ class Stack:
         r = self.sh(os.path.join(TOP, "tools", "stack.sh"), "reload",
                     check=False)
         assert r.returncode == 0, r.stderr
+
+    def reconfigure(self, **overrides):
+        """Restarts nginx with some ELEARN_* settings changed (None puts the
+        default back); returns the previous values."""
+        old = {k: self.env.get(k) for k in overrides}
+        for k, v in overrides.items():
+            if v is None:
+                self.env.pop(k, None)
+            else:
+                self.env[k] = v
+        self.stop("nginx")
+        self.start("nginx")
+        self.wait_ready(30)
+        return old
+
+    def secret(self, name="jwt-hs256.key"):
+        with open(os.path.join(self.var, "secrets", name), "rb") as f:
+            return f.read()
+
+    def login(self, email, password, **kw):
+        return requests.post(self.base_url + "/api/v1/auth/login",
+                             json={"email": email, "password": password},
+                             **kw)
+
+    def token(self, email="student@elearn.dev", password="student-dev-pass"):
+        r = self.login(email, password)
+        assert r.status_code == 200, r.text
+        return r.json()["accessToken"]
 
     def nginx_error_log(self):
         path = os.path.join(self.var, "nginx", "logs", "error.log")
@@ -149,6 +179,12 @@ def build_dir(stack):
 @pytest.fixture(scope="session")
 def base_url(stack):
     return stack.base_url
+
+
+@pytest.fixture(scope="session")
+def auth(stack):
+    """Authorization headers of the demo student."""
+    return {"Authorization": "Bearer " + stack.token()}
 
 
 @pytest.fixture

@@ -43,7 +43,29 @@ BAD = [
     ("elearn_body_max_size", "huge"),
     ("elearn_retry_after", "0"),
     ("elearn_retry_after", "soon"),
+    ("elearn_jwt_alg", "none"),
+    ("elearn_jwt_alg", "HS512"),
+    ("elearn_jwt_key_file", "/nonexistent/jwt.key"),
+    ("elearn_jwt_public_key_file", "/nonexistent/jwt.pub"),
+    ("elearn_jwt_issuer", "x" * 300),
+    ("elearn_jwt_ttl", "0"),
+    ("elearn_jwt_ttl", "soon"),
+    ("elearn_jwt_leeway", "x"),
+    ("elearn_jwt_cache_size", "-1"),
+    ("elearn_jwt_cache_size", "lots"),
+    ("elearn_refresh_ttl", "60"),
+    ("elearn_refresh_ttl", "x"),
+    ("elearn_session_max", "0"),
+    ("elearn_session_max", "101"),
+    ("elearn_revocation_fail_open", "maybe"),
+    ("elearn_login_max_failures", "0"),
+    ("elearn_login_failure_window", "0"),
+    ("elearn_login_failure_window", "x"),
+    ("elearn_thread_pool", "nosuchpool"),
 ]
+
+# where nginx itself names the fault differently
+EXPECT = {"elearn_thread_pool": 'unknown thread pool "nosuchpool"'}
 
 LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after"}
 
@@ -59,6 +81,12 @@ def run_nginx(stack_env, *args):
 
 def nginx_t(stack_env, tmp_path, http_lines, location_lines=()):
     conf = tmp_path / "nginx.conf"
+    key = tmp_path / "jwt.key"
+    key.write_bytes(b"k" * 32)
+    names = [l.split()[0] for l in http_lines]
+    if "elearn_jwt_key_file" not in names and \
+            "elearn_jwt_public_key_file" not in names:
+        http_lines = list(http_lines) + ["elearn_jwt_key_file %s;" % key]
     conf.write_text("""
 load_module %s;
 pid %s/nginx.pid;
@@ -93,7 +121,29 @@ def test_bad_value_fails_nginx_t_naming_the_directive(stack_env, tmp_path,
     else:
         r = nginx_t(stack_env, tmp_path, [line])
     assert r.returncode != 0, "%s %s was accepted" % (name, value)
-    assert name in r.stderr, r.stderr
+    assert EXPECT.get(name, name) in r.stderr, r.stderr
+
+
+def test_short_hs256_secret_is_refused(stack_env, tmp_path):
+    short = tmp_path / "short.key"
+    short.write_bytes(b"s" * 31)
+    r = nginx_t(stack_env, tmp_path, ["elearn_jwt_key_file %s;" % short])
+    assert r.returncode != 0
+    assert "elearn_jwt_key_file" in r.stderr and "32" in r.stderr, r.stderr
+
+
+def test_api_without_a_key_is_refused(stack_env, tmp_path):
+    conf = tmp_path / "nokey.conf"
+    conf.write_text("""
+load_module %s;
+pid %s/nginx.pid;
+error_log stderr;
+events {}
+http { server { listen 127.0.0.1:1; location / { elearn_api; } } }
+""" % (stack_env["ELEARN_MODULE"], tmp_path))
+    r = run_nginx(stack_env, "-t", "-p", str(tmp_path), "-c", str(conf))
+    assert r.returncode != 0
+    assert "elearn_jwt_key_file" in r.stderr, r.stderr
 
 
 def test_every_directive_is_tested_and_documented():
