@@ -3,8 +3,8 @@
  * elearn auth: the access phase of /api/v1 and the tokens it trusts.
  *
  * For every route that is not public the access phase takes the Bearer
- * token, verifies it (ngx_http_elearn_jwt.c; the verified-token cache for
- * RS256/ES256), checks the worker's revoked set, and puts the user in the
+ * token, verifies it (ngx_http_elearn_jwt.c, behind the worker's cache of
+ * verified tokens), checks the worker's revoked set, and puts the user in the
  * request's context, where the endpoints and the variables
  * $elearn_user_id and $elearn_role find it.  Roles are checked here, once,
  * from the route table: an endpoint never repeats the check.  Any failure

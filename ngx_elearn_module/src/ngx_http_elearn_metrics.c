@@ -4,13 +4,22 @@
  * the Prometheus text format (version 0.0.4).
  *
  * The zone holds one fixed structure, allocated once from its slab pool
- * and kept across reloads: per endpoint, requests by status code and a
- * latency histogram, bumped by any worker with atomic adds; per worker
- * slot (indexed by ngx_worker), gauges and counters of the worker's
- * PostgreSQL pool, Redis connections and Kafka producer, written only by
- * that worker once a second from a cancelable timer.  Nothing here
- * allocates shared memory after start-up, takes a lock or blocks: the
- * zone cannot run out, and a slow scrape cannot stall a request.
+ * and kept across reloads.  Per worker slot (indexed by ngx_worker):
+ * per endpoint, requests by status code and a latency histogram, bumped
+ * with atomic adds by the slot's worker on every request; and gauges and
+ * counters of the worker's PostgreSQL pool, Redis connections and Kafka
+ * producer, written only by that worker once a second from a cancelable
+ * timer.  /metrics sums the request counters of all slots.
+ *
+ * The request counters are per slot so that workers on different cores
+ * never write the same cache line: one shared set of counters made every
+ * request pull its lines from the last core that wrote them.  A slot's
+ * counters outlive its worker (its successor after a reload or a crash
+ * adds to them), so that the sums never go backwards.
+ *
+ * Nothing here allocates shared memory after start-up, takes a lock or
+ * blocks: the zone cannot run out, and a slow scrape cannot stall a
+ * request.
  */
 
 
@@ -26,9 +35,16 @@
 #include "ngx_http_elearn_problem.h"
 
 
-#define NGX_HTTP_ELEARN_METRICS_MAGIC       0x656c6d31   /* "elm1" */
+#define NGX_HTTP_ELEARN_METRICS_MAGIC       0x656c6d32   /* "elm2" */
 #define NGX_HTTP_ELEARN_METRICS_WORKERS     64
 #define NGX_HTTP_ELEARN_METRICS_DEFAULT     (1024 * 1024)
+
+/* what two slots' request counters must never share */
+#if (NGX_CPU_CACHE_LINE > 64)
+#define NGX_HTTP_ELEARN_METRICS_LINE        NGX_CPU_CACHE_LINE
+#else
+#define NGX_HTTP_ELEARN_METRICS_LINE        64
+#endif
 
 /* a worker slot not refreshed for this long belongs to a dead worker */
 #define NGX_HTTP_ELEARN_METRICS_STALE       10
@@ -76,6 +92,21 @@ typedef struct {
 } ngx_http_elearn_metrics_endpoint_t;
 
 
+/*
+ * One slot's request counters, in whole cache lines.  Only the slot's
+ * worker writes them, except during a reload, when the old worker with
+ * the same ngx_worker finishes its requests: hence still atomic adds,
+ * which cost little on a line that no other core holds.
+ */
+typedef union {
+    ngx_http_elearn_metrics_endpoint_t  endpoints[NGX_HTTP_ELEARN_EP_MAX];
+    u_char                              pad[ngx_align(
+                                  sizeof(ngx_http_elearn_metrics_endpoint_t)
+                                  * NGX_HTTP_ELEARN_EP_MAX,
+                                  NGX_HTTP_ELEARN_METRICS_LINE)];
+} ngx_http_elearn_metrics_requests_t;
+
+
 typedef struct {
     ngx_atomic_t                      pid;
     ngx_atomic_t                      updated;      /* ngx_time() */
@@ -110,8 +141,17 @@ typedef struct {
     ngx_uint_t                        magic;
     size_t                            size;
 
-    ngx_http_elearn_metrics_endpoint_t
-                                  endpoints[NGX_HTTP_ELEARN_EP_MAX];
+    /*
+     * The structure is page aligned (the slab pool gives an allocation
+     * this big whole pages): the padding puts requests[] on a line of
+     * its own.
+     */
+    u_char                            pad[NGX_HTTP_ELEARN_METRICS_LINE
+                                          - sizeof(ngx_uint_t)
+                                          - sizeof(size_t)];
+
+    ngx_http_elearn_metrics_requests_t
+                                  requests[NGX_HTTP_ELEARN_METRICS_WORKERS];
     ngx_http_elearn_metrics_worker_t  workers[NGX_HTTP_ELEARN_METRICS_WORKERS];
 } ngx_http_elearn_metrics_shctx_t;
 
@@ -440,7 +480,12 @@ ngx_http_elearn_metrics_record(ngx_http_request_t *r,
         endpoint = NGX_HTTP_ELEARN_EP_OTHER;
     }
 
-    ep = &sh->endpoints[endpoint];
+    /*
+     * Workers past the last slot share one; the atomic adds keep its
+     * counts exact.
+     */
+    ep = &sh->requests[ngx_worker % NGX_HTTP_ELEARN_METRICS_WORKERS]
+              .endpoints[endpoint];
 
     for (i = 0; i < NGX_HTTP_ELEARN_METRICS_NCODES; i++) {
         if (ngx_http_elearn_metrics_codes[i] == status) {
@@ -508,7 +553,11 @@ ngx_http_elearn_metrics_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    /* after a reload the slot may already be the new worker's */
+    /*
+     * Only the gauges go: the slot's request counters stay for its next
+     * worker, as the counters' sums must never go backwards.  After a
+     * reload the slot may already be the new worker's.
+     */
     (void) ngx_atomic_cmp_set(&sh->workers[ngx_worker].pid,
                               (ngx_atomic_uint_t) ngx_pid, 0);
 }
@@ -672,9 +721,37 @@ ngx_http_elearn_metrics_http(ngx_http_elearn_metrics_output_t *o,
 {
     u_char                              *p, code[NGX_INT_T_LEN];
     ngx_str_t                           *name;
-    ngx_uint_t                           e, i, total, n;
+    ngx_uint_t                           e, i, s, total, n;
     ngx_atomic_uint_t                    v;
-    ngx_http_elearn_metrics_endpoint_t  *ep;
+    ngx_http_elearn_metrics_endpoint_t  *ep, *sums, *src;
+
+    /*
+     * One pass over the slots into a private copy: each slot only grows,
+     * so the sums do too, and every series below is printed from the
+     * same numbers.
+     */
+    sums = ngx_pcalloc(o->pool, sizeof(ngx_http_elearn_metrics_endpoint_t)
+                                * NGX_HTTP_ELEARN_EP_MAX);
+    if (sums == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (s = 0; s < NGX_HTTP_ELEARN_METRICS_WORKERS; s++) {
+        for (e = 0; e < NGX_HTTP_ELEARN_EP_MAX; e++) {
+            src = &sh->requests[s].endpoints[e];
+            ep = &sums[e];
+
+            for (i = 0; i <= NGX_HTTP_ELEARN_METRICS_NCODES; i++) {
+                ep->codes[i] += src->codes[i];
+            }
+
+            for (i = 0; i < NGX_HTTP_ELEARN_METRICS_NBUCKETS; i++) {
+                ep->buckets[i] += src->buckets[i];
+            }
+
+            ep->sum_ms += src->sum_ms;
+        }
+    }
 
     if (ngx_http_elearn_metrics_print(o,
             "# HELP elearn_http_requests_total Requests served, by endpoint "
@@ -686,7 +763,7 @@ ngx_http_elearn_metrics_http(ngx_http_elearn_metrics_output_t *o,
     }
 
     for (e = 0; e < NGX_HTTP_ELEARN_EP_MAX; e++) {
-        ep = &sh->endpoints[e];
+        ep = &sums[e];
         name = &ngx_http_elearn_endpoint_names[e];
 
         for (i = 0; i <= NGX_HTTP_ELEARN_METRICS_NCODES; i++) {
@@ -724,7 +801,7 @@ ngx_http_elearn_metrics_http(ngx_http_elearn_metrics_output_t *o,
     }
 
     for (e = 0; e < NGX_HTTP_ELEARN_EP_MAX; e++) {
-        ep = &sh->endpoints[e];
+        ep = &sums[e];
         name = &ngx_http_elearn_endpoint_names[e];
 
         n = 0;
@@ -736,10 +813,7 @@ ngx_http_elearn_metrics_http(ngx_http_elearn_metrics_output_t *o,
             continue;
         }
 
-        /*
-         * Cumulative counts from one pass over the buckets, so that the
-         * +Inf bucket and _count agree even while workers add to them.
-         */
+        /* cumulative counts; _count is the +Inf bucket */
         total = 0;
 
         for (i = 0; i < NGX_HTTP_ELEARN_METRICS_NBUCKETS; i++) {

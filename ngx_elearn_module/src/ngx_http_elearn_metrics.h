@@ -1,12 +1,13 @@
 
 /*
- * elearn metrics: counters in a shared-memory zone, written by every
- * worker with atomic adds, read by /metrics in the Prometheus text
+ * elearn metrics: counters in a shared-memory zone, written by each
+ * worker in a slot of its own, read by /metrics in the Prometheus text
  * format.
  *
- * Per endpoint: requests by status code and a latency histogram.  Per
- * worker slot: gauges of the PostgreSQL pool, Redis and the Kafka
- * producer, refreshed by each worker once a second.
+ * Per worker slot and endpoint: requests by status code and a latency
+ * histogram, bumped with atomic adds and summed over the slots by
+ * /metrics.  Per worker slot: gauges of the PostgreSQL pool, Redis and
+ * the Kafka producer, refreshed by each worker once a second.
  */
 
 

@@ -1310,7 +1310,7 @@ ngx_http_elearn_init_process(ngx_cycle_t *cycle)
         }
     }
 
-    if (emcf->jwt_alg != NGX_HTTP_ELEARN_JWT_HS256 && emcf->jwt_cache_size) {
+    if (emcf->jwt_cache_size) {
         emcf->jwt_cache =
                     ngx_http_elearn_jwt_cache_create(emcf->jwt_cache_size);
         if (emcf->jwt_cache == NULL) {
