@@ -30,7 +30,9 @@ done
 cat <<MSG
 
 elearn is running on loopback:
-  API         http://127.0.0.1:$ELEARN_HTTP_PORT/api/v1/courses/1
+  API         http://127.0.0.1:$ELEARN_HTTP_PORT/api/v1/  (log in first:
+              POST /api/v1/auth/login {"email", "password"}, then
+              Authorization: Bearer <accessToken>)
   health      http://127.0.0.1:$ELEARN_HTTP_PORT/healthz
   readiness   http://127.0.0.1:$ELEARN_HTTP_PORT/readyz
   metrics     http://127.0.0.1:$ELEARN_HTTP_PORT/metrics
