@@ -31,6 +31,8 @@ def _env():
         env.setdefault(k, v)
     # the tests log in far more often than a person would
     env.setdefault("ELEARN_LOGIN_RATE", "100000r/s")
+    # info: the auth refusals are logged (their reasons, never a token)
+    env.setdefault("ELEARN_NGINX_LOG_LEVEL", "info")
     build = env.get("ELEARN_BUILD", os.path.join(TOP, "build"))
     env["ELEARN_BUILD"] = build
     env.setdefault("ELEARN_MODULE",

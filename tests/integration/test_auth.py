@@ -475,3 +475,30 @@ def test_logins_do_not_stall_other_requests(stack, base_url):
     assert set(codes) <= {401, 503}, codes
     assert codes.count(401) > 0
     assert worst < 50 * one / 4, (worst, one)
+
+
+def test_no_secret_reaches_a_log(stack, base_url):
+    """Passwords, access tokens and refresh tokens never appear in nginx's
+    logs, though the refusals themselves are logged (at info)."""
+    email, password, _ = register(base_url, password="log-secret-Pass-42")
+    body = stack.login(email, password).json()
+    stack.login(email, "log-wrong-Pass-43")
+    bad = body["accessToken"][:-3] + "xyz"
+    assert_invalid_token(me(base_url, bad))
+    r = requests.post(base_url + "/api/v1/auth/refresh",
+                      json={"refreshToken": body["refreshToken"]})
+    second = r.json()
+    requests.post(base_url + "/api/v1/auth/refresh",
+                  json={"refreshToken": body["refreshToken"]})  # reuse
+    time.sleep(1.5)     # the access log's flush
+    logs = ""
+    for name in ("error.log", "api.log"):
+        with open(os.path.join(stack.var, "nginx", "logs", name)) as f:
+            logs += f.read()
+    assert "elearn auth: rejected: bad signature" in logs
+    for secret in (password, "log-wrong-Pass-43", body["accessToken"], bad,
+                   body["refreshToken"], second["accessToken"],
+                   second["refreshToken"]):
+        assert secret not in logs
+        # nor its signature part alone
+        assert secret.split(".")[-1] not in logs
