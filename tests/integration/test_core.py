@@ -160,6 +160,30 @@ def test_course_head(base_url):
     assert r.content == b""
 
 
+def test_course_get_over_a_unix_socket(stack, base_url, pg):
+    """The pool takes a full conninfo: here the cluster's Unix socket."""
+    e = stack.env
+    sock = os.path.join(stack.var, "pg", "run")
+    assert os.path.exists(os.path.join(sock, ".s.PGSQL.%s" %
+                                       e["ELEARN_PG_PORT"]))
+    conninfo = ("host=%s port=%s dbname=%s user=%s password=%s "
+                "application_name=elearn-unix" % (
+                    sock, e["ELEARN_PG_PORT"], e["ELEARN_PG_DB"],
+                    e["ELEARN_PG_USER"], e["ELEARN_PG_PASSWORD"]))
+    old = stack.reconfigure(ELEARN_NGINX_PG_CONNINFO=conninfo)
+    try:
+        redis_cli(stack, "DEL", "course:4")
+        r = api_get(base_url + "/api/v1/courses/4")
+        assert r.status_code == 200, r.text
+        with pg.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity "
+                        "WHERE application_name = 'elearn-unix' "
+                        "AND client_port = -1")  # a Unix socket
+            assert cur.fetchone()[0] > 0
+    finally:
+        stack.reconfigure(**old)
+
+
 # --- bodies ----------------------------------------------------------------
 
 
