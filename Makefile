@@ -19,7 +19,10 @@ PY           := /usr/bin/python3
 WARN         := -Wall -Wextra -Werror -Wno-unused-parameter
 NGX_CC_OPT   := -g -O2 -fPIC -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
                 $(WARN) $(EXTRA_CFLAGS)
-NGX_LD_OPT   := -Wl,-z,relro -Wl,-z,now -fPIC $(EXTRA_LDFLAGS)
+# -Bsymbolic: nginx loads modules RTLD_GLOBAL, so after a reload onto a
+# rebuilt .so the module's calls between its own files would otherwise
+# bind to the copy loaded first
+NGX_LD_OPT   := -Wl,-z,relro -Wl,-z,now -Wl,-Bsymbolic -fPIC $(EXTRA_LDFLAGS)
 
 CFLAGS       ?= -g -O2
 CFLAGS       += -std=gnu11 -fPIC -D_GNU_SOURCE $(WARN) $(EXTRA_CFLAGS) \
