@@ -76,3 +76,222 @@ SELECT user_id, password_hash, role, display_name
 SELECT email, display_name, role
   FROM users
  WHERE user_id = $1::bigint;
+
+-- Catalog search (GET /api/v1/courses/search).  Each page statement
+-- returns one row per course: the course item as JSON text (the module
+-- joins them into the answer), its sort key as text and its id (the
+-- module signs both into the next cursor).  Only published courses.
+-- $1 q is websearch syntax, bound (never spliced); category, level and
+-- language are NULL for "any".  A cursor's key is NULL on the first page
+-- (unnamed statements are planned with their values, so the NULL folds
+-- away).  DESC order throughout; `(key, id) < (cursor)` continues after
+-- the last row shown, which keeps a walk stable under inserts.
+-- newest keys are published_at in microseconds since the epoch (exact,
+-- whatever the session's DateStyle), popular keys enrollment_count,
+-- relevance keys the real ts_rank.
+
+-- name: search_relevance
+-- sort=relevance with q.  $1 q, $2 category, $3 level, $4 language,
+-- $5 candidate cap, $6 cursor rank (real), $7 cursor course_id,
+-- $8 page size, $9 offset.
+-- ts_rank reads every candidate's tsvector (FIELD-NOTES: ranking 58k
+-- matches ~650 ms), so only a bounded, deterministic candidate set is
+-- ranked: the first $5 matches in course_id order (the oldest; ids only
+-- grow, so a course added mid-walk never pushes a candidate out).  Title
+-- (A) weighs above summary (B) above description (C).  Matches past the
+-- cap are reached with sort=newest or popular.
+-- Index: courses_search_idx (rare words), courses_pkey (common words).
+SELECT json_build_object(
+         'courseId', r.course_id, 'title', r.title, 'summary', r.summary,
+         'category', r.category, 'level', r.level, 'language', r.language,
+         'instructor', json_build_object('userId', u.user_id,
+                                         'displayName', u.display_name),
+         'enrollmentCount', r.enrollment_count,
+         'publishedAt', to_char(r.published_at AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+       r.rank::text, r.course_id
+  FROM (SELECT cand.*,
+               ts_rank(cand.search, websearch_to_tsquery('english', $1))
+                   AS rank
+          FROM (SELECT course_id, title, summary, category, level, language,
+                       instructor_id, enrollment_count, published_at, search
+                  FROM courses
+                 WHERE published
+                   AND search @@ websearch_to_tsquery('english', $1)
+                   AND ($2::text IS NULL OR category = $2)
+                   AND ($3::text IS NULL OR level = $3)
+                   AND ($4::text IS NULL OR language = $4)
+                 ORDER BY course_id
+                 LIMIT $5) cand) r
+  JOIN users u ON u.user_id = r.instructor_id
+ WHERE $6::real IS NULL OR (r.rank, r.course_id) < ($6::real, $7::bigint)
+ ORDER BY r.rank DESC, r.course_id DESC
+ LIMIT $8 OFFSET $9;
+
+-- name: search_newest
+-- sort=newest with q.  $1 q, $2 category, $3 level, $4 language,
+-- $5 cursor published_at (microseconds), $6 cursor course_id,
+-- $7 page size, $8 offset.
+-- Index: courses_search_idx, or courses_published_newest_idx walked
+-- backwards when the planner expects many matches.
+SELECT json_build_object(
+         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
+         'category', c.category, 'level', c.level, 'language', c.language,
+         'instructor', json_build_object('userId', u.user_id,
+                                         'displayName', u.display_name),
+         'enrollmentCount', c.enrollment_count,
+         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+       (extract(epoch FROM c.published_at) * 1000000)::bigint::text,
+       c.course_id
+  FROM courses c
+  JOIN users u ON u.user_id = c.instructor_id
+ WHERE c.published
+   AND c.search @@ websearch_to_tsquery('english', $1)
+   AND ($2::text IS NULL OR c.category = $2)
+   AND ($3::text IS NULL OR c.level = $3)
+   AND ($4::text IS NULL OR c.language = $4)
+   AND ($5::bigint IS NULL
+        OR (c.published_at, c.course_id)
+           < ('epoch'::timestamptz + $5::bigint * interval '1 microsecond',
+              $6::bigint))
+ ORDER BY c.published_at DESC, c.course_id DESC
+ LIMIT $7 OFFSET $8;
+
+-- name: search_popular
+-- sort=popular with q.  $1 q, $2 category, $3 level, $4 language,
+-- $5 cursor enrollment_count, $6 cursor course_id, $7 page size,
+-- $8 offset.
+-- Index: courses_search_idx, or courses_published_popular_idx.
+SELECT json_build_object(
+         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
+         'category', c.category, 'level', c.level, 'language', c.language,
+         'instructor', json_build_object('userId', u.user_id,
+                                         'displayName', u.display_name),
+         'enrollmentCount', c.enrollment_count,
+         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+       c.enrollment_count::text, c.course_id
+  FROM courses c
+  JOIN users u ON u.user_id = c.instructor_id
+ WHERE c.published
+   AND c.search @@ websearch_to_tsquery('english', $1)
+   AND ($2::text IS NULL OR c.category = $2)
+   AND ($3::text IS NULL OR c.level = $3)
+   AND ($4::text IS NULL OR c.language = $4)
+   AND ($5::integer IS NULL
+        OR (c.enrollment_count, c.course_id) < ($5::integer, $6::bigint))
+ ORDER BY c.enrollment_count DESC, c.course_id DESC
+ LIMIT $7 OFFSET $8;
+
+-- name: browse_newest
+-- No q, sort=newest (and relevance, which has nothing to rank).
+-- $1 category, $2 level, $3 language, $4 cursor published_at
+-- (microseconds), $5 cursor course_id, $6 page size, $7 offset.
+-- Index: courses_published_newest_idx, or
+-- courses_published_category_newest_idx with a category.
+SELECT json_build_object(
+         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
+         'category', c.category, 'level', c.level, 'language', c.language,
+         'instructor', json_build_object('userId', u.user_id,
+                                         'displayName', u.display_name),
+         'enrollmentCount', c.enrollment_count,
+         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+       (extract(epoch FROM c.published_at) * 1000000)::bigint::text,
+       c.course_id
+  FROM courses c
+  JOIN users u ON u.user_id = c.instructor_id
+ WHERE c.published
+   AND ($1::text IS NULL OR c.category = $1)
+   AND ($2::text IS NULL OR c.level = $2)
+   AND ($3::text IS NULL OR c.language = $3)
+   AND ($4::bigint IS NULL
+        OR (c.published_at, c.course_id)
+           < ('epoch'::timestamptz + $4::bigint * interval '1 microsecond',
+              $5::bigint))
+ ORDER BY c.published_at DESC, c.course_id DESC
+ LIMIT $6 OFFSET $7;
+
+-- name: browse_popular
+-- No q, sort=popular.  $1 category, $2 level, $3 language, $4 cursor
+-- enrollment_count, $5 cursor course_id, $6 page size, $7 offset.
+-- Index: courses_published_popular_idx.
+SELECT json_build_object(
+         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
+         'category', c.category, 'level', c.level, 'language', c.language,
+         'instructor', json_build_object('userId', u.user_id,
+                                         'displayName', u.display_name),
+         'enrollmentCount', c.enrollment_count,
+         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+       c.enrollment_count::text, c.course_id
+  FROM courses c
+  JOIN users u ON u.user_id = c.instructor_id
+ WHERE c.published
+   AND ($1::text IS NULL OR c.category = $1)
+   AND ($2::text IS NULL OR c.level = $2)
+   AND ($3::text IS NULL OR c.language = $3)
+   AND ($4::integer IS NULL
+        OR (c.enrollment_count, c.course_id) < ($4::integer, $5::bigint))
+ ORDER BY c.enrollment_count DESC, c.course_id DESC
+ LIMIT $6 OFFSET $7;
+
+-- name: search_facets
+-- The total and the facet counts of a search or browse: the total, then
+-- the facets as one JSON text {"category": [{value, count}], "level":
+-- [...], "language": [...]}.  $1 q (NULL = browse), $2 category, $3 level,
+-- $4 language, $5 cap.  Every filter applies to every facet (a facet
+-- shows what is inside the current result).  Counts cover at most $5
+-- matches (the module passes 10000, where offset paging stops): exact
+-- below it, lower bounds at it (an exact count of a common word's 59k
+-- matches costs ~55 ms, the capped one ~12 ms).  With q:
+-- courses_search_idx; without: courses_published_facets_idx.
+SELECT coalesce(sum(n) FILTER (WHERE f = 'total'), 0),
+       json_build_object(
+         'category', coalesce(json_agg(json_build_object('value', v,
+                                                         'count', n)
+                               ORDER BY n DESC, v)
+                          FILTER (WHERE f = 'category'), '[]'),
+         'level', coalesce(json_agg(json_build_object('value', v,
+                                                      'count', n)
+                            ORDER BY n DESC, v)
+                       FILTER (WHERE f = 'level'), '[]'),
+         'language', coalesce(json_agg(json_build_object('value', v,
+                                                         'count', n)
+                               ORDER BY n DESC, v)
+                          FILTER (WHERE f = 'language'), '[]'))::text
+  FROM (SELECT CASE WHEN GROUPING(category) = 0 THEN 'category'
+                    WHEN GROUPING(level) = 0 THEN 'level'
+                    WHEN GROUPING(language) = 0 THEN 'language'
+                    ELSE 'total' END AS f,
+               coalesce(category, level, language) AS v,
+               count(*) AS n
+          FROM (SELECT category, level, language
+                  FROM courses
+                 WHERE published
+                   AND ($1::text IS NULL
+                        OR search @@ websearch_to_tsquery('english', $1))
+                   AND ($2::text IS NULL OR category = $2)
+                   AND ($3::text IS NULL OR level = $3)
+                   AND ($4::text IS NULL OR language = $4)
+                 LIMIT $5) m
+         GROUP BY GROUPING SETS ((category), (level), (language), ())) g;
+
+-- name: suggest
+-- GET /api/v1/courses/suggest: as one JSON text, up to 8 published
+-- titles starting with $1 (case-insensitive; LIKE wildcards in $1 are
+-- escaped here, so they match themselves).  Index:
+-- courses_title_prefix_idx (lower(title) COLLATE "C", course_id): the
+-- prefix range and the order in one walk.
+SELECT coalesce(json_agg(json_build_object('courseId', s.course_id,
+                                           'title', s.title)
+                         ORDER BY s.t, s.course_id), '[]')::text
+  FROM (SELECT course_id, title, lower(title) COLLATE "C" AS t
+          FROM courses
+         WHERE published
+           AND lower(title) COLLATE "C"
+               LIKE replace(replace(replace(lower($1), '\', '\\'),
+                                    '%', '\%'), '_', '\_') || '%'
+         ORDER BY lower(title) COLLATE "C", course_id
+         LIMIT 8) s;

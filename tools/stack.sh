@@ -185,6 +185,9 @@ nginx_keys() {
     [ -f "$s/jwt-rs256.pem" ] \
         || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
                -out "$s/jwt-rs256.pem" 2>/dev/null
+    # cursor signing key (elearn_cursor_key_file): its own secret, so
+    # rotating the JWT key does not void cursors and the reverse
+    [ -f "$s/cursor.key" ] || head -c 48 /dev/urandom > "$s/cursor.key"
     chmod 600 "$s"/*
     case $ELEARN_JWT_ALG in
         HS256) : "${ELEARN_JWT_KEY_FILE:=$s/jwt-hs256.key}" ;;
@@ -192,6 +195,8 @@ nginx_keys() {
         RS256) : "${ELEARN_JWT_KEY_FILE:=$s/jwt-rs256.pem}" ;;
     esac
     export ELEARN_JWT_KEY_FILE
+    : "${ELEARN_CURSOR_KEY_FILE:=$s/cursor.key}"
+    export ELEARN_CURSOR_KEY_FILE
 }
 
 nginx_conf() {

@@ -24,6 +24,7 @@
 #include "ngx_http_elearn_jwt.h"
 #include "ngx_http_elearn_auth.h"
 #include "ngx_http_elearn_session.h"
+#include "ngx_http_elearn_search.h"
 
 
 static ngx_int_t ngx_http_elearn_api_handler(ngx_http_request_t *r);
@@ -63,6 +64,8 @@ ngx_str_t  ngx_http_elearn_endpoint_names[] = {
     ngx_string("me_sessions"),
     ngx_string("me_session_delete"),
     ngx_string("admin_user_create"),
+    ngx_string("course_search"),
+    ngx_string("course_suggest"),
     ngx_null_string
 };
 
@@ -99,6 +102,15 @@ static ngx_http_elearn_route_t  ngx_http_elearn_routes[] = {
 
     { "admin/users", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_ADMIN_USER_CREATE,
       NGX_HTTP_ELEARN_ADMIN, ngx_http_elearn_account_admin_create },
+
+    /* before "courses/#": literal segments first */
+    { "courses/search", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_COURSE_SEARCH,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_search },
+
+    { "courses/suggest", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_COURSE_SUGGEST,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_suggest },
 
     { "courses/#", NGX_HTTP_GET|NGX_HTTP_HEAD,
       NGX_HTTP_ELEARN_EP_COURSE_GET,
@@ -285,6 +297,13 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_elearn_main_conf_t, jwt_key_file),
+      NULL },
+
+    { ngx_string("elearn_cursor_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, cursor_key_file),
       NULL },
 
     { ngx_string("elearn_jwt_public_key_file"),
@@ -1164,6 +1183,10 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_elearn_search_init_conf(cf, emcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (emcf->pg_query_timeout == 0 || emcf->pg_connect_timeout == 0
         || emcf->redis_timeout == 0)
     {
@@ -1266,6 +1289,12 @@ ngx_http_elearn_postconfiguration(ngx_conf_t *cf)
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"elearn_api\" needs \"elearn_jwt_key_file\" or "
                       "\"elearn_jwt_public_key_file\"");
+        return NGX_ERROR;
+    }
+
+    if (emcf->api_used && emcf->cursor_key.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"elearn_api\" needs \"elearn_cursor_key_file\"");
         return NGX_ERROR;
     }
 

@@ -54,6 +54,8 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_ME_SESSIONS,
     NGX_HTTP_ELEARN_EP_ME_SESSION_DELETE,
     NGX_HTTP_ELEARN_EP_ADMIN_USER_CREATE,
+    NGX_HTTP_ELEARN_EP_COURSE_SEARCH,
+    NGX_HTTP_ELEARN_EP_COURSE_SUGGEST,
     NGX_HTTP_ELEARN_EP_MAX
 } ngx_http_elearn_endpoint_e;
 
@@ -133,6 +135,10 @@ typedef struct {
     time_t                       jwt_leeway;
     ngx_uint_t                   jwt_cache_size;
     ngx_http_elearn_jwt_key_t   *jwt_key;        /* loaded at config time */
+
+    /* search: the HMAC-SHA256 key that signs cursors */
+    ngx_str_t                    cursor_key_file;
+    ngx_str_t                    cursor_key;     /* loaded at config time */
 
     /* auth: sessions, passwords, brute force */
     time_t                       refresh_ttl;

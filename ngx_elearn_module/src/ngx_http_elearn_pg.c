@@ -923,6 +923,19 @@ ngx_http_elearn_pg_connect_step(ngx_http_elearn_pg_slot_t *slot)
 }
 
 
+/*
+ * libpq prints notices on stderr, which is nginx's error log; a client
+ * could fill it with them (a search of stop words only draws a NOTICE
+ * from websearch_to_tsquery), so they go to the debug log.
+ */
+static void
+ngx_http_elearn_pg_notice(void *arg, const char *message)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "elearn pg: %s", message);
+}
+
+
 static void
 ngx_http_elearn_pg_connected(ngx_http_elearn_pg_slot_t *slot)
 {
@@ -932,6 +945,8 @@ ngx_http_elearn_pg_connected(ngx_http_elearn_pg_slot_t *slot)
         ngx_http_elearn_pg_connect_failed(slot, NULL);
         return;
     }
+
+    (void) PQsetNoticeProcessor(slot->pg, ngx_http_elearn_pg_notice, NULL);
 
     if (slot->timer.timer_set) {
         ngx_del_timer(&slot->timer);

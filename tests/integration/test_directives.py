@@ -62,6 +62,7 @@ BAD = [
     ("elearn_login_failure_window", "0"),
     ("elearn_login_failure_window", "x"),
     ("elearn_thread_pool", "nosuchpool"),
+    ("elearn_cursor_key_file", "/nonexistent/cursor.key"),
 ]
 
 # where nginx itself names the fault differently
@@ -87,6 +88,10 @@ def nginx_t(stack_env, tmp_path, http_lines, location_lines=()):
     if "elearn_jwt_key_file" not in names and \
             "elearn_jwt_public_key_file" not in names:
         http_lines = list(http_lines) + ["elearn_jwt_key_file %s;" % key]
+    if "elearn_cursor_key_file" not in names:
+        ckey = tmp_path / "cursor.key"
+        ckey.write_bytes(b"c" * 32)
+        http_lines = list(http_lines) + ["elearn_cursor_key_file %s;" % ckey]
     conf.write_text("""
 load_module %s;
 pid %s/nginx.pid;
@@ -130,6 +135,32 @@ def test_short_hs256_secret_is_refused(stack_env, tmp_path):
     r = nginx_t(stack_env, tmp_path, ["elearn_jwt_key_file %s;" % short])
     assert r.returncode != 0
     assert "elearn_jwt_key_file" in r.stderr and "32" in r.stderr, r.stderr
+
+
+def test_short_cursor_key_is_refused(stack_env, tmp_path):
+    short = tmp_path / "short-cursor.key"
+    short.write_bytes(b"s" * 31)
+    r = nginx_t(stack_env, tmp_path, ["elearn_cursor_key_file %s;" % short])
+    assert r.returncode != 0
+    assert "elearn_cursor_key_file" in r.stderr and "32" in r.stderr, \
+        r.stderr
+
+
+def test_api_without_a_cursor_key_is_refused(stack_env, tmp_path):
+    key = tmp_path / "jwt.key"
+    key.write_bytes(b"k" * 32)
+    conf = tmp_path / "nocursor.conf"
+    conf.write_text("""
+load_module %s;
+pid %s/nginx.pid;
+error_log stderr;
+events {}
+http { elearn_jwt_key_file %s;
+       server { listen 127.0.0.1:1; location / { elearn_api; } } }
+""" % (stack_env["ELEARN_MODULE"], tmp_path, key))
+    r = run_nginx(stack_env, "-t", "-p", str(tmp_path), "-c", str(conf))
+    assert r.returncode != 0
+    assert "elearn_cursor_key_file" in r.stderr, r.stderr
 
 
 def test_api_without_a_key_is_refused(stack_env, tmp_path):

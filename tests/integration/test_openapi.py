@@ -107,3 +107,34 @@ def test_auth_answers_match(spec, stack, base_url):
         email, "open api pass").json()["accessToken"]}
     check(spec, "/api/v1/auth/logout", "post",
           requests.post(base_url + "/api/v1/auth/logout", headers=hdr))
+
+
+def test_search_answers_match(spec, base_url, auth):
+    path = "/api/v1/courses/search"
+    for params in ({"q": "python"}, {"category": "music", "pageSize": 3},
+                   {"q": "kubernetes", "sort": "popular", "page": 2},
+                   {"q": "zzzqqqxxx"}):
+        r = requests.get(base_url + path, params=params, headers=auth)
+        assert r.status_code == 200, r.text
+        check(spec, path, "get", r)
+    cursor = r.json()["pagination"]["nextCursor"] or \
+        requests.get(base_url + path, params={"q": "python"},
+                     headers=auth).json()["pagination"]["nextCursor"]
+    r = requests.get(base_url + path, params={"q": "python",
+                                              "cursor": cursor},
+                     headers=auth)
+    assert r.status_code == 200, r.text
+    check(spec, path, "get", r)
+    for params in ({"pageSize": 101}, {"page": "x"}, {"q": "python",
+                                                      "cursor": "bad"}):
+        check(spec, path, "get",
+              requests.get(base_url + path, params=params, headers=auth))
+    check(spec, path, "get", requests.get(base_url + path))
+
+
+def test_suggest_answers_match(spec, base_url, auth):
+    path = "/api/v1/courses/suggest"
+    for params in ({"q": "intro"}, {"q": "zzzqqq"}, {"q": ""},
+                   {"q": "x" * 101}):
+        check(spec, path, "get",
+              requests.get(base_url + path, params=params, headers=auth))

@@ -193,7 +193,8 @@ def sample(pg_dsn):
         k.execute("SELECT user_id, video_id FROM video_progress "
                   "ORDER BY user_id, video_id LIMIT 1")
         s["progress"] = k.fetchone()
-        k.execute("SELECT published_at, course_id FROM courses "
+        k.execute("SELECT (extract(epoch FROM published_at) * 1000000)"
+                  "::bigint, course_id FROM courses "
                   "WHERE published ORDER BY published_at DESC, course_id "
                   "DESC OFFSET 5000 LIMIT 1")
         s["newest_cursor"] = k.fetchone()
@@ -230,33 +231,34 @@ def hot_query_params(s):
         "course_videos": [[1], [s["popular_course"]]],
         "course_quizzes": [[1]],
         "search_relevance": [
-            ["python", None, None, None, 1000, None, None, 20, 0],
-            ["learn", None, None, None, 1000, None, None, 20, 0],
+            ["python", None, None, None, 1000, None, None, 21, 0],
+            ["learn", None, None, None, 1000, None, None, 21, 0],
+            ["practical", None, None, None, 1000, None, None, 21, 980],
             ["machine learning -deep", "data-science", "beginner", "en",
-             1000, 0.5, 50000, 20, 0],
+             1000, 0.5, 50000, 21, 0],
         ],
         "search_newest": [
-            ["python", None, None, None, None, None, 20, 0],
-            ["course", None, None, None, nc[0], nc[1], 20, 0],
-            ["kubernetes", "devops", None, "de", None, None, 20, 0],
+            ["python", None, None, None, None, None, 21, 0],
+            ["course", None, None, None, nc[0], nc[1], 21, 0],
+            ["kubernetes", "devops", None, "de", None, None, 21, 0],
         ],
         "search_popular": [
-            ["python", None, None, None, None, None, 20, 0],
-            ["course", None, None, None, pc[0], pc[1], 20, 0],
+            ["python", None, None, None, None, None, 21, 0],
+            ["course", None, None, None, pc[0], pc[1], 21, 0],
             ["\"design systems\"", "design", "advanced", None, None, None,
-             20, 0],
+             21, 0],
         ],
-        "browse": [
-            [None, None, None, None, None, 20, 0],
-            [None, None, None, nc[0], nc[1], 20, 0],
-            ["music", None, None, None, None, 20, 0],
-            ["science", "advanced", "ja", None, None, 20, 0],
-            [None, None, None, None, None, 20, 9980],
+        "browse_newest": [
+            [None, None, None, None, None, 21, 0],
+            [None, None, None, nc[0], nc[1], 21, 0],
+            ["music", None, None, None, None, 21, 0],
+            ["science", "advanced", "ja", None, None, 21, 0],
+            [None, None, None, None, None, 21, 9980],
         ],
         "browse_popular": [
-            [None, None, None, None, None, 20, 0],
-            [None, None, None, pc[0], pc[1], 20, 0],
-            [None, "intermediate", "es", None, None, 20, 0],
+            [None, None, None, None, None, 21, 0],
+            [None, None, None, pc[0], pc[1], 21, 0],
+            [None, "intermediate", "es", None, None, 21, 0],
         ],
         "search_facets": [
             ["python", None, None, None, 10000],
@@ -296,10 +298,10 @@ def hot_query_params(s):
 # --- (a) every named query is served by an index ---------------------------
 
 def test_queries_file_parses():
-    q = parse_queries()
+    q = {k: v[0] for k, v in all_named_statements().items()}
     for name in ("course_get", "course_videos", "course_quizzes",
                  "search_relevance", "search_newest", "search_popular",
-                 "browse", "suggest", "enrollments_of_user",
+                 "browse_newest", "suggest", "enrollments_of_user",
                  "enrollments_of_course", "progress_get",
                  "quiz_submissions_of_quiz", "quiz_submissions_of_user",
                  "analytics_of_instructor"):
@@ -369,10 +371,10 @@ def test_checker_flags_a_full_read_under_a_limit(cur, sample):
 def test_named_queries_run(cur, sample):
     """Every statement executes with realistic parameters (writes are
     rolled back), and a few answers are checked for sense."""
-    queries = parse_queries()
+    queries = {k: v[0] for k, v in all_named_statements().items()}
     params = hot_query_params(sample)
     for name, sql in queries.items():
-        for p in params[name]:
+        for p in params.get(name) or all_named_statements()[name][1]:
             cur.execute("SAVEPOINT q")
             cur.execute(to_pyformat(sql), bind(p))
             cur.execute("ROLLBACK TO SAVEPOINT q")
@@ -380,23 +382,25 @@ def test_named_queries_run(cur, sample):
                 bind(["STUDENT@elearn.dev"]))
     assert cur.fetchone()[0] == 1
     cur.execute(to_pyformat(queries["suggest"]), bind(["introduction to"]))
-    rows = cur.fetchall()
+    rows = json.loads(cur.fetchone()[0])
     assert 1 <= len(rows) <= 8
-    assert all(t.lower().startswith("introduction to") for _, t in rows)
+    assert all(r["title"].lower().startswith("introduction to")
+               for r in rows)
     cur.execute(to_pyformat(queries["suggest"]), bind(["%"]))
-    assert cur.fetchall() == []        # a wildcard is a literal character
+    assert json.loads(cur.fetchone()[0]) == []     # a wildcard is a literal character
     cur.execute(to_pyformat(queries["search_relevance"]),
                 bind(["python", None, None, None, 1000, None, None, 20, 0]))
-    ranks = [r[-1] for r in cur.fetchall()]
+    ranks = [float(r[1]) for r in cur.fetchall()]
     assert ranks and ranks == sorted(ranks, reverse=True)
 
 
 def test_search_keyset_pages_do_not_overlap(cur):
-    sql = to_pyformat(parse_queries()["browse"])
+    sql = to_pyformat(parse_named(API_SQL)["browse_newest"][0])
     cur.execute(sql, bind([None, None, None, None, None, 50, 0]))
     first = cur.fetchall()
     last = first[-1]
-    cur.execute(sql, bind([None, None, None, last[9], last[0], 50, 0]))
+    cur.execute(sql, bind([None, None, None, int(last[1]), last[2], 50,
+                           0]))
     second = cur.fetchall()
     cur.execute(sql, bind([None, None, None, None, None, 100, 0]))
     assert first + second == cur.fetchall()

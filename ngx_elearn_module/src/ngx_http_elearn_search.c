@@ -1,0 +1,1316 @@
+
+/*
+ * elearn search: GET /api/v1/courses/search and /courses/suggest.
+ *
+ * The query string is decoded and validated here ('+' is a space, the
+ * result must be UTF-8 without NUL); every value reaches PostgreSQL as a
+ * bound parameter of a statement of sql/api.sql, never as SQL text.  A
+ * search runs two statements in parallel on the pool: the page (one JSON
+ * text per course, with its sort key) and the total with the facets
+ * (counted over at most NGX_HTTP_ELEARN_SEARCH_COUNT_CAP matches, so a
+ * common word costs a bounded scan).  Relevance ranks only a bounded,
+ * deterministic candidate set (see search_relevance in sql/api.sql).
+ *
+ * Cursors are keyset positions (sort key, course id) signed with
+ * HMAC-SHA256 under elearn_cursor_key_file; the MAC also covers the sort,
+ * q and filters, so a modified cursor or one replayed on another query is
+ * a 400.  This file must never build SQL from request text.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "ngx_http_elearn_module.h"
+#include "ngx_http_elearn_problem.h"
+#include "ngx_http_elearn_pg.h"
+#include "ngx_http_elearn_search.h"
+#include "ngx_http_elearn_sql.h"
+
+
+#define NGX_HTTP_ELEARN_SEARCH_Q_MAX        2048     /* bytes */
+#define NGX_HTTP_ELEARN_SUGGEST_Q_MAX       100      /* characters */
+#define NGX_HTTP_ELEARN_SEARCH_PAGE_SIZE    20
+#define NGX_HTTP_ELEARN_SEARCH_PAGE_MAX     100
+#define NGX_HTTP_ELEARN_SEARCH_OFFSET_MAX   10000    /* contract 1 */
+#define NGX_HTTP_ELEARN_SEARCH_COUNT_CAP    "10000"
+#define NGX_HTTP_ELEARN_SEARCH_RANK_CAP     1000
+#define NGX_HTTP_ELEARN_CURSOR_MAX          256      /* characters */
+#define NGX_HTTP_ELEARN_CURSOR_MAC_LEN      16       /* HMAC-SHA256/128 */
+#define NGX_HTTP_ELEARN_SEARCH_ERRORS       8
+
+#define NGX_HTTP_ELEARN_SORT_RELEVANCE      0
+#define NGX_HTTP_ELEARN_SORT_NEWEST         1
+#define NGX_HTTP_ELEARN_SORT_POPULAR        2
+
+
+typedef struct {
+    ngx_str_t                      name;
+    ngx_str_t                      value;     /* decoded */
+    unsigned                       present:1;
+} ngx_http_elearn_search_arg_t;
+
+
+enum {
+    NGX_HTTP_ELEARN_ARG_Q = 0,
+    NGX_HTTP_ELEARN_ARG_CATEGORY,
+    NGX_HTTP_ELEARN_ARG_LEVEL,
+    NGX_HTTP_ELEARN_ARG_LANGUAGE,
+    NGX_HTTP_ELEARN_ARG_SORT,
+    NGX_HTTP_ELEARN_ARG_PAGE,
+    NGX_HTTP_ELEARN_ARG_PAGE_SIZE,
+    NGX_HTTP_ELEARN_ARG_CURSOR,
+    NGX_HTTP_ELEARN_ARG_N
+};
+
+
+typedef struct {
+    ngx_http_request_t            *request;
+    ngx_http_elearn_search_arg_t   args[NGX_HTTP_ELEARN_ARG_N];
+
+    ngx_uint_t                     sort;
+    ngx_uint_t                     page;
+    ngx_uint_t                     page_size;
+    ngx_str_t                      key;       /* cursor's sort key */
+    ngx_str_t                      id;        /* cursor's course id */
+
+    /* the page */
+    ngx_uint_t                     nrows;
+    ngx_str_t                     *docs;
+    ngx_str_t                      last_key;  /* of row page_size */
+    ngx_str_t                      last_id;
+
+    /* the total and the facets */
+    ngx_uint_t                     total;
+    ngx_str_t                      facets;
+
+    ngx_uint_t                     pending;
+    unsigned                       failed:1;
+} ngx_http_elearn_search_t;
+
+
+static const char  *ngx_http_elearn_sort_names[] = {
+    "relevance", "newest", "popular"
+};
+
+static const char  ngx_http_elearn_sort_chars[] = "rnp";
+
+
+/* --- configuration ------------------------------------------------------ */
+
+char *
+ngx_http_elearn_search_init_conf(ngx_conf_t *cf,
+    ngx_http_elearn_main_conf_t *emcf)
+{
+    u_char           *buf;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t         path;
+    ngx_file_info_t   fi;
+
+    if (emcf->cursor_key_file.len == 0) {
+        return NGX_CONF_OK;
+    }
+
+    path = emcf->cursor_key_file;
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"elearn_cursor_key_file\": cannot open \"%s\"",
+                           path.data);
+        return NGX_CONF_ERROR;
+    }
+
+    buf = NULL;
+    n = -1;
+
+    if (ngx_fd_info(fd, &fi) != NGX_FILE_ERROR
+        && ngx_file_size(&fi) <= 4096)
+    {
+        buf = ngx_pnalloc(cf->pool, 4096);
+        if (buf) {
+            n = read(fd, buf, 4096);
+        }
+    }
+
+    (void) ngx_close_file(fd);
+
+    if (n < NGX_HTTP_ELEARN_CURSOR_KEY_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_cursor_key_file\": \"%s\" must hold "
+                           "%d to 4096 bytes", path.data,
+                           NGX_HTTP_ELEARN_CURSOR_KEY_MIN);
+        return NGX_CONF_ERROR;
+    }
+
+    emcf->cursor_key.data = buf;
+    emcf->cursor_key.len = n;
+
+    return NGX_CONF_OK;
+}
+
+
+/* --- query string ------------------------------------------------------- */
+
+/* 1: valid UTF-8 (no overlongs, surrogates or NUL); 0: not */
+static ngx_uint_t
+ngx_http_elearn_search_utf8(u_char *p, size_t len)
+{
+    u_char    *last;
+    uint32_t   c;
+
+    last = p + len;
+
+    while (p < last) {
+        if (*p == '\0') {
+            return 0;
+        }
+
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        c = ngx_utf8_decode(&p, last - p);
+
+        if (c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static size_t
+ngx_http_elearn_search_chars(ngx_str_t *s)
+{
+    return ngx_utf8_length(s->data, s->len);
+}
+
+
+/*
+ * Splits r->args into the known parameters, decoded.  Unknown ones are
+ * ignored.  NGX_OK, or NGX_DECLINED with *bad naming the parameter that
+ * is malformed (repeated, or not UTF-8 once decoded).
+ */
+static ngx_int_t
+ngx_http_elearn_search_parse_args(ngx_http_request_t *r,
+    ngx_http_elearn_search_arg_t *args, ngx_uint_t nargs, const char **bad)
+{
+    u_char      *p, *last, *name, *eq, *end, *dst, *src;
+    size_t       nlen;
+    ngx_uint_t   i;
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    while (p < last) {
+        name = p;
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        p = end + 1;
+
+        eq = ngx_strlchr(name, end, '=');
+        nlen = (eq ? eq : end) - name;
+
+        for (i = 0; i < nargs; i++) {
+            if (args[i].name.len == nlen
+                && ngx_strncmp(args[i].name.data, name, nlen) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == nargs) {
+            continue;
+        }
+
+        *bad = (char *) args[i].name.data;
+
+        if (args[i].present) {
+            return NGX_DECLINED;
+        }
+
+        args[i].present = 1;
+
+        if (eq == NULL) {
+            ngx_str_null(&args[i].value);
+            continue;
+        }
+
+        eq++;
+
+        dst = ngx_pnalloc(r->pool, end - eq + 1);
+        if (dst == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* form encoding: '+' is a space ("%2B" is a plus) */
+        for (src = eq; src < end; src++) {
+            dst[src - eq] = (*src == '+') ? ' ' : *src;
+        }
+
+        args[i].value.data = dst;
+        src = dst;
+        ngx_unescape_uri(&dst, &src, end - eq, 0);
+        args[i].value.len = dst - args[i].value.data;
+
+        if (!ngx_http_elearn_search_utf8(args[i].value.data,
+                                         args[i].value.len))
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* 1: only spaces (or nothing) */
+static ngx_uint_t
+ngx_http_elearn_search_blank(ngx_str_t *s)
+{
+    size_t  i;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] != ' ' && s->data[i] != '\t' && s->data[i] != '\n'
+            && s->data[i] != '\r' && s->data[i] != '\f'
+            && s->data[i] != '\v')
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * A positive integer parameter.  NGX_OK with *n; NGX_DECLINED when it is
+ * not a number at all (400); NGX_ABORT when it is a number below 1 or
+ * absurdly large (422).
+ */
+static ngx_int_t
+ngx_http_elearn_search_number(ngx_str_t *s, ngx_uint_t *n)
+{
+    size_t      i;
+    ngx_int_t   v;
+    ngx_uint_t  neg;
+
+    neg = (s->len > 1 && s->data[0] == '-');
+
+    if (s->len == 0 || s->len - neg > 9) {
+        /* empty; or beyond any limit here, if it is a number */
+        for (i = neg; i < s->len; i++) {
+            if (s->data[i] < '0' || s->data[i] > '9') {
+                return NGX_DECLINED;
+            }
+        }
+
+        return s->len ? NGX_ABORT : NGX_DECLINED;
+    }
+
+    v = ngx_atoi(s->data + neg, s->len - neg);
+    if (v == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    if (neg || v < 1) {
+        return NGX_ABORT;
+    }
+
+    *n = v;
+
+    return NGX_OK;
+}
+
+
+static ngx_str_t *
+ngx_http_elearn_search_value(ngx_http_elearn_search_t *s, ngx_uint_t i)
+{
+    return (s->args[i].present && s->args[i].value.len)
+           ? &s->args[i].value : NULL;
+}
+
+
+/* --- cursors ------------------------------------------------------------ */
+
+/*
+ * MAC of a cursor payload bound to the query it was issued for: sort, q
+ * and the filters, each length-prefixed so no two queries share an input.
+ */
+static ngx_int_t
+ngx_http_elearn_cursor_mac(ngx_http_request_t *r, ngx_http_elearn_search_t *s,
+    ngx_str_t *payload, u_char *mac)
+{
+    u_char                       *buf, *p;
+    size_t                        len;
+    ngx_str_t                    *v;
+    ngx_uint_t                    i;
+    unsigned int                  maclen;
+    u_char                        full[EVP_MAX_MD_SIZE];
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    static ngx_uint_t  fields[] = {
+        NGX_HTTP_ELEARN_ARG_Q, NGX_HTTP_ELEARN_ARG_CATEGORY,
+        NGX_HTTP_ELEARN_ARG_LEVEL, NGX_HTTP_ELEARN_ARG_LANGUAGE
+    };
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    len = sizeof("elearn-cursor-v1") + 4 + payload->len + 1;
+
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        v = ngx_http_elearn_search_value(s, fields[i]);
+        len += 4 + (v ? v->len : 0);
+    }
+
+    buf = ngx_pnalloc(r->pool, len);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(buf, "elearn-cursor-v1", sizeof("elearn-cursor-v1"));
+    *p++ = (u_char) ngx_http_elearn_sort_chars[s->sort];
+
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        v = ngx_http_elearn_search_value(s, fields[i]);
+        len = v ? v->len : 0;
+        *p++ = (u_char) (len >> 24);
+        *p++ = (u_char) (len >> 16);
+        *p++ = (u_char) (len >> 8);
+        *p++ = (u_char) len;
+        if (len) {
+            p = ngx_cpymem(p, v->data, len);
+        }
+    }
+
+    *p++ = (u_char) (payload->len >> 24);
+    *p++ = (u_char) (payload->len >> 16);
+    *p++ = (u_char) (payload->len >> 8);
+    *p++ = (u_char) payload->len;
+    p = ngx_cpymem(p, payload->data, payload->len);
+
+    if (HMAC(EVP_sha256(), emcf->cursor_key.data, (int) emcf->cursor_key.len,
+             buf, p - buf, full, &maclen)
+        == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(mac, full, NGX_HTTP_ELEARN_CURSOR_MAC_LEN);
+
+    return NGX_OK;
+}
+
+
+/* base64url(payload || mac), payload "<key>:<id>"; NULL on no memory */
+static ngx_str_t *
+ngx_http_elearn_cursor_make(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    u_char     *raw;
+    ngx_str_t   payload, *out;
+
+    payload.len = s->last_key.len + 1 + s->last_id.len;
+    raw = ngx_pnalloc(r->pool, payload.len + NGX_HTTP_ELEARN_CURSOR_MAC_LEN);
+    out = ngx_palloc(r->pool, sizeof(ngx_str_t));
+    if (raw == NULL || out == NULL) {
+        return NULL;
+    }
+
+    payload.data = raw;
+    ngx_sprintf(raw, "%V:%V", &s->last_key, &s->last_id);
+
+    if (ngx_http_elearn_cursor_mac(r, s, &payload, raw + payload.len)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    payload.len += NGX_HTTP_ELEARN_CURSOR_MAC_LEN;
+
+    out->len = ngx_base64_encoded_length(payload.len);
+    out->data = ngx_pnalloc(r->pool, out->len);
+    if (out->data == NULL) {
+        return NULL;
+    }
+
+    ngx_encode_base64url(out, &payload);
+
+    return out;
+}
+
+
+/* NGX_OK with s->key and s->id; NGX_DECLINED for any bad cursor */
+static ngx_int_t
+ngx_http_elearn_cursor_open(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_str_t *cursor)
+{
+    u_char     *p, *colon;
+    ngx_str_t   raw, payload;
+    u_char      mac[NGX_HTTP_ELEARN_CURSOR_MAC_LEN];
+
+    if (cursor->len == 0 || cursor->len > NGX_HTTP_ELEARN_CURSOR_MAX) {
+        return NGX_DECLINED;
+    }
+
+    raw.data = ngx_pnalloc(r->pool, ngx_base64_decoded_length(cursor->len));
+    if (raw.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_decode_base64url(&raw, cursor) != NGX_OK
+        || raw.len < NGX_HTTP_ELEARN_CURSOR_MAC_LEN + 3)
+    {
+        return NGX_DECLINED;
+    }
+
+    payload.data = raw.data;
+    payload.len = raw.len - NGX_HTTP_ELEARN_CURSOR_MAC_LEN;
+
+    if (ngx_http_elearn_cursor_mac(r, s, &payload, mac) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (CRYPTO_memcmp(mac, raw.data + payload.len,
+                      NGX_HTTP_ELEARN_CURSOR_MAC_LEN)
+        != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* ours, so well formed; still checked, it becomes a query parameter */
+
+    colon = NULL;
+
+    for (p = payload.data; p < payload.data + payload.len; p++) {
+        if (*p == ':') {
+            colon = p;
+        } else if (!((*p >= '0' && *p <= '9') || *p == '-' || *p == '.'
+                     || *p == 'e' || *p == '+'))
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (colon == NULL || colon == payload.data
+        || colon == payload.data + payload.len - 1)
+    {
+        return NGX_DECLINED;
+    }
+
+    s->key.len = colon - payload.data;
+    s->key.data = ngx_pnalloc(r->pool, s->key.len + 1);
+    s->id.len = payload.data + payload.len - colon - 1;
+    s->id.data = ngx_pnalloc(r->pool, s->id.len + 1);
+    if (s->key.data == NULL || s->id.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    *ngx_cpymem(s->key.data, payload.data, s->key.len) = '\0';
+    *ngx_cpymem(s->id.data, colon + 1, s->id.len) = '\0';
+
+    return NGX_OK;
+}
+
+
+/* --- the answer --------------------------------------------------------- */
+
+/* "/api/v1/courses/search?<params>&page=N" or "...&cursor=C" */
+static u_char *
+ngx_http_elearn_search_link(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, u_char *p, ngx_uint_t page,
+    ngx_str_t *cursor, const char *rel)
+{
+    ngx_str_t   *v;
+    ngx_uint_t   i;
+
+    static ngx_uint_t  keep[] = {
+        NGX_HTTP_ELEARN_ARG_Q, NGX_HTTP_ELEARN_ARG_CATEGORY,
+        NGX_HTTP_ELEARN_ARG_LEVEL, NGX_HTTP_ELEARN_ARG_LANGUAGE
+    };
+
+    *p++ = '<';
+    p = ngx_cpymem(p, r->uri.data, r->uri.len);
+    p = ngx_sprintf(p, "?sort=%s&pageSize=%ui",
+                    ngx_http_elearn_sort_names[s->sort], s->page_size);
+
+    for (i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+        v = ngx_http_elearn_search_value(s, keep[i]);
+        if (v == NULL) {
+            continue;
+        }
+
+        *p++ = '&';
+        p = ngx_cpymem(p, s->args[keep[i]].name.data,
+                       s->args[keep[i]].name.len);
+        *p++ = '=';
+        p = (u_char *) ngx_escape_uri(p, v->data, v->len,
+                                      NGX_ESCAPE_URI_COMPONENT);
+    }
+
+    if (cursor) {
+        p = ngx_sprintf(p, "&cursor=%V", cursor);
+    } else {
+        p = ngx_sprintf(p, "&page=%ui", page);
+    }
+
+    return ngx_sprintf(p, ">; rel=\"%s\", ", rel);
+}
+
+
+static ngx_int_t
+ngx_http_elearn_search_links(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_str_t *next, ngx_uint_t last_page)
+{
+    u_char           *buf, *p;
+    size_t            one, len;
+    ngx_str_t        *v;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    one = r->uri.len + sizeof("<?sort=relevance&pageSize=&page=>; rel=\"\", ")
+          + NGX_INT_T_LEN * 2 + sizeof("first") + NGX_HTTP_ELEARN_CURSOR_MAX
+          + sizeof("&cursor=");
+
+    for (i = NGX_HTTP_ELEARN_ARG_Q; i <= NGX_HTTP_ELEARN_ARG_LANGUAGE; i++) {
+        v = ngx_http_elearn_search_value(s, i);
+        if (v) {
+            one += 3 * v->len + s->args[i].name.len + 2;
+        }
+    }
+
+    len = 4 * one;
+
+    buf = ngx_pnalloc(r->pool, len);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = buf;
+
+    if (s->args[NGX_HTTP_ELEARN_ARG_CURSOR].present) {
+        if (next) {
+            p = ngx_http_elearn_search_link(r, s, p, 0, next, "next");
+        }
+
+    } else {
+        p = ngx_http_elearn_search_link(r, s, p, 1, NULL, "first");
+
+        if (s->page > 1) {
+            p = ngx_http_elearn_search_link(r, s, p,
+                                            ngx_min(s->page - 1,
+                                                    ngx_max(last_page, 1)),
+                                            NULL, "prev");
+        }
+
+        if (next) {
+            /* past result 10,000 the next page is only a cursor away */
+            if ((s->page + 1) * s->page_size
+                <= NGX_HTTP_ELEARN_SEARCH_OFFSET_MAX)
+            {
+                p = ngx_http_elearn_search_link(r, s, p, s->page + 1, NULL,
+                                                "next");
+            } else {
+                p = ngx_http_elearn_search_link(r, s, p, 0, next, "next");
+            }
+        }
+
+        p = ngx_http_elearn_search_link(r, s, p, ngx_max(last_page, 1),
+                                        NULL, "last");
+    }
+
+    if (p == buf) {
+        return NGX_OK;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Link");
+    h->value.data = buf;
+    h->value.len = p - buf - 2;           /* the last ", " */
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_elearn_search_respond(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    u_char      *buf, *p;
+    size_t       len;
+    ngx_str_t   *next;
+    ngx_uint_t   i, total, last_page, exact;
+
+    next = NULL;
+
+    if (s->nrows > s->page_size) {
+        next = ngx_http_elearn_cursor_make(r, s);
+        if (next == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        s->nrows = s->page_size;
+    }
+
+    /* what offset paging can reach */
+
+    total = s->total;
+    exact = (total < NGX_HTTP_ELEARN_SEARCH_OFFSET_MAX);
+
+    if (s->sort == NGX_HTTP_ELEARN_SORT_RELEVANCE
+        && s->args[NGX_HTTP_ELEARN_ARG_Q].present
+        && total > NGX_HTTP_ELEARN_SEARCH_RANK_CAP)
+    {
+        total = NGX_HTTP_ELEARN_SEARCH_RANK_CAP;
+    }
+
+    last_page = (ngx_min(total, NGX_HTTP_ELEARN_SEARCH_OFFSET_MAX)
+                 + s->page_size - 1) / s->page_size;
+
+    len = sizeof("{\"courses\":[],\"facets\":,\"pagination\":{"
+                 "\"currentPage\":,\"pageSize\":,\"totalResults\":,"
+                 "\"totalResultsExact\":false,\"totalPages\":,"
+                 "\"nextCursor\":null}}")
+          + 4 * NGX_INT_T_LEN + s->facets.len
+          + (next ? next->len + 2 : 0);
+
+    for (i = 0; i < s->nrows; i++) {
+        len += s->docs[i].len + 1;
+    }
+
+    buf = ngx_pnalloc(r->pool, len);
+    if (buf == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(buf, "{\"courses\":[", sizeof("{\"courses\":[") - 1);
+
+    for (i = 0; i < s->nrows; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, s->docs[i].data, s->docs[i].len);
+    }
+
+    p = ngx_sprintf(p, "],\"facets\":%V,\"pagination\":{", &s->facets);
+
+    if (!s->args[NGX_HTTP_ELEARN_ARG_CURSOR].present) {
+        p = ngx_sprintf(p, "\"currentPage\":%ui,\"pageSize\":%ui,"
+                        "\"totalResults\":%ui,\"totalResultsExact\":%s,"
+                        "\"totalPages\":%ui,",
+                        s->page, s->page_size, total,
+                        exact ? "true" : "false", last_page);
+    } else {
+        p = ngx_sprintf(p, "\"pageSize\":%ui,", s->page_size);
+    }
+
+    if (next) {
+        p = ngx_sprintf(p, "\"nextCursor\":\"%V\"}}", next);
+    } else {
+        p = ngx_cpymem(p, "\"nextCursor\":null}}",
+                       sizeof("\"nextCursor\":null}}") - 1);
+    }
+
+    if (ngx_http_elearn_search_links(r, s, next, last_page) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_elearn_send_json(r, NGX_HTTP_OK, (char *) buf, p - buf);
+}
+
+
+static ngx_int_t
+ngx_http_elearn_search_copy(ngx_http_request_t *r, ngx_str_t *dst,
+    PGresult *res, int row, int col)
+{
+    dst->len = PQgetlength(res, row, col);
+    dst->data = ngx_pnalloc(r->pool, dst->len + 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    *ngx_cpymem(dst->data, PQgetvalue(res, row, col), dst->len) = '\0';
+
+    return NGX_OK;
+}
+
+
+/* one of the two statements is back; the second one answers */
+static void
+ngx_http_elearn_search_done(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, PGresult *res, ngx_int_t rc,
+    ngx_uint_t is_page)
+{
+    int        i, n;
+    ngx_int_t  total;
+
+    if (s->failed) {
+        return;
+    }
+
+    if (rc == NGX_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "elearn search: %s failed: %s",
+                      is_page ? "page" : "facets",
+                      PQresultErrorMessage(res));
+        rc = NGX_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        n = PQntuples(res);
+
+        if (is_page) {
+            s->nrows = n;
+            s->docs = ngx_palloc(r->pool, (n + 1) * sizeof(ngx_str_t));
+            if (s->docs == NULL) {
+                rc = NGX_ERROR;
+            }
+
+            for (i = 0; rc == NGX_OK && i < n; i++) {
+                if (ngx_http_elearn_search_copy(r, &s->docs[i], res, i, 0)
+                    != NGX_OK)
+                {
+                    rc = NGX_ERROR;
+                }
+            }
+
+            if (rc == NGX_OK && (ngx_uint_t) n > s->page_size
+                && (ngx_http_elearn_search_copy(r, &s->last_key, res,
+                                                s->page_size - 1, 1)
+                    != NGX_OK
+                    || ngx_http_elearn_search_copy(r, &s->last_id, res,
+                                                   s->page_size - 1, 2)
+                       != NGX_OK))
+            {
+                rc = NGX_ERROR;
+            }
+
+        } else if (n != 1) {
+            rc = NGX_ERROR;
+
+        } else {
+            total = ngx_atoi((u_char *) PQgetvalue(res, 0, 0),
+                             PQgetlength(res, 0, 0));
+            s->total = (total == NGX_ERROR) ? 0 : total;
+
+            if (ngx_http_elearn_search_copy(r, &s->facets, res, 0, 1)
+                != NGX_OK)
+            {
+                rc = NGX_ERROR;
+            }
+        }
+    }
+
+    if (rc != NGX_OK) {
+        s->failed = 1;
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, rc, "the database"));
+        return;
+    }
+
+    if (--s->pending) {
+        return;
+    }
+
+    ngx_http_elearn_finalize(r, ngx_http_elearn_search_respond(r, s));
+}
+
+
+static void
+ngx_http_elearn_search_page_done(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_done(r, data, res, rc, 1);
+}
+
+
+static void
+ngx_http_elearn_search_facets_done(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_done(r, data, res, rc, 0);
+}
+
+
+/* --- the endpoints ------------------------------------------------------ */
+
+static void
+ngx_http_elearn_search_args_init(ngx_http_elearn_search_arg_t *args)
+{
+    static ngx_str_t  names[] = {
+        ngx_string("q"), ngx_string("category"), ngx_string("level"),
+        ngx_string("language"), ngx_string("sort"), ngx_string("page"),
+        ngx_string("pageSize"), ngx_string("cursor")
+    };
+
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_ELEARN_ARG_N; i++) {
+        args[i].name = names[i];
+    }
+}
+
+
+/* the value as a NUL-terminated parameter, or NULL for "any" */
+static const char *
+ngx_http_elearn_search_param(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_uint_t i)
+{
+    u_char     *p;
+    ngx_str_t  *v;
+
+    v = ngx_http_elearn_search_value(s, i);
+    if (v == NULL) {
+        return NULL;
+    }
+
+    p = ngx_pnalloc(r->pool, v->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *ngx_cpymem(p, v->data, v->len) = '\0';
+
+    return (char *) p;
+}
+
+
+/*
+ * NGX_OK when the parameters are valid; else NGX_DECLINED with the
+ * problem sent and *answer holding what sending it returned.
+ */
+static ngx_int_t
+ngx_http_elearn_search_validate(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_int_t *answer)
+{
+    u_char                         *p;
+    ngx_str_t                      *v;
+    ngx_int_t                       rc;
+    ngx_uint_t                      n, i;
+    ngx_http_elearn_field_error_t   errors[NGX_HTTP_ELEARN_SEARCH_ERRORS];
+
+    n = 0;
+
+#define ngx_http_elearn_search_error(f, m)                                    \
+    if (n < NGX_HTTP_ELEARN_SEARCH_ERRORS) {                                  \
+        errors[n].field = f;                                                  \
+        errors[n].message = m;                                                \
+        n++;                                                                  \
+    }
+
+    /* malformed: 400 naming the parameter */
+
+    if (s->args[NGX_HTTP_ELEARN_ARG_PAGE].present) {
+        rc = ngx_http_elearn_search_number(
+                 &s->args[NGX_HTTP_ELEARN_ARG_PAGE].value, &s->page);
+        if (rc == NGX_DECLINED) {
+            *answer = ngx_http_elearn_problem(r, NGX_HTTP_BAD_REQUEST,
+                                              "bad-query",
+                                              "query parameter \"page\" must "
+                                              "be a positive integer");
+            return NGX_DECLINED;
+        }
+
+        if (rc == NGX_ABORT) {
+            ngx_http_elearn_search_error("page", "must be at least 1");
+        }
+    }
+
+    if (s->args[NGX_HTTP_ELEARN_ARG_PAGE_SIZE].present) {
+        rc = ngx_http_elearn_search_number(
+                 &s->args[NGX_HTTP_ELEARN_ARG_PAGE_SIZE].value,
+                 &s->page_size);
+        if (rc == NGX_DECLINED) {
+            *answer = ngx_http_elearn_problem(r, NGX_HTTP_BAD_REQUEST,
+                                              "bad-query",
+                                              "query parameter \"pageSize\" "
+                                              "must be a positive integer");
+            return NGX_DECLINED;
+        }
+
+        if (rc == NGX_ABORT || s->page_size > NGX_HTTP_ELEARN_SEARCH_PAGE_MAX)
+        {
+            ngx_http_elearn_search_error("pageSize",
+                                         "must be between 1 and 100");
+        }
+    }
+
+    if (s->args[NGX_HTTP_ELEARN_ARG_CURSOR].present
+        && s->args[NGX_HTTP_ELEARN_ARG_PAGE].present)
+    {
+        *answer = ngx_http_elearn_problem(r, NGX_HTTP_BAD_REQUEST,
+                                          "bad-query",
+                                          "query parameters \"page\" and "
+                                          "\"cursor\" exclude each other");
+        return NGX_DECLINED;
+    }
+
+    /* well formed but invalid: 422 with every field at fault */
+
+    if (s->args[NGX_HTTP_ELEARN_ARG_Q].present) {
+        v = &s->args[NGX_HTTP_ELEARN_ARG_Q].value;
+
+        if (ngx_http_elearn_search_blank(v)) {
+            ngx_http_elearn_search_error("q", "must not be empty; leave "
+                                         "it out to browse");
+
+        } else if (v->len > NGX_HTTP_ELEARN_SEARCH_Q_MAX) {
+            ngx_http_elearn_search_error("q", "must be at most 2048 bytes");
+        }
+    }
+
+    v = &s->args[NGX_HTTP_ELEARN_ARG_SORT].value;
+
+    if (!s->args[NGX_HTTP_ELEARN_ARG_SORT].present || v->len == 0) {
+        s->sort = s->args[NGX_HTTP_ELEARN_ARG_Q].present
+                  ? NGX_HTTP_ELEARN_SORT_RELEVANCE
+                  : NGX_HTTP_ELEARN_SORT_NEWEST;
+
+    } else {
+        for (i = 0; i < 3; i++) {
+            if (ngx_strlen(ngx_http_elearn_sort_names[i]) == v->len
+                && ngx_strncmp(ngx_http_elearn_sort_names[i], v->data,
+                               v->len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == 3) {
+            ngx_http_elearn_search_error("sort", "must be relevance, "
+                                         "newest or popular");
+        } else {
+            s->sort = i;
+        }
+    }
+
+    v = ngx_http_elearn_search_value(s, NGX_HTTP_ELEARN_ARG_LEVEL);
+
+    if (v && !((v->len == 8 && ngx_strncmp(v->data, "beginner", 8) == 0)
+               || (v->len == 12
+                   && ngx_strncmp(v->data, "intermediate", 12) == 0)
+               || (v->len == 8 && ngx_strncmp(v->data, "advanced", 8) == 0)))
+    {
+        ngx_http_elearn_search_error("level", "must be beginner, "
+                                     "intermediate or advanced");
+    }
+
+    v = ngx_http_elearn_search_value(s, NGX_HTTP_ELEARN_ARG_CATEGORY);
+
+    if (v && ngx_http_elearn_search_chars(v) > 64) {
+        ngx_http_elearn_search_error("category",
+                                     "must be at most 64 characters");
+    }
+
+    v = ngx_http_elearn_search_value(s, NGX_HTTP_ELEARN_ARG_LANGUAGE);
+
+    if (v) {
+        for (p = v->data; p < v->data + v->len; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                  || (*p >= '0' && *p <= '9') || *p == '-'))
+            {
+                break;
+            }
+        }
+
+        if (p != v->data + v->len || v->len < 2 || v->len > 12) {
+            ngx_http_elearn_search_error("language",
+                                         "must be a language tag such "
+                                         "as en or pt-BR");
+        }
+    }
+
+    if (n == 0 && !s->args[NGX_HTTP_ELEARN_ARG_CURSOR].present
+        && s->page * s->page_size > NGX_HTTP_ELEARN_SEARCH_OFFSET_MAX)
+    {
+        ngx_http_elearn_search_error("page", "offset paging stops at "
+                                     "result 10000: continue with the "
+                                     "cursor style (cursor=nextCursor)");
+    }
+
+#undef ngx_http_elearn_search_error
+
+    if (n) {
+        *answer = ngx_http_elearn_problem_fields(r, "invalid search "
+                                                 "parameters", errors, n);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_elearn_search(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
+{
+    u_char                       *p;
+    ngx_int_t                     rc;
+    const char                   *sql, *bad, *values[9];
+    const char                  **v;
+    ngx_uint_t                    nvalues;
+    ngx_http_elearn_search_t     *s;
+    ngx_http_elearn_main_conf_t  *emcf;
+    u_char                        limit[NGX_INT_T_LEN + 1];
+    u_char                        offset[NGX_INT_T_LEN + 1];
+    u_char                        cap[NGX_INT_T_LEN + 1];
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    s = ngx_pcalloc(r->pool, sizeof(ngx_http_elearn_search_t));
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    s->request = r;
+    s->page = 1;
+    s->page_size = NGX_HTTP_ELEARN_SEARCH_PAGE_SIZE;
+    ctx->data = s;
+
+    ngx_http_elearn_search_args_init(s->args);
+
+    bad = NULL;
+    rc = ngx_http_elearn_search_parse_args(r, s->args, NGX_HTTP_ELEARN_ARG_N,
+                                           &bad);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_elearn_problem(r, NGX_HTTP_BAD_REQUEST, "bad-query",
+                                       "query parameter \"%s\" is repeated "
+                                       "or not UTF-8 text", bad);
+    }
+
+    if (ngx_http_elearn_search_validate(r, s, &rc) != NGX_OK) {
+        return rc;
+    }
+
+    if (s->args[NGX_HTTP_ELEARN_ARG_CURSOR].present) {
+        rc = ngx_http_elearn_cursor_open(r, s,
+                                &s->args[NGX_HTTP_ELEARN_ARG_CURSOR].value);
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_elearn_problem(r, NGX_HTTP_BAD_REQUEST,
+                                           "bad-cursor",
+                                           "query parameter \"cursor\" is "
+                                           "not a cursor of this query");
+        }
+    }
+
+    if (emcf->pg == NULL) {
+        return ngx_http_elearn_problem_backend(r,
+                                               NGX_HTTP_SERVICE_UNAVAILABLE,
+                                               "the database");
+    }
+
+    /* one row more than the page tells whether a next page exists */
+
+    p = ngx_sprintf(limit, "%ui", s->page_size + 1);
+    *p = '\0';
+    p = ngx_sprintf(offset, "%ui", (s->page - 1) * s->page_size);
+    *p = '\0';
+    p = ngx_sprintf(cap, "%d", NGX_HTTP_ELEARN_SEARCH_RANK_CAP);
+    *p = '\0';
+
+    values[0] = ngx_http_elearn_search_param(r, s, NGX_HTTP_ELEARN_ARG_Q);
+    values[1] = ngx_http_elearn_search_param(r, s,
+                                             NGX_HTTP_ELEARN_ARG_CATEGORY);
+    values[2] = ngx_http_elearn_search_param(r, s, NGX_HTTP_ELEARN_ARG_LEVEL);
+    values[3] = ngx_http_elearn_search_param(r, s,
+                                             NGX_HTTP_ELEARN_ARG_LANGUAGE);
+    values[4] = (char *) s->key.data;
+    values[5] = (char *) s->id.data;
+    values[6] = (char *) limit;
+    values[7] = (char *) offset;
+
+    v = values;
+    nvalues = 8;
+
+    if (values[0] == NULL) {
+        /* browse: the statements have no q */
+        v = values + 1;
+        nvalues = 7;
+        sql = (s->sort == NGX_HTTP_ELEARN_SORT_POPULAR)
+              ? NGX_HTTP_ELEARN_SQL_BROWSE_POPULAR
+              : NGX_HTTP_ELEARN_SQL_BROWSE_NEWEST;
+
+    } else if (s->sort == NGX_HTTP_ELEARN_SORT_NEWEST) {
+        sql = NGX_HTTP_ELEARN_SQL_SEARCH_NEWEST;
+
+    } else if (s->sort == NGX_HTTP_ELEARN_SORT_POPULAR) {
+        sql = NGX_HTTP_ELEARN_SQL_SEARCH_POPULAR;
+
+    } else {
+        sql = NGX_HTTP_ELEARN_SQL_SEARCH_RELEVANCE;
+        values[8] = values[7];
+        values[7] = values[6];
+        values[6] = values[5];
+        values[5] = values[4];
+        values[4] = (char *) cap;
+        nvalues = 9;
+    }
+
+    rc = ngx_http_elearn_pg_query(r, sql, nvalues, v,
+                                  ngx_http_elearn_search_page_done, s);
+    if (rc != NGX_AGAIN) {
+        return ngx_http_elearn_problem_backend(r, rc, "the database");
+    }
+
+    s->pending = 2;
+    values[4] = NGX_HTTP_ELEARN_SEARCH_COUNT_CAP;
+
+    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SEARCH_FACETS, 5,
+                                  values, ngx_http_elearn_search_facets_done,
+                                  s);
+    if (rc != NGX_AGAIN) {
+        /* the page query is cancelled with the request */
+        s->failed = 1;
+        return ngx_http_elearn_problem_backend(r, rc, "the database");
+    }
+
+    ngx_http_elearn_wait(r);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_elearn_suggest_done(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data)
+{
+    u_char  *buf, *p;
+    size_t   len;
+
+    if (rc == NGX_OK
+        && (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "elearn search: suggest failed: %s",
+                      PQresultErrorMessage(res));
+        rc = NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, rc, "the database"));
+        return;
+    }
+
+    len = PQgetlength(res, 0, 0);
+
+    buf = ngx_pnalloc(r->pool, len + sizeof("{\"suggestions\":}"));
+    if (buf == NULL) {
+        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    p = ngx_cpymem(buf, "{\"suggestions\":", sizeof("{\"suggestions\":") - 1);
+    p = ngx_cpymem(p, PQgetvalue(res, 0, 0), len);
+    *p++ = '}';
+
+    ngx_http_elearn_finalize(r,
+                             ngx_http_elearn_send_json(r, NGX_HTTP_OK,
+                                                       (char *) buf,
+                                                       p - buf));
+}
+
+
+ngx_int_t
+ngx_http_elearn_suggest(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
+{
+    size_t                         chars;
+    ngx_int_t                      rc;
+    ngx_str_t                     *q;
+    const char                    *bad, *values[1];
+    ngx_http_elearn_search_t      *s;
+    ngx_http_elearn_main_conf_t   *emcf;
+    ngx_http_elearn_field_error_t  err;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    s = ngx_pcalloc(r->pool, sizeof(ngx_http_elearn_search_t));
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->data = s;
+    ngx_http_elearn_search_args_init(s->args);
+
+    bad = NULL;
+    rc = ngx_http_elearn_search_parse_args(r, s->args, 1, &bad);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_elearn_problem(r, NGX_HTTP_BAD_REQUEST, "bad-query",
+                                       "query parameter \"%s\" is repeated "
+                                       "or not UTF-8 text", bad);
+    }
+
+    q = &s->args[NGX_HTTP_ELEARN_ARG_Q].value;
+    chars = ngx_http_elearn_search_chars(q);
+
+    if (ngx_http_elearn_search_blank(q)
+        || chars > NGX_HTTP_ELEARN_SUGGEST_Q_MAX)
+    {
+        err.field = "q";
+        err.message = "must be 1 to 100 characters";
+        return ngx_http_elearn_problem_fields(r, "invalid suggest "
+                                              "parameters", &err, 1);
+    }
+
+    if (emcf->pg == NULL) {
+        return ngx_http_elearn_problem_backend(r,
+                                               NGX_HTTP_SERVICE_UNAVAILABLE,
+                                               "the database");
+    }
+
+    values[0] = ngx_http_elearn_search_param(r, s, NGX_HTTP_ELEARN_ARG_Q);
+    if (values[0] == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SUGGEST, 1, values,
+                                  ngx_http_elearn_suggest_done, s);
+    if (rc != NGX_AGAIN) {
+        return ngx_http_elearn_problem_backend(r, rc, "the database");
+    }
+
+    ngx_http_elearn_wait(r);
+
+    return NGX_DONE;
+}
