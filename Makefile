@@ -63,12 +63,14 @@ $(NGX_BUILD)/.configured: ngx_elearn_module/config | deps
 	    --add-dynamic-module=$(TOP)/ngx_elearn_module > configure.log
 	touch $@
 
-# the module's SQL lives in sql/api.sql; the header is generated and kept in
+# the module's SQL lives in sql/api*.sql; the header is generated and kept in
 # git so that a static build (--add-module) needs no extra step
 SQL_HEADER   := ngx_elearn_module/src/ngx_http_elearn_sql.h
 
-$(SQL_HEADER): sql/api.sql tools/sql2h.py
-	$(PY) tools/sql2h.py $@ sql/api.sql
+API_SQL      := $(sort $(wildcard sql/api.sql sql/api-*.sql))
+
+$(SQL_HEADER): $(API_SQL) tools/sql2h.py
+	$(PY) tools/sql2h.py $@ $(API_SQL)
 
 sql-header: $(SQL_HEADER)
 

@@ -295,3 +295,11 @@ SELECT coalesce(json_agg(json_build_object('courseId', s.course_id,
                                     '%', '\%'), '_', '\_') || '%'
          ORDER BY lower(title) COLLATE "C", course_id
          LIMIT 8) s;
+
+-- name: course_owner
+-- The router's ownership check of routes marked OWNER_COURSE: who owns
+-- the course of the path (published or not).
+-- params: [1]
+SELECT instructor_id
+  FROM courses
+ WHERE course_id = $1::bigint;

@@ -18,6 +18,9 @@ for f in ngx_elearn_module/src/*.[ch]; do
     if awk 'length > 80 { print FILENAME ":" FNR ": over 80 columns"; bad=1 }
             END { exit bad }' "$f"; then :; else rc=1; fi
 done
-/usr/bin/python3 tools/sql2h.py --check ngx_elearn_module/src/ngx_http_elearn_sql.h sql/api.sql || rc=1
+api_sql=$(ls sql/api.sql sql/api-*.sql 2>/dev/null | LC_ALL=C sort)
+# shellcheck disable=SC2086
+/usr/bin/python3 tools/sql2h.py --check \
+    ngx_elearn_module/src/ngx_http_elearn_sql.h $api_sql || rc=1
 [ $rc -eq 0 ] && echo "format-check: ok"
 exit $rc

@@ -413,7 +413,8 @@ ngx_http_elearn_account_name_check(ngx_str_t *name)
  */
 static ngx_int_t
 ngx_http_elearn_account_validate(ngx_http_request_t *r,
-    ngx_http_elearn_account_t *acct, ngx_uint_t with_role)
+    ngx_http_elearn_account_t *acct, ngx_uint_t with_role,
+    ngx_int_t *answered)
 {
     const char                     *msg;
     ngx_uint_t                      n;
@@ -473,8 +474,11 @@ ngx_http_elearn_account_validate(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    return ngx_http_elearn_problem_fields(r, "the request has invalid fields",
-                                          errors, n);
+    /* answered: what the 422 returned is for the caller to finalize with */
+    *answered = ngx_http_elearn_problem_fields(r,
+                                               "the request has invalid "
+                                               "fields", errors, n);
+    return NGX_DECLINED;
 }
 
 
@@ -563,8 +567,9 @@ ngx_http_elearn_account_create(ngx_http_request_t *r, json_t *body,
         return;
     }
 
-    rc = ngx_http_elearn_account_validate(r, acct, with_role);
-    if (rc != NGX_OK) {
+    if (ngx_http_elearn_account_validate(r, acct, with_role, &rc)
+        != NGX_OK)
+    {
         ngx_http_elearn_finalize(r, rc);
         return;
     }

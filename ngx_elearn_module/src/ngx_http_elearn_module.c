@@ -24,6 +24,7 @@
 #include "ngx_http_elearn_jwt.h"
 #include "ngx_http_elearn_auth.h"
 #include "ngx_http_elearn_session.h"
+#include "ngx_http_elearn_sql.h"
 #include "ngx_http_elearn_search.h"
 
 
@@ -66,6 +67,12 @@ ngx_str_t  ngx_http_elearn_endpoint_names[] = {
     ngx_string("admin_user_create"),
     ngx_string("course_search"),
     ngx_string("course_suggest"),
+    ngx_string("course_create"),
+    ngx_string("course_update"),
+    ngx_string("enroll"),
+    ngx_string("unenroll"),
+    ngx_string("my_enrollments"),
+    ngx_string("course_enrollments"),
     ngx_null_string
 };
 
@@ -73,50 +80,90 @@ ngx_str_t  ngx_http_elearn_endpoint_names[] = {
 #define NGX_HTTP_ELEARN_PUBLIC  0
 #define NGX_HTTP_ELEARN_ADMIN    NGX_HTTP_ELEARN_ROLE_ADMIN
 #define NGX_HTTP_ELEARN_USER     NGX_HTTP_ELEARN_ROLE_ANY
+#define NGX_HTTP_ELEARN_TEACHER  (NGX_HTTP_ELEARN_ROLE_INSTRUCTOR            \
+                                  |NGX_HTTP_ELEARN_ROLE_ADMIN)
 
 
 static ngx_http_elearn_route_t  ngx_http_elearn_routes[] = {
 
     { "auth/register", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_AUTH_REGISTER,
-      NGX_HTTP_ELEARN_PUBLIC, ngx_http_elearn_account_register },
+      NGX_HTTP_ELEARN_PUBLIC, ngx_http_elearn_account_register,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     { "auth/login", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_AUTH_LOGIN,
-      NGX_HTTP_ELEARN_PUBLIC, ngx_http_elearn_account_login },
+      NGX_HTTP_ELEARN_PUBLIC, ngx_http_elearn_account_login,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     { "auth/refresh", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_AUTH_REFRESH,
-      NGX_HTTP_ELEARN_PUBLIC, ngx_http_elearn_account_refresh },
+      NGX_HTTP_ELEARN_PUBLIC, ngx_http_elearn_account_refresh,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     { "auth/logout", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_AUTH_LOGOUT,
-      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_logout },
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_logout,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     { "me", NGX_HTTP_GET|NGX_HTTP_HEAD, NGX_HTTP_ELEARN_EP_ME,
-      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_me },
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_me,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     { "me/sessions", NGX_HTTP_GET|NGX_HTTP_HEAD,
       NGX_HTTP_ELEARN_EP_ME_SESSIONS,
-      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_sessions },
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_sessions,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     { "me/sessions/*", NGX_HTTP_DELETE,
       NGX_HTTP_ELEARN_EP_ME_SESSION_DELETE,
-      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_session_delete },
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_account_session_delete,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     { "admin/users", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_ADMIN_USER_CREATE,
-      NGX_HTTP_ELEARN_ADMIN, ngx_http_elearn_account_admin_create },
+      NGX_HTTP_ELEARN_ADMIN, ngx_http_elearn_account_admin_create,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     /* before "courses/#": literal segments first */
     { "courses/search", NGX_HTTP_GET|NGX_HTTP_HEAD,
       NGX_HTTP_ELEARN_EP_COURSE_SEARCH,
-      NGX_HTTP_ELEARN_USER, ngx_http_elearn_search },
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_search,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     { "courses/suggest", NGX_HTTP_GET|NGX_HTTP_HEAD,
       NGX_HTTP_ELEARN_EP_COURSE_SUGGEST,
-      NGX_HTTP_ELEARN_USER, ngx_http_elearn_suggest },
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_suggest,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
     { "courses/#", NGX_HTTP_GET|NGX_HTTP_HEAD,
       NGX_HTTP_ELEARN_EP_COURSE_GET,
-      NGX_HTTP_ELEARN_USER, ngx_http_elearn_course_get },
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_course_get,
+      NGX_HTTP_ELEARN_OWNER_NONE },
 
-    { NULL, 0, 0, 0, NULL }
+    { "courses", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_COURSE_CREATE,
+      NGX_HTTP_ELEARN_TEACHER, ngx_http_elearn_catalog_create,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
+    { "courses/#", NGX_HTTP_PATCH, NGX_HTTP_ELEARN_EP_COURSE_UPDATE,
+      NGX_HTTP_ELEARN_TEACHER, ngx_http_elearn_catalog_update,
+      NGX_HTTP_ELEARN_OWNER_COURSE },
+
+    { "courses/#/enrollments", NGX_HTTP_POST, NGX_HTTP_ELEARN_EP_ENROLL,
+      NGX_HTTP_ELEARN_ROLE_STUDENT, ngx_http_elearn_enrollment_create,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
+    { "courses/#/enrollments/me", NGX_HTTP_DELETE,
+      NGX_HTTP_ELEARN_EP_UNENROLL,
+      NGX_HTTP_ELEARN_ROLE_STUDENT, ngx_http_elearn_enrollment_delete,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
+    { "me/enrollments", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_MY_ENROLLMENTS,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_enrollment_mine,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
+    { "courses/#/enrollments", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_COURSE_ENROLLMENTS,
+      NGX_HTTP_ELEARN_TEACHER, ngx_http_elearn_enrollment_of_course,
+      NGX_HTTP_ELEARN_OWNER_COURSE },
+
+    { NULL, 0, 0, 0, NULL, 0 }
 };
 
 
@@ -738,6 +785,91 @@ ngx_http_elearn_route_find(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx,
 }
 
 
+/*
+ * The ownership check of OWNER_COURSE routes: one query for the course's
+ * owner, then the route's handler runs as the content handler would have
+ * (its return value finalizes the request, NGX_DONE included).
+ */
+static void
+ngx_http_elearn_owner_done(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_ctx_t *ctx = data;
+
+    int64_t                   owner;
+    ngx_http_elearn_route_t  *route;
+
+    if (rc != NGX_OK) {
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, rc, "the database"));
+        return;
+    }
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "elearn api: course_owner failed: %s",
+                      PQresultErrorMessage(res));
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, NGX_ERROR, "the database"));
+        return;
+    }
+
+    if (PQntuples(res) == 0) {
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
+                                    "course %L does not exist",
+                                    ctx->ids[0]));
+        return;
+    }
+
+    owner = ngx_atoof((u_char *) PQgetvalue(res, 0, 0),
+                      PQgetlength(res, 0, 0));
+
+    if (owner != ctx->user->user_id
+        && ctx->user->role != NGX_HTTP_ELEARN_ROLE_ADMIN)
+    {
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem(r, NGX_HTTP_FORBIDDEN, "forbidden",
+                                    "only the course's instructor may do "
+                                    "this"));
+        return;
+    }
+
+    route = ctx->route;
+
+    ngx_http_elearn_finalize(r, route->handler(r, ctx));
+}
+
+
+static ngx_int_t
+ngx_http_elearn_owner_check(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
+{
+    ngx_int_t    rc;
+    u_char      *p;
+    const char  *values[1];
+    u_char       id[NGX_INT64_LEN + 1];
+
+    if (ctx->user == NULL) {
+        /* the access phase lets no owner route through without a user */
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(id, "%L", ctx->ids[0]);
+    *p = '\0';
+    values[0] = (char *) id;
+
+    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_COURSE_OWNER, 1,
+                                  values, ngx_http_elearn_owner_done, ctx);
+    if (rc != NGX_AGAIN) {
+        return ngx_http_elearn_problem_backend(r, rc, "the database");
+    }
+
+    ngx_http_elearn_wait(r);
+
+    return NGX_DONE;
+}
+
+
 static ngx_int_t
 ngx_http_elearn_api_handler(ngx_http_request_t *r)
 {
@@ -752,6 +884,10 @@ ngx_http_elearn_api_handler(ngx_http_request_t *r)
     }
 
     route = ngx_http_elearn_route_find(r, ctx, &methods);
+
+    if (route && route->owner == NGX_HTTP_ELEARN_OWNER_COURSE) {
+        return ngx_http_elearn_owner_check(r, ctx);
+    }
 
     if (route) {
         return route->handler(r, ctx);

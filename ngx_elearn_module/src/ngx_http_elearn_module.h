@@ -56,6 +56,12 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_ADMIN_USER_CREATE,
     NGX_HTTP_ELEARN_EP_COURSE_SEARCH,
     NGX_HTTP_ELEARN_EP_COURSE_SUGGEST,
+    NGX_HTTP_ELEARN_EP_COURSE_CREATE,
+    NGX_HTTP_ELEARN_EP_COURSE_UPDATE,
+    NGX_HTTP_ELEARN_EP_ENROLL,
+    NGX_HTTP_ELEARN_EP_UNENROLL,
+    NGX_HTTP_ELEARN_EP_MY_ENROLLMENTS,
+    NGX_HTTP_ELEARN_EP_COURSE_ENROLLMENTS,
     NGX_HTTP_ELEARN_EP_MAX
 } ngx_http_elearn_endpoint_e;
 
@@ -198,7 +204,10 @@ typedef ngx_int_t (*ngx_http_elearn_route_pt)(ngx_http_request_t *r,
 /*
  * A route: a path pattern below /api/v1/ whose segments are literals, "#"
  * for a positive integer id or "*" for an opaque token; the methods it
- * answers; the roles allowed (0: public, no token needed); its handler.
+ * answers; the roles allowed (0: public, no token needed); its handler;
+ * and whether the caller must own the course of the path's first id
+ * (admins pass, a missing course is 404, another's course 403).  Roles
+ * and ownership are checked by the router, never by the endpoints.
  */
 typedef struct {
     const char                  *pattern;
@@ -206,7 +215,12 @@ typedef struct {
     ngx_http_elearn_endpoint_e   endpoint;
     ngx_uint_t                   roles;
     ngx_http_elearn_route_pt     handler;
+    ngx_uint_t                   owner;
 } ngx_http_elearn_route_t;
+
+
+#define NGX_HTTP_ELEARN_OWNER_NONE    0
+#define NGX_HTTP_ELEARN_OWNER_COURSE  1
 
 
 /*
@@ -240,6 +254,22 @@ ngx_int_t ngx_http_elearn_readyz(ngx_http_request_t *r,
 ngx_int_t ngx_http_elearn_course_get(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 ngx_int_t ngx_http_elearn_json_echo(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/* ngx_http_elearn_catalog.c: course writes (contract section 3) */
+ngx_int_t ngx_http_elearn_catalog_create(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_catalog_update(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/* ngx_http_elearn_enrollment.c: enrollments (contract section 3) */
+ngx_int_t ngx_http_elearn_enrollment_create(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_enrollment_delete(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_enrollment_mine(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_enrollment_of_course(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 
 /* ngx_http_elearn_account.c: contract section 2 */

@@ -49,13 +49,6 @@
 #define NGX_HTTP_ELEARN_SORT_POPULAR        2
 
 
-typedef struct {
-    ngx_str_t                      name;
-    ngx_str_t                      value;     /* decoded */
-    unsigned                       present:1;
-} ngx_http_elearn_search_arg_t;
-
-
 enum {
     NGX_HTTP_ELEARN_ARG_Q = 0,
     NGX_HTTP_ELEARN_ARG_CATEGORY,
@@ -199,12 +192,7 @@ ngx_http_elearn_search_chars(ngx_str_t *s)
 }
 
 
-/*
- * Splits r->args into the known parameters, decoded.  Unknown ones are
- * ignored.  NGX_OK, or NGX_DECLINED with *bad naming the parameter that
- * is malformed (repeated, or not UTF-8 once decoded).
- */
-static ngx_int_t
+ngx_int_t
 ngx_http_elearn_search_parse_args(ngx_http_request_t *r,
     ngx_http_elearn_search_arg_t *args, ngx_uint_t nargs, const char **bad)
 {
@@ -299,12 +287,7 @@ ngx_http_elearn_search_blank(ngx_str_t *s)
 }
 
 
-/*
- * A positive integer parameter.  NGX_OK with *n; NGX_DECLINED when it is
- * not a number at all (400); NGX_ABORT when it is a number below 1 or
- * absurdly large (422).
- */
-static ngx_int_t
+ngx_int_t
 ngx_http_elearn_search_number(ngx_str_t *s, ngx_uint_t *n)
 {
     size_t      i;
@@ -350,55 +333,28 @@ ngx_http_elearn_search_value(ngx_http_elearn_search_t *s, ngx_uint_t i)
 /* --- cursors ------------------------------------------------------------ */
 
 /*
- * MAC of a cursor payload bound to the query it was issued for: sort, q
- * and the filters, each length-prefixed so no two queries share an input.
+ * MAC of a cursor payload bound to its scope (what the list it was issued
+ * for depends on), both length-delimited so no two inputs collide.
  */
 static ngx_int_t
-ngx_http_elearn_cursor_mac(ngx_http_request_t *r, ngx_http_elearn_search_t *s,
+ngx_http_elearn_cursor_mac(ngx_http_request_t *r, ngx_str_t *scope,
     ngx_str_t *payload, u_char *mac)
 {
     u_char                       *buf, *p;
-    size_t                        len;
-    ngx_str_t                    *v;
-    ngx_uint_t                    i;
     unsigned int                  maclen;
     u_char                        full[EVP_MAX_MD_SIZE];
     ngx_http_elearn_main_conf_t  *emcf;
 
-    static ngx_uint_t  fields[] = {
-        NGX_HTTP_ELEARN_ARG_Q, NGX_HTTP_ELEARN_ARG_CATEGORY,
-        NGX_HTTP_ELEARN_ARG_LEVEL, NGX_HTTP_ELEARN_ARG_LANGUAGE
-    };
-
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
-    len = sizeof("elearn-cursor-v1") + 4 + payload->len + 1;
-
-    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        v = ngx_http_elearn_search_value(s, fields[i]);
-        len += 4 + (v ? v->len : 0);
-    }
-
-    buf = ngx_pnalloc(r->pool, len);
+    buf = ngx_pnalloc(r->pool, sizeof("elearn-cursor-v1") + scope->len + 4
+                               + payload->len);
     if (buf == NULL) {
         return NGX_ERROR;
     }
 
     p = ngx_cpymem(buf, "elearn-cursor-v1", sizeof("elearn-cursor-v1"));
-    *p++ = (u_char) ngx_http_elearn_sort_chars[s->sort];
-
-    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        v = ngx_http_elearn_search_value(s, fields[i]);
-        len = v ? v->len : 0;
-        *p++ = (u_char) (len >> 24);
-        *p++ = (u_char) (len >> 16);
-        *p++ = (u_char) (len >> 8);
-        *p++ = (u_char) len;
-        if (len) {
-            p = ngx_cpymem(p, v->data, len);
-        }
-    }
-
+    p = ngx_cpymem(p, scope->data, scope->len);
     *p++ = (u_char) (payload->len >> 24);
     *p++ = (u_char) (payload->len >> 16);
     *p++ = (u_char) (payload->len >> 8);
@@ -418,52 +374,48 @@ ngx_http_elearn_cursor_mac(ngx_http_request_t *r, ngx_http_elearn_search_t *s,
 }
 
 
-/* base64url(payload || mac), payload "<key>:<id>"; NULL on no memory */
-static ngx_str_t *
-ngx_http_elearn_cursor_make(ngx_http_request_t *r,
-    ngx_http_elearn_search_t *s)
+ngx_str_t *
+ngx_http_elearn_cursor_encode(ngx_http_request_t *r, ngx_str_t *scope,
+    ngx_str_t *payload)
 {
     u_char     *raw;
-    ngx_str_t   payload, *out;
+    ngx_str_t   signed_payload, *out;
 
-    payload.len = s->last_key.len + 1 + s->last_id.len;
-    raw = ngx_pnalloc(r->pool, payload.len + NGX_HTTP_ELEARN_CURSOR_MAC_LEN);
+    raw = ngx_pnalloc(r->pool, payload->len + NGX_HTTP_ELEARN_CURSOR_MAC_LEN);
     out = ngx_palloc(r->pool, sizeof(ngx_str_t));
     if (raw == NULL || out == NULL) {
         return NULL;
     }
 
-    payload.data = raw;
-    ngx_sprintf(raw, "%V:%V", &s->last_key, &s->last_id);
+    ngx_memcpy(raw, payload->data, payload->len);
 
-    if (ngx_http_elearn_cursor_mac(r, s, &payload, raw + payload.len)
+    if (ngx_http_elearn_cursor_mac(r, scope, payload, raw + payload->len)
         != NGX_OK)
     {
         return NULL;
     }
 
-    payload.len += NGX_HTTP_ELEARN_CURSOR_MAC_LEN;
+    signed_payload.data = raw;
+    signed_payload.len = payload->len + NGX_HTTP_ELEARN_CURSOR_MAC_LEN;
 
-    out->len = ngx_base64_encoded_length(payload.len);
+    out->len = ngx_base64_encoded_length(signed_payload.len);
     out->data = ngx_pnalloc(r->pool, out->len);
     if (out->data == NULL) {
         return NULL;
     }
 
-    ngx_encode_base64url(out, &payload);
+    ngx_encode_base64url(out, &signed_payload);
 
     return out;
 }
 
 
-/* NGX_OK with s->key and s->id; NGX_DECLINED for any bad cursor */
-static ngx_int_t
-ngx_http_elearn_cursor_open(ngx_http_request_t *r,
-    ngx_http_elearn_search_t *s, ngx_str_t *cursor)
+ngx_int_t
+ngx_http_elearn_cursor_decode(ngx_http_request_t *r, ngx_str_t *scope,
+    ngx_str_t *cursor, ngx_str_t *payload)
 {
-    u_char     *p, *colon;
-    ngx_str_t   raw, payload;
-    u_char      mac[NGX_HTTP_ELEARN_CURSOR_MAC_LEN];
+    ngx_str_t  raw;
+    u_char     mac[NGX_HTTP_ELEARN_CURSOR_MAC_LEN];
 
     if (cursor->len == 0 || cursor->len > NGX_HTTP_ELEARN_CURSOR_MAX) {
         return NGX_DECLINED;
@@ -480,18 +432,114 @@ ngx_http_elearn_cursor_open(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    payload.data = raw.data;
-    payload.len = raw.len - NGX_HTTP_ELEARN_CURSOR_MAC_LEN;
+    payload->data = raw.data;
+    payload->len = raw.len - NGX_HTTP_ELEARN_CURSOR_MAC_LEN;
 
-    if (ngx_http_elearn_cursor_mac(r, s, &payload, mac) != NGX_OK) {
+    if (ngx_http_elearn_cursor_mac(r, scope, payload, mac) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (CRYPTO_memcmp(mac, raw.data + payload.len,
+    if (CRYPTO_memcmp(mac, raw.data + payload->len,
                       NGX_HTTP_ELEARN_CURSOR_MAC_LEN)
         != 0)
     {
         return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A search cursor's scope: the sort, q and the filters, each
+ * length-prefixed, so a cursor replayed on another query is refused.
+ */
+static ngx_int_t
+ngx_http_elearn_search_scope(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_str_t *scope)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *v;
+    ngx_uint_t   i;
+
+    static ngx_uint_t  fields[] = {
+        NGX_HTTP_ELEARN_ARG_Q, NGX_HTTP_ELEARN_ARG_CATEGORY,
+        NGX_HTTP_ELEARN_ARG_LEVEL, NGX_HTTP_ELEARN_ARG_LANGUAGE
+    };
+
+    len = 1;
+
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        v = ngx_http_elearn_search_value(s, fields[i]);
+        len += 4 + (v ? v->len : 0);
+    }
+
+    scope->data = ngx_pnalloc(r->pool, len);
+    if (scope->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = scope->data;
+    *p++ = (u_char) ngx_http_elearn_sort_chars[s->sort];
+
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        v = ngx_http_elearn_search_value(s, fields[i]);
+        len = v ? v->len : 0;
+        *p++ = (u_char) (len >> 24);
+        *p++ = (u_char) (len >> 16);
+        *p++ = (u_char) (len >> 8);
+        *p++ = (u_char) len;
+        if (len) {
+            p = ngx_cpymem(p, v->data, len);
+        }
+    }
+
+    scope->len = p - scope->data;
+
+    return NGX_OK;
+}
+
+
+/* base64url(payload || mac), payload "<key>:<id>"; NULL on no memory */
+static ngx_str_t *
+ngx_http_elearn_cursor_make(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    ngx_str_t  payload, scope;
+
+    payload.len = s->last_key.len + 1 + s->last_id.len;
+    payload.data = ngx_pnalloc(r->pool, payload.len);
+    if (payload.data == NULL) {
+        return NULL;
+    }
+
+    ngx_sprintf(payload.data, "%V:%V", &s->last_key, &s->last_id);
+
+    if (ngx_http_elearn_search_scope(r, s, &scope) != NGX_OK) {
+        return NULL;
+    }
+
+    return ngx_http_elearn_cursor_encode(r, &scope, &payload);
+}
+
+
+/* NGX_OK with s->key and s->id; NGX_DECLINED for any bad cursor */
+static ngx_int_t
+ngx_http_elearn_cursor_open(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_str_t *cursor)
+{
+    u_char     *p, *colon;
+    ngx_int_t   rc;
+    ngx_str_t   payload, scope;
+
+    if (ngx_http_elearn_search_scope(r, s, &scope) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_elearn_cursor_decode(r, &scope, cursor, &payload);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     /* ours, so well formed; still checked, it becomes a query parameter */

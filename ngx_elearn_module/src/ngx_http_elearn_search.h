@@ -21,6 +21,51 @@
 #define NGX_HTTP_ELEARN_CURSOR_KEY_MIN  32
 
 
+/* a query parameter, as ngx_http_elearn_search_parse_args() finds it */
+typedef struct {
+    ngx_str_t                      name;
+    ngx_str_t                      value;     /* decoded */
+    unsigned                       present:1;
+} ngx_http_elearn_search_arg_t;
+
+
+/*
+ * Splits r->args into the nargs parameters named in args[].name (args
+ * otherwise zeroed by the caller), decoded ('+' is a space).  Unknown
+ * ones are ignored.
+ * NGX_OK; NGX_DECLINED with *bad naming the parameter that is malformed
+ * (repeated, or not UTF-8 once decoded): a 400; NGX_ERROR (no
+ * memory).
+ */
+ngx_int_t ngx_http_elearn_search_parse_args(ngx_http_request_t *r,
+    ngx_http_elearn_search_arg_t *args, ngx_uint_t nargs, const char **bad);
+
+/*
+ * A positive integer parameter.  NGX_OK with *n; NGX_DECLINED when it is
+ * not a number at all (400); NGX_ABORT when it is a number below 1 or
+ * absurdly large (422).
+ */
+ngx_int_t ngx_http_elearn_search_number(ngx_str_t *s, ngx_uint_t *n);
+
+/*
+ * Signed cursors, shared by every list with keyset pagination.  A cursor
+ * is base64url(payload || HMAC-SHA256/128) under elearn_cursor_key_file,
+ * the MAC covering scope and payload.  scope is what the list depends on
+ * (query, filters, whose list it is): a cursor only opens under the scope
+ * it was made with, so each list must start its scope with a byte no
+ * other list uses (search: 'r', 'n', 'p'; enrollments: 'm', 'c').  The
+ * payload is opaque here; its reader still validates it.
+ *
+ * encode returns the cursor (pool memory) or NULL (no memory).  decode
+ * returns NGX_OK with *payload (pool memory), NGX_DECLINED for any
+ * malformed, tampered or foreign cursor (a 400), NGX_ERROR.
+ */
+ngx_str_t *ngx_http_elearn_cursor_encode(ngx_http_request_t *r,
+    ngx_str_t *scope, ngx_str_t *payload);
+ngx_int_t ngx_http_elearn_cursor_decode(ngx_http_request_t *r,
+    ngx_str_t *scope, ngx_str_t *cursor, ngx_str_t *payload);
+
+
 /*
  * Reads elearn_cursor_key_file (at configuration time, as root) into
  * emcf->cursor_key.  NGX_CONF_OK when the directive is absent (the

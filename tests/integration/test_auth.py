@@ -502,3 +502,22 @@ def test_no_secret_reaches_a_log(stack, base_url):
         assert secret not in logs
         # nor its signature part alone
         assert secret.split(".")[-1] not in logs
+
+
+def test_invalid_register_writes_nothing_and_keeps_the_connection(base_url,
+                                                                 pg):
+    """Bug: a 422 from the validation was taken for success, so the
+    account was hashed and inserted after the answer had gone."""
+    email = "v%s@test.elearn.dev" % uuid.uuid4().hex[:12]
+    with requests.Session() as s:
+        r = s.post(base_url + "/api/v1/auth/register",
+                   json={"email": email, "password": "short",
+                         "displayName": "V"})
+        assert r.status_code == 422
+        time.sleep(0.5)     # longer than a hash and an insert
+        with pg.cursor() as cur:
+            cur.execute("SELECT count(*) FROM users WHERE email = %s",
+                        (email,))
+            assert cur.fetchone()[0] == 0
+        # the same keep-alive connection still serves
+        assert s.get(base_url + "/healthz").status_code == 200

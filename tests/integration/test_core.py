@@ -64,7 +64,7 @@ def test_unknown_path_is_problem_404(base_url):
 def test_wrong_method_is_405_with_allow(base_url):
     r = api("DELETE", base_url + "/api/v1/courses/1")
     assert_problem(r, 405, "method-not-allowed")
-    assert r.headers["Allow"] == "GET, HEAD"
+    assert r.headers["Allow"] == "GET, HEAD, PATCH"
 
 
 # --- the course GET -------------------------------------------------------

@@ -26,6 +26,11 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 QUERIES_SQL = os.path.join(TOP, "sql", "queries.sql")
 API_SQL = os.path.join(TOP, "sql", "api.sql")
+# the module's statements: sql/api.sql and one sql/api-<capability>.sql
+# per capability
+API_SQL_FILES = sorted(
+    os.path.join(TOP, "sql", f) for f in os.listdir(os.path.join(TOP, "sql"))
+    if re.match(r"api(-[a-z]+)?\.sql$", f))
 MIGRATE = os.path.join(TOP, "sql", "migrate.sh")
 
 # Tables a sequential scan must never read through on a hot path; any
@@ -80,7 +85,7 @@ def all_named_statements():
     module's own, when present), with the example parameters written
     beside it."""
     out = {}
-    for path in (QUERIES_SQL, API_SQL):
+    for path in [QUERIES_SQL] + API_SQL_FILES:
         if not os.path.exists(path):
             continue
         for name, v in parse_named(path).items():
