@@ -92,6 +92,17 @@ logging_collector = off
 log_min_duration_statement = 1000
 CONF
     fi
+    # the cache stampede test counts statements in pg_stat_statements; an
+    # older cluster gets the line here and a restart to load the library
+    if ! grep -q "^shared_preload_libraries = 'pg_stat_statements'" \
+            "$d/postgresql.conf"; then
+        log "pg: enabling pg_stat_statements"
+        echo "shared_preload_libraries = 'pg_stat_statements'" \
+            >> "$d/postgresql.conf"
+        if as_pg "$PGBIN/pg_ctl" -D "$d" status >/dev/null 2>&1; then
+            as_pg "$PGBIN/pg_ctl" -D "$d" -m fast -w -t 60 stop >/dev/null
+        fi
+    fi
     if as_pg "$PGBIN/pg_ctl" -D "$d" status >/dev/null 2>&1; then
         return 0
     fi

@@ -8,6 +8,17 @@
  * and a copy.  Redis is only a cache: when it is down or slow the request
  * goes to PostgreSQL.  Unpublished courses are not visible here (owners
  * will see them once authentication exists).
+ *
+ * A miss must not become a stampede (docs/caching.md).  Within a worker,
+ * the first request that misses a course leads a "flight" and the others
+ * for the same id wait for its answer (at most elearn_cache_lock_timeout,
+ * then they ask PostgreSQL themselves).  Across workers, the leader takes
+ * a short Redis lock (SET course:{id}:lock NX PX) before it queries; a
+ * leader that finds the lock taken polls the cache a few times and only
+ * then falls back to PostgreSQL.  Waiters are plain requests that may die
+ * at any moment: their pool cleanup leaves the flight, and a dead
+ * leader hands the flight to its first waiter.  This file must never let
+ * a callback touch a request that is gone.
  */
 
 
@@ -16,25 +27,197 @@
 #include <ngx_http.h>
 
 #include "ngx_http_elearn_module.h"
+#include "ngx_http_elearn_metrics.h"
 #include "ngx_http_elearn_problem.h"
 #include "ngx_http_elearn_pg.h"
 #include "ngx_http_elearn_redis.h"
 #include "ngx_http_elearn_sql.h"
 
 
-#define NGX_HTTP_ELEARN_COURSE_KEY_LEN  (sizeof("course:") - 1 + NGX_INT64_LEN)
+#define NGX_HTTP_ELEARN_COURSE_KEY_LEN                                        \
+    (sizeof("course::lock") - 1 + NGX_INT64_LEN)
+
+/* how a leader that lost the Redis lock waits for the winner's fill */
+#define NGX_HTTP_ELEARN_COURSE_POLLS        5
+#define NGX_HTTP_ELEARN_COURSE_POLL_MSEC    20
+
+/* in-flight fills per worker; past it a miss simply queries */
+#define NGX_HTTP_ELEARN_COURSE_FLIGHTS_MAX  1024
+
+
+typedef struct ngx_http_elearn_course_flight_s  ngx_http_elearn_course_flight_t;
+
+
+/* what the timer of a course request is for */
+typedef enum {
+    NGX_HTTP_ELEARN_COURSE_WAIT = 0,    /* waiter: give up on the leader */
+    NGX_HTTP_ELEARN_COURSE_POLL,        /* leader: look at the cache again */
+    NGX_HTTP_ELEARN_COURSE_TAKEOVER     /* new leader: query */
+} ngx_http_elearn_course_timer_e;
 
 
 typedef struct {
-    u_char   key[NGX_HTTP_ELEARN_COURSE_KEY_LEN];
-    size_t   key_len;
-    u_char   id[NGX_INT64_LEN];
-    size_t   id_len;
+    ngx_http_request_t               *request;
+    int64_t                           course_id;
+    u_char                            key[NGX_HTTP_ELEARN_COURSE_KEY_LEN];
+    size_t                            key_len;
+    u_char                            lock[NGX_HTTP_ELEARN_COURSE_KEY_LEN];
+    size_t                            lock_len;
+    u_char                            id[NGX_INT64_LEN + 1];
+    size_t                            id_len;
+
+    ngx_http_elearn_course_flight_t  *flight;     /* NULL: in none */
+    ngx_queue_t                       queue;      /* in flight->waiters */
+    ngx_event_t                       timer;
+    ngx_http_elearn_course_timer_e    timer_for;
+    ngx_uint_t                        polls;
+    unsigned                          leader:1;
+    unsigned                          locked:1;
 } ngx_http_elearn_course_t;
+
+
+/* a rebuild of course:{id} under way in this worker */
+struct ngx_http_elearn_course_flight_s {
+    ngx_queue_t                       queue;      /* in the worker's list */
+    int64_t                           course_id;
+    ngx_http_elearn_course_t         *leader;
+    ngx_queue_t                       waiters;
+};
 
 
 static ngx_int_t ngx_http_elearn_course_fetch(ngx_http_request_t *r,
     ngx_http_elearn_course_t *course);
+static void ngx_http_elearn_course_fetch_or_fail(ngx_http_request_t *r,
+    ngx_http_elearn_course_t *course);
+
+
+/* the worker's flights: few at a time, so a list is enough */
+static ngx_queue_t  ngx_http_elearn_course_flights;
+static ngx_uint_t   ngx_http_elearn_course_nflights;
+
+
+/* the answer for a course request: rc NGX_OK sends json */
+static ngx_int_t
+ngx_http_elearn_course_answer(ngx_http_request_t *r,
+    ngx_http_elearn_course_t *course, ngx_int_t rc, const char *json,
+    size_t len)
+{
+    if (rc == NGX_OK) {
+        return ngx_http_elearn_send_json(r, NGX_HTTP_OK, json, len);
+    }
+
+    if (rc == NGX_HTTP_NOT_FOUND) {
+        return ngx_http_elearn_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
+                                       "course %s does not exist",
+                                       course->id);
+    }
+
+    return ngx_http_elearn_problem_backend(r, rc, "the database");
+}
+
+
+/*
+ * Ends course's flight, if it leads one: every waiter gets the same
+ * answer.  Each waiter leaves the flight before it is finalized, so its
+ * cleanup finds nothing to do.
+ */
+static void
+ngx_http_elearn_course_land(ngx_http_elearn_course_t *course, ngx_int_t rc,
+    const char *json, size_t len)
+{
+    ngx_queue_t                      *q;
+    ngx_http_request_t               *wr;
+    ngx_http_elearn_course_t         *w;
+    ngx_http_elearn_course_flight_t  *flight;
+
+    flight = course->flight;
+
+    if (flight == NULL || !course->leader) {
+        return;
+    }
+
+    ngx_queue_remove(&flight->queue);
+    ngx_http_elearn_course_nflights--;
+    course->flight = NULL;
+
+    while (!ngx_queue_empty(&flight->waiters)) {
+        q = ngx_queue_head(&flight->waiters);
+        ngx_queue_remove(q);
+
+        w = ngx_queue_data(q, ngx_http_elearn_course_t, queue);
+        w->flight = NULL;
+
+        if (w->timer.timer_set) {
+            ngx_del_timer(&w->timer);
+        }
+
+        wr = w->request;
+        ngx_http_elearn_finalize(wr,
+            ngx_http_elearn_course_answer(wr, w, rc, json, len));
+    }
+
+    ngx_free(flight);
+}
+
+
+/* the request is gone (answered or terminated): leave its flight */
+static void
+ngx_http_elearn_course_cleanup(void *data)
+{
+    ngx_http_elearn_course_t *course = data;
+
+    ngx_queue_t                      *q;
+    ngx_http_elearn_course_t         *next;
+    ngx_http_elearn_course_flight_t  *flight;
+
+    if (course->timer.timer_set) {
+        ngx_del_timer(&course->timer);
+    }
+
+    if (course->timer.posted) {
+        ngx_delete_posted_event(&course->timer);
+    }
+
+    flight = course->flight;
+
+    if (flight == NULL) {
+        return;
+    }
+
+    course->flight = NULL;
+
+    if (!course->leader) {
+        ngx_queue_remove(&course->queue);
+        return;
+    }
+
+    if (ngx_queue_empty(&flight->waiters)) {
+        ngx_queue_remove(&flight->queue);
+        ngx_http_elearn_course_nflights--;
+        ngx_free(flight);
+        return;
+    }
+
+    /*
+     * The leader's query died with it.  Its first waiter takes over from
+     * a timer rather than from inside this cleanup, where the backends
+     * may be cancelling the leader's work.  The Redis lock may still be
+     * the dead leader's: the new leader goes to PostgreSQL directly.
+     */
+    q = ngx_queue_head(&flight->waiters);
+    ngx_queue_remove(q);
+
+    next = ngx_queue_data(q, ngx_http_elearn_course_t, queue);
+    next->leader = 1;
+    flight->leader = next;
+
+    if (next->timer.timer_set) {
+        ngx_del_timer(&next->timer);
+    }
+
+    next->timer_for = NGX_HTTP_ELEARN_COURSE_TAKEOVER;
+    ngx_add_timer(&next->timer, 1);
+}
 
 
 static void
@@ -68,6 +251,32 @@ ngx_http_elearn_course_cache_fill(ngx_http_request_t *r,
 }
 
 
+/*
+ * Drops the lock once the document is in the cache (the DEL follows the
+ * SET on the same connection).  A leader slower than the lock's life may
+ * drop another worker's lock: that costs at most one more query.
+ */
+static void
+ngx_http_elearn_course_unlock(ngx_http_elearn_course_t *course)
+{
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    if (!course->locked) {
+        return;
+    }
+
+    course->locked = 0;
+
+    argv[0] = "DEL";
+    argvlen[0] = 3;
+    argv[1] = (char *) course->lock;
+    argvlen[1] = course->lock_len;
+
+    (void) ngx_http_elearn_redis_command(NULL, NULL, NULL, 2, argv, argvlen);
+}
+
+
 static void
 ngx_http_elearn_course_pg_done(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc, void *data)
@@ -77,37 +286,271 @@ ngx_http_elearn_course_pg_done(ngx_http_request_t *r, PGresult *res,
     char  *json;
     int    len;
 
-    if (rc != NGX_OK) {
-        ngx_http_elearn_finalize(r,
-            ngx_http_elearn_problem_backend(r, rc, "the database"));
-        return;
-    }
+    json = NULL;
+    len = 0;
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    if (rc == NGX_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "elearn course: course_get failed: %s",
                       PQresultErrorMessage(res));
-        ngx_http_elearn_finalize(r,
-            ngx_http_elearn_problem_backend(r, NGX_ERROR, "the database"));
-        return;
+        rc = NGX_ERROR;
     }
 
-    if (PQntuples(res) == 0) {
-        ngx_http_elearn_finalize(r,
-            ngx_http_elearn_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
-                                    "course %s does not exist",
-                                    course->id));
-        return;
+    if (rc == NGX_OK && PQntuples(res) == 0) {
+        rc = NGX_HTTP_NOT_FOUND;
     }
 
-    json = PQgetvalue(res, 0, 0);
-    len = PQgetlength(res, 0, 0);
+    if (rc == NGX_OK) {
+        json = PQgetvalue(res, 0, 0);
+        len = PQgetlength(res, 0, 0);
 
-    ngx_http_elearn_course_cache_fill(r, course, json, len);
+        ngx_http_elearn_course_cache_fill(r, course, json, len);
+    }
+
+    ngx_http_elearn_course_unlock(course);
+    ngx_http_elearn_course_land(course, rc, json, len);
 
     ngx_http_elearn_finalize(r,
-                             ngx_http_elearn_send_json(r, NGX_HTTP_OK, json,
-                                                       len));
+        ngx_http_elearn_course_answer(r, course, rc, json, len));
+}
+
+
+/* sends GET course:{id}; NGX_AGAIN when the handler will be called */
+static ngx_int_t
+ngx_http_elearn_course_lookup(ngx_http_request_t *r,
+    ngx_http_elearn_course_t *course, ngx_http_elearn_redis_handler_pt h)
+{
+    const char                   *argv[2];
+    size_t                        argvlen[2];
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (emcf->redis == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    argv[0] = "GET";
+    argvlen[0] = 3;
+    argv[1] = (char *) course->key;
+    argvlen[1] = course->key_len;
+
+    return ngx_http_elearn_redis_command(r, h, course, 2, argv, argvlen);
+}
+
+
+/* a leader's second look at the cache (after the lock or a poll) */
+static void
+ngx_http_elearn_course_recheck_done(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_course_t *course = data;
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
+        ngx_http_elearn_course_unlock(course);
+        ngx_http_elearn_course_land(course, NGX_OK, reply->str, reply->len);
+        ngx_http_elearn_finalize(r,
+                                 ngx_http_elearn_send_json(r, NGX_HTTP_OK,
+                                                           reply->str,
+                                                           reply->len));
+        return;
+    }
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_NIL && !course->locked
+        && ++course->polls < NGX_HTTP_ELEARN_COURSE_POLLS)
+    {
+        course->timer_for = NGX_HTTP_ELEARN_COURSE_POLL;
+        ngx_add_timer(&course->timer, NGX_HTTP_ELEARN_COURSE_POLL_MSEC);
+        return;
+    }
+
+    /* ours to build, or the other worker took too long, or Redis failed */
+
+    ngx_http_elearn_course_fetch_or_fail(r, course);
+}
+
+
+static void
+ngx_http_elearn_course_lock_done(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_course_t *course = data;
+
+    if (rc != NGX_OK
+        || (reply->type != REDIS_REPLY_STATUS
+            && reply->type != REDIS_REPLY_NIL))
+    {
+        ngx_http_elearn_course_fetch_or_fail(r, course);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        /* another worker is building it: give it a moment */
+        course->polls = 0;
+        course->timer_for = NGX_HTTP_ELEARN_COURSE_POLL;
+        ngx_add_timer(&course->timer, NGX_HTTP_ELEARN_COURSE_POLL_MSEC);
+        return;
+    }
+
+    /*
+     * Locked.  Look once more: a worker that held the lock may have
+     * filled the cache and unlocked since our first GET.
+     */
+    course->locked = 1;
+
+    rc = ngx_http_elearn_course_lookup(r, course,
+                                       ngx_http_elearn_course_recheck_done);
+    if (rc != NGX_AGAIN) {
+        ngx_http_elearn_course_fetch_or_fail(r, course);
+    }
+}
+
+
+/* a leader: take the Redis lock, then build or wait for the holder */
+static ngx_int_t
+ngx_http_elearn_course_lock(ngx_http_request_t *r,
+    ngx_http_elearn_course_t *course)
+{
+    u_char                        px[NGX_INT_T_LEN];
+    const char                   *argv[6];
+    size_t                        argvlen[6];
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (emcf->redis == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = (char *) course->lock;
+    argvlen[1] = course->lock_len;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = "NX";
+    argvlen[3] = 2;
+    argv[4] = "PX";
+    argvlen[4] = 2;
+    argv[5] = (char *) px;
+    argvlen[5] = ngx_sprintf(px, "%M", emcf->cache_lock_timeout) - px;
+
+    return ngx_http_elearn_redis_command(r, ngx_http_elearn_course_lock_done,
+                                         course, 6, argv, argvlen);
+}
+
+
+static void
+ngx_http_elearn_course_timer_handler(ngx_event_t *ev)
+{
+    ngx_http_elearn_course_t *course = ev->data;
+
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    r = course->request;
+
+    switch (course->timer_for) {
+
+    case NGX_HTTP_ELEARN_COURSE_POLL:
+        rc = ngx_http_elearn_course_lookup(r, course,
+                                           ngx_http_elearn_course_recheck_done);
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
+        break;
+
+    case NGX_HTTP_ELEARN_COURSE_WAIT:
+        /* the leader is slow: leave its flight and ask for ourselves */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "elearn course: waited too long for course %s",
+                      course->id);
+
+        if (course->flight) {
+            ngx_queue_remove(&course->queue);
+            course->flight = NULL;
+        }
+
+        break;
+
+    default: /* NGX_HTTP_ELEARN_COURSE_TAKEOVER */
+        break;
+    }
+
+    ngx_http_elearn_course_fetch_or_fail(r, course);
+}
+
+
+/*
+ * A miss: join this worker's flight for the id, or lead a new one.
+ * Returns NGX_AGAIN when the answer will come, else what to answer.
+ */
+static ngx_int_t
+ngx_http_elearn_course_miss(ngx_http_request_t *r,
+    ngx_http_elearn_course_t *course)
+{
+    ngx_int_t                         rc;
+    ngx_queue_t                      *q;
+    ngx_http_elearn_main_conf_t      *emcf;
+    ngx_http_elearn_course_flight_t  *flight;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (ngx_http_elearn_course_flights.prev == NULL) {
+        ngx_queue_init(&ngx_http_elearn_course_flights);
+    }
+
+    for (q = ngx_queue_head(&ngx_http_elearn_course_flights);
+         q != ngx_queue_sentinel(&ngx_http_elearn_course_flights);
+         q = ngx_queue_next(q))
+    {
+        flight = ngx_queue_data(q, ngx_http_elearn_course_flight_t, queue);
+
+        if (flight->course_id == course->course_id) {
+            ngx_queue_insert_tail(&flight->waiters, &course->queue);
+            course->flight = flight;
+            course->timer_for = NGX_HTTP_ELEARN_COURSE_WAIT;
+            ngx_add_timer(&course->timer, emcf->cache_lock_timeout);
+            return NGX_AGAIN;
+        }
+    }
+
+    if (ngx_http_elearn_course_nflights >= NGX_HTTP_ELEARN_COURSE_FLIGHTS_MAX)
+    {
+        return ngx_http_elearn_course_fetch(r, course);
+    }
+
+    flight = ngx_alloc(sizeof(ngx_http_elearn_course_flight_t),
+                       r->connection->log);
+    if (flight == NULL) {
+        return ngx_http_elearn_course_fetch(r, course);
+    }
+
+    flight->course_id = course->course_id;
+    flight->leader = course;
+    ngx_queue_init(&flight->waiters);
+    ngx_queue_insert_tail(&ngx_http_elearn_course_flights, &flight->queue);
+    ngx_http_elearn_course_nflights++;
+
+    course->flight = flight;
+    course->leader = 1;
+
+    rc = ngx_http_elearn_course_lock(r, course);
+
+    if (rc != NGX_AGAIN) {
+        rc = ngx_http_elearn_course_fetch(r, course);
+    }
+
+    if (rc != NGX_AGAIN) {
+        /* nothing will answer the waiters (there are none yet) */
+        course->flight = NULL;
+        ngx_queue_remove(&flight->queue);
+        ngx_http_elearn_course_nflights--;
+        ngx_free(flight);
+    }
+
+    return rc;
 }
 
 
@@ -117,9 +560,8 @@ ngx_http_elearn_course_cache_done(ngx_http_request_t *r, redisReply *reply,
 {
     ngx_http_elearn_course_t *course = data;
 
-    ngx_int_t  out;
-
     if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_COURSE, 1);
         ngx_http_elearn_finalize(r,
                                  ngx_http_elearn_send_json(r, NGX_HTTP_OK,
                                                            reply->str,
@@ -127,14 +569,22 @@ ngx_http_elearn_course_cache_done(ngx_http_request_t *r, redisReply *reply,
         return;
     }
 
-    /* a miss, or Redis is down or slow: ask the database */
+    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_COURSE, 0);
 
-    out = ngx_http_elearn_course_fetch(r, course);
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_NIL) {
+        rc = ngx_http_elearn_course_miss(r, course);
 
-    if (out != NGX_AGAIN) {
-        ngx_http_elearn_finalize(r,
-            ngx_http_elearn_problem_backend(r, out, "the database"));
+        if (rc != NGX_AGAIN) {
+            ngx_http_elearn_finalize(r,
+                ngx_http_elearn_problem_backend(r, rc, "the database"));
+        }
+
+        return;
     }
+
+    /* Redis is down or slow: ask the database, no lock to be had */
+
+    ngx_http_elearn_course_fetch_or_fail(r, course);
 }
 
 
@@ -159,47 +609,72 @@ ngx_http_elearn_course_fetch(ngx_http_request_t *r,
 }
 
 
+/* from an event handler: query, or answer (and land the flight) now */
+static void
+ngx_http_elearn_course_fetch_or_fail(ngx_http_request_t *r,
+    ngx_http_elearn_course_t *course)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_elearn_course_fetch(r, course);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    ngx_http_elearn_course_unlock(course);
+    ngx_http_elearn_course_land(course, rc, NULL, 0);
+    ngx_http_elearn_finalize(r,
+        ngx_http_elearn_problem_backend(r, rc, "the database"));
+}
+
+
 ngx_int_t
 ngx_http_elearn_course_get(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 {
-    ngx_int_t                     rc;
-    const char                   *argv[2];
-    size_t                        argvlen[2];
-    ngx_http_elearn_course_t     *course;
-    ngx_http_elearn_main_conf_t  *emcf;
-
-    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+    ngx_int_t                  rc;
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_elearn_course_t  *course;
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    course = ngx_palloc(r->pool, sizeof(ngx_http_elearn_course_t));
+    course = ngx_pcalloc(r->pool, sizeof(ngx_http_elearn_course_t));
     if (course == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* before any backend's: cleanups run last-in first-out */
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_elearn_course_cleanup;
+    cln->data = course;
+
+    course->request = r;
+    course->course_id = ctx->ids[0];
     course->id_len = ngx_sprintf(course->id, "%L", ctx->ids[0]) - course->id;
     course->id[course->id_len] = '\0';
     course->key_len = ngx_sprintf(course->key, "course:%L", ctx->ids[0])
                       - course->key;
+    course->lock_len = ngx_sprintf(course->lock, "course:%L:lock",
+                                   ctx->ids[0])
+                       - course->lock;
+
+    course->timer.handler = ngx_http_elearn_course_timer_handler;
+    course->timer.data = course;
+    course->timer.log = r->connection->log;
 
     ctx->data = course;
 
-    rc = NGX_HTTP_SERVICE_UNAVAILABLE;
-
-    if (emcf->redis) {
-        argv[0] = "GET";
-        argvlen[0] = 3;
-        argv[1] = (char *) course->key;
-        argvlen[1] = course->key_len;
-
-        rc = ngx_http_elearn_redis_command(r,
-                                           ngx_http_elearn_course_cache_done,
-                                           course, 2, argv, argvlen);
-    }
+    rc = ngx_http_elearn_course_lookup(r, course,
+                                       ngx_http_elearn_course_cache_done);
 
     if (rc != NGX_AGAIN) {
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_COURSE, 0);
         rc = ngx_http_elearn_course_fetch(r, course);
     }
 

@@ -35,7 +35,7 @@
 #include "ngx_http_elearn_problem.h"
 
 
-#define NGX_HTTP_ELEARN_METRICS_MAGIC       0x656c6d32   /* "elm2" */
+#define NGX_HTTP_ELEARN_METRICS_MAGIC       0x656c6d33   /* "elm3" */
 #define NGX_HTTP_ELEARN_METRICS_WORKERS     64
 #define NGX_HTTP_ELEARN_METRICS_DEFAULT     (1024 * 1024)
 
@@ -98,11 +98,18 @@ typedef struct {
  * the same ngx_worker finishes its requests: hence still atomic adds,
  * which cost little on a line that no other core holds.
  */
-typedef union {
+typedef struct {
     ngx_http_elearn_metrics_endpoint_t  endpoints[NGX_HTTP_ELEARN_EP_MAX];
+
+    /* cache lookups: [cache][0 miss, 1 hit] */
+    ngx_atomic_t                        cache[NGX_HTTP_ELEARN_CACHE_MAX][2];
+} ngx_http_elearn_metrics_slot_t;
+
+
+typedef union {
+    ngx_http_elearn_metrics_slot_t      s;
     u_char                              pad[ngx_align(
-                                  sizeof(ngx_http_elearn_metrics_endpoint_t)
-                                  * NGX_HTTP_ELEARN_EP_MAX,
+                                  sizeof(ngx_http_elearn_metrics_slot_t),
                                   NGX_HTTP_ELEARN_METRICS_LINE)];
 } ngx_http_elearn_metrics_requests_t;
 
@@ -183,6 +190,9 @@ static ngx_uint_t ngx_http_elearn_metrics_live(
     ngx_http_elearn_metrics_worker_t *w, time_t now);
 static ngx_int_t ngx_http_elearn_metrics_print(
     ngx_http_elearn_metrics_output_t *o, const char *fmt, ...);
+static ngx_int_t ngx_http_elearn_metrics_caches(
+    ngx_http_elearn_metrics_output_t *o,
+    ngx_http_elearn_metrics_shctx_t *sh);
 static ngx_int_t ngx_http_elearn_metrics_http(
     ngx_http_elearn_metrics_output_t *o, ngx_http_elearn_metrics_shctx_t *sh);
 static ngx_int_t ngx_http_elearn_metrics_workers(
@@ -485,7 +495,7 @@ ngx_http_elearn_metrics_record(ngx_http_request_t *r,
      * counts exact.
      */
     ep = &sh->requests[ngx_worker % NGX_HTTP_ELEARN_METRICS_WORKERS]
-              .endpoints[endpoint];
+              .s.endpoints[endpoint];
 
     for (i = 0; i < NGX_HTTP_ELEARN_METRICS_NCODES; i++) {
         if (ngx_http_elearn_metrics_codes[i] == status) {
@@ -507,6 +517,26 @@ ngx_http_elearn_metrics_record(ngx_http_request_t *r,
 
     (void) ngx_atomic_fetch_add(&ep->buckets[i], 1);
     (void) ngx_atomic_fetch_add(&ep->sum_ms, (ngx_atomic_int_t) elapsed);
+}
+
+
+void
+ngx_http_elearn_metrics_cache(ngx_http_request_t *r,
+    ngx_http_elearn_cache_e cache, ngx_uint_t hit)
+{
+    ngx_http_elearn_main_conf_t      *emcf;
+    ngx_http_elearn_metrics_shctx_t  *sh;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    sh = ngx_http_elearn_metrics_shctx(emcf);
+    if (sh == NULL || (ngx_uint_t) cache >= NGX_HTTP_ELEARN_CACHE_MAX) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(
+        &sh->requests[ngx_worker % NGX_HTTP_ELEARN_METRICS_WORKERS]
+             .s.cache[cache][hit ? 1 : 0], 1);
 }
 
 
@@ -674,6 +704,7 @@ ngx_http_elearn_metrics_handler(ngx_http_request_t *r)
     now = ngx_time();
 
     if (ngx_http_elearn_metrics_http(&o, sh) != NGX_OK
+        || ngx_http_elearn_metrics_caches(&o, sh) != NGX_OK
         || ngx_http_elearn_metrics_workers(&o, sh,
                    ngx_http_elearn_metrics_field(has_pg),
                    ngx_http_elearn_metrics_pg, now)
@@ -738,7 +769,7 @@ ngx_http_elearn_metrics_http(ngx_http_elearn_metrics_output_t *o,
 
     for (s = 0; s < NGX_HTTP_ELEARN_METRICS_WORKERS; s++) {
         for (e = 0; e < NGX_HTTP_ELEARN_EP_MAX; e++) {
-            src = &sh->requests[s].endpoints[e];
+            src = &sh->requests[s].s.endpoints[e];
             ep = &sums[e];
 
             for (i = 0; i <= NGX_HTTP_ELEARN_METRICS_NCODES; i++) {
@@ -840,6 +871,48 @@ ngx_http_elearn_metrics_http(ngx_http_elearn_metrics_output_t *o,
             != NGX_OK)
         {
             return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* elearn_cache_requests_total: every series from the start, as zeros */
+static ngx_int_t
+ngx_http_elearn_metrics_caches(ngx_http_elearn_metrics_output_t *o,
+    ngx_http_elearn_metrics_shctx_t *sh)
+{
+    ngx_uint_t          c, h, s;
+    ngx_atomic_uint_t   v;
+
+    static char  *names[] = { "course", "search" };
+    static char  *results[] = { "miss", "hit" };
+
+    if (ngx_http_elearn_metrics_print(o,
+            "# HELP elearn_cache_requests_total Cache lookups, by cache and "
+            "result.\n"
+            "# TYPE elearn_cache_requests_total counter\n")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (c = 0; c < NGX_HTTP_ELEARN_CACHE_MAX; c++) {
+        for (h = 0; h < 2; h++) {
+            v = 0;
+
+            for (s = 0; s < NGX_HTTP_ELEARN_METRICS_WORKERS; s++) {
+                v += sh->requests[s].s.cache[c][h];
+            }
+
+            if (ngx_http_elearn_metrics_print(o,
+                    "elearn_cache_requests_total{cache=\"%s\","
+                    "result=\"%s\"} %uA\n", names[c], results[h], v)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
         }
     }
 

@@ -22,6 +22,14 @@
 #include "ngx_http_elearn_module.h"
 
 
+/* the caches whose lookups are counted */
+typedef enum {
+    NGX_HTTP_ELEARN_CACHE_COURSE = 0,
+    NGX_HTTP_ELEARN_CACHE_SEARCH,
+    NGX_HTTP_ELEARN_CACHE_MAX
+} ngx_http_elearn_cache_e;
+
+
 /* the "elearn_metrics_zone" directive's handler */
 char *ngx_http_elearn_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -34,6 +42,13 @@ ngx_int_t ngx_http_elearn_metrics_init_conf(ngx_conf_t *cf,
 void ngx_http_elearn_metrics_record(ngx_http_request_t *r,
     ngx_http_elearn_endpoint_e endpoint, ngx_uint_t status,
     ngx_msec_t elapsed);
+
+/*
+ * Counts one lookup in a cache (elearn_cache_requests_total): hit 1 when
+ * the answer came from Redis, 0 when it had to be built.
+ */
+void ngx_http_elearn_metrics_cache(ngx_http_request_t *r,
+    ngx_http_elearn_cache_e cache, ngx_uint_t hit);
 
 /* Starts the worker's once-a-second gauge refresh (init_process). */
 ngx_int_t ngx_http_elearn_metrics_init_process(ngx_cycle_t *cycle);

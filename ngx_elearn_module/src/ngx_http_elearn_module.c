@@ -332,6 +332,20 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       offsetof(ngx_http_elearn_main_conf_t, course_cache_ttl),
       NULL },
 
+    { ngx_string("elearn_search_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, search_cache_ttl),
+      NULL },
+
+    { ngx_string("elearn_cache_lock_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, cache_lock_timeout),
+      NULL },
+
     { ngx_string("elearn_jwt_alg"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_elearn_set_alg,
@@ -1255,6 +1269,8 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->kafka_flush_timeout = NGX_CONF_UNSET_MSEC;
     emcf->kafka_linger = NGX_CONF_UNSET_MSEC;
     emcf->course_cache_ttl = NGX_CONF_UNSET;
+    emcf->search_cache_ttl = NGX_CONF_UNSET;
+    emcf->cache_lock_timeout = NGX_CONF_UNSET_MSEC;
     emcf->jwt_alg = NGX_CONF_UNSET_UINT;
     emcf->jwt_ttl = NGX_CONF_UNSET;
     emcf->jwt_leeway = NGX_CONF_UNSET;
@@ -1287,6 +1303,8 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(emcf->kafka_flush_timeout, 5000);
     ngx_conf_init_msec_value(emcf->kafka_linger, 5);
     ngx_conf_init_value(emcf->course_cache_ttl, 3600);
+    ngx_conf_init_value(emcf->search_cache_ttl, 600);
+    ngx_conf_init_msec_value(emcf->cache_lock_timeout, 2000);
     ngx_conf_init_uint_value(emcf->jwt_alg, NGX_HTTP_ELEARN_JWT_HS256);
     ngx_conf_init_value(emcf->jwt_ttl, 900);
     ngx_conf_init_value(emcf->jwt_leeway, 30);
@@ -1342,6 +1360,19 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     if (emcf->course_cache_ttl <= 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"elearn_course_cache_ttl\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (emcf->search_cache_ttl <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_search_cache_ttl\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (emcf->cache_lock_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_cache_lock_timeout\" must be "
+                           "positive");
         return NGX_CONF_ERROR;
     }
 

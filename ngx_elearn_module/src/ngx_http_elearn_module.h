@@ -131,6 +131,8 @@ typedef struct {
 
     /* caches */
     time_t                       course_cache_ttl;
+    time_t                       search_cache_ttl;
+    ngx_msec_t                   cache_lock_timeout;
 
     /* auth: tokens */
     ngx_uint_t                   jwt_alg;        /* NGX_HTTP_ELEARN_JWT_* */

@@ -15,6 +15,13 @@
  * HMAC-SHA256 under elearn_cursor_key_file; the MAC also covers the sort,
  * q and filters, so a modified cursor or one replayed on another query is
  * a 400.  This file must never build SQL from request text.
+ *
+ * The first NGX_HTTP_ELEARN_SEARCH_CACHE_PAGES offset pages (a cursor walk
+ * starts from page 1 too) are cached whole, body and Link header, under
+ * search:{catalog version}:{sha256 of the normalized parameters} for
+ * elearn_search_cache_ttl.  Course writes INCR elearn:catalog:version,
+ * so after any change every older entry is unreachable at once and just
+ * expires (docs/caching.md).  Pages behind a cursor are never cached.
  */
 
 
@@ -27,8 +34,10 @@
 #include <openssl/hmac.h>
 
 #include "ngx_http_elearn_module.h"
+#include "ngx_http_elearn_metrics.h"
 #include "ngx_http_elearn_problem.h"
 #include "ngx_http_elearn_pg.h"
+#include "ngx_http_elearn_redis.h"
 #include "ngx_http_elearn_search.h"
 #include "ngx_http_elearn_sql.h"
 
@@ -43,6 +52,8 @@
 #define NGX_HTTP_ELEARN_CURSOR_MAX          256      /* characters */
 #define NGX_HTTP_ELEARN_CURSOR_MAC_LEN      16       /* HMAC-SHA256/128 */
 #define NGX_HTTP_ELEARN_SEARCH_ERRORS       8
+#define NGX_HTTP_ELEARN_SEARCH_CACHE_PAGES  3
+#define NGX_HTTP_ELEARN_SEARCH_VERSION_MAX  20       /* an INCR counter */
 
 #define NGX_HTTP_ELEARN_SORT_RELEVANCE      0
 #define NGX_HTTP_ELEARN_SORT_NEWEST         1
@@ -84,7 +95,17 @@ typedef struct {
 
     ngx_uint_t                     pending;
     unsigned                       failed:1;
+
+    /* search:{version}:{sha256}, empty when this page is not cached */
+    ngx_str_t                      cache_key;
+    u_char                         digest[64];
 } ngx_http_elearn_search_t;
+
+
+static ngx_int_t ngx_http_elearn_search_query(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s);
+static ngx_int_t ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s);
 
 
 static const char  *ngx_http_elearn_sort_names[] = {
@@ -624,7 +645,8 @@ ngx_http_elearn_search_link(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_elearn_search_links(ngx_http_request_t *r,
-    ngx_http_elearn_search_t *s, ngx_str_t *next, ngx_uint_t last_page)
+    ngx_http_elearn_search_t *s, ngx_str_t *next, ngx_uint_t last_page,
+    ngx_str_t *link)
 {
     u_char           *buf, *p;
     size_t            one, len;
@@ -683,9 +705,14 @@ ngx_http_elearn_search_links(ngx_http_request_t *r,
                                         NULL, "last");
     }
 
+    ngx_str_null(link);
+
     if (p == buf) {
         return NGX_OK;
     }
+
+    link->data = buf;
+    link->len = p - buf - 2;              /* the last ", " */
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
@@ -694,10 +721,51 @@ ngx_http_elearn_search_links(ngx_http_request_t *r,
 
     h->hash = 1;
     ngx_str_set(&h->key, "Link");
-    h->value.data = buf;
-    h->value.len = p - buf - 2;           /* the last ", " */
+    h->value = *link;
 
     return NGX_OK;
+}
+
+
+/*
+ * Stores an answer as "<Link length>\n<Link><body>" (fire and forget: a
+ * failed store only costs the next reader a query).
+ */
+static void
+ngx_http_elearn_search_cache_store(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_str_t *link, u_char *body, size_t len)
+{
+    u_char                       *buf, *p, ttl[NGX_TIME_T_LEN];
+    const char                   *argv[5];
+    size_t                        argvlen[5];
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (s->cache_key.len == 0 || emcf->redis == NULL) {
+        return;
+    }
+
+    buf = ngx_pnalloc(r->pool, NGX_SIZE_T_LEN + 1 + link->len + len);
+    if (buf == NULL) {
+        return;
+    }
+
+    p = ngx_sprintf(buf, "%uz\n%V", link->len, link);
+    p = ngx_cpymem(p, body, len);
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = (char *) s->cache_key.data;
+    argvlen[1] = s->cache_key.len;
+    argv[2] = (char *) buf;
+    argvlen[2] = p - buf;
+    argv[3] = "EX";
+    argvlen[3] = 2;
+    argv[4] = (char *) ttl;
+    argvlen[4] = ngx_sprintf(ttl, "%T", emcf->search_cache_ttl) - ttl;
+
+    (void) ngx_http_elearn_redis_command(NULL, NULL, NULL, 5, argv, argvlen);
 }
 
 
@@ -707,7 +775,7 @@ ngx_http_elearn_search_respond(ngx_http_request_t *r,
 {
     u_char      *buf, *p;
     size_t       len;
-    ngx_str_t   *next;
+    ngx_str_t   *next, link;
     ngx_uint_t   i, total, last_page, exact;
 
     next = NULL;
@@ -781,9 +849,12 @@ ngx_http_elearn_search_respond(ngx_http_request_t *r,
                        sizeof("\"nextCursor\":null}}") - 1);
     }
 
-    if (ngx_http_elearn_search_links(r, s, next, last_page) != NGX_OK) {
+    if (ngx_http_elearn_search_links(r, s, next, last_page, &link) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ngx_http_elearn_search_cache_store(r, s, &link, buf, p - buf);
 
     return ngx_http_elearn_send_json(r, NGX_HTTP_OK, (char *) buf, p - buf);
 }
@@ -1113,18 +1184,9 @@ ngx_http_elearn_search_validate(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_elearn_search(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 {
-    u_char                       *p;
-    ngx_int_t                     rc;
-    const char                   *sql, *bad, *values[9];
-    const char                  **v;
-    ngx_uint_t                    nvalues;
-    ngx_http_elearn_search_t     *s;
-    ngx_http_elearn_main_conf_t  *emcf;
-    u_char                        limit[NGX_INT_T_LEN + 1];
-    u_char                        offset[NGX_INT_T_LEN + 1];
-    u_char                        cap[NGX_INT_T_LEN + 1];
-
-    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+    ngx_int_t                  rc;
+    const char                *bad;
+    ngx_http_elearn_search_t  *s;
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1173,6 +1235,45 @@ ngx_http_elearn_search(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
                                            "not a cursor of this query");
         }
     }
+
+    if (!s->args[NGX_HTTP_ELEARN_ARG_CURSOR].present
+        && s->page <= NGX_HTTP_ELEARN_SEARCH_CACHE_PAGES)
+    {
+        rc = ngx_http_elearn_search_cache_lookup(r, s);
+
+    } else {
+        rc = ngx_http_elearn_search_query(r, s);
+    }
+
+    if (rc != NGX_AGAIN) {
+        return rc;
+    }
+
+    ngx_http_elearn_wait(r);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * Starts the two statements.  NGX_AGAIN when they are under way, else
+ * the answer (already sent) to finalize with.
+ */
+static ngx_int_t
+ngx_http_elearn_search_query(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    u_char                       *p;
+    ngx_int_t                     rc;
+    const char                   *sql, *values[9];
+    const char                  **v;
+    ngx_uint_t                    nvalues;
+    ngx_http_elearn_main_conf_t  *emcf;
+    u_char                        limit[NGX_INT_T_LEN + 1];
+    u_char                        offset[NGX_INT_T_LEN + 1];
+    u_char                        cap[NGX_INT_T_LEN + 1];
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
     if (emcf->pg == NULL) {
         return ngx_http_elearn_problem_backend(r,
@@ -1245,9 +1346,252 @@ ngx_http_elearn_search(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
         return ngx_http_elearn_problem_backend(r, rc, "the database");
     }
 
-    ngx_http_elearn_wait(r);
+    return NGX_AGAIN;
+}
 
-    return NGX_DONE;
+
+/* the lookup failed or missed: the database answers (and fills) */
+static void
+ngx_http_elearn_search_miss(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_elearn_search_query(r, s);
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_elearn_finalize(r, rc);
+    }
+}
+
+
+static void
+ngx_http_elearn_search_cache_done(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_t *s = data;
+
+    u_char           *p, *last;
+    size_t            n;
+    ngx_table_elt_t  *h;
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_STRING) {
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+        ngx_http_elearn_search_miss(r, s);
+        return;
+    }
+
+    /* "<Link length>\n<Link><body>" */
+
+    p = (u_char *) reply->str;
+    last = p + reply->len;
+    n = 0;
+
+    while (p < last && *p >= '0' && *p <= '9' && n < reply->len) {
+        n = n * 10 + (*p++ - '0');
+    }
+
+    if (p == last || *p++ != '\n' || n > (size_t) (last - p)) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "elearn search: malformed cache entry \"%V\"",
+                      &s->cache_key);
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+        s->cache_key.len = 0;
+        ngx_http_elearn_search_miss(r, s);
+        return;
+    }
+
+    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 1);
+
+    if (n) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        /* the reply is hiredis's until we return */
+        h->value.data = ngx_pnalloc(r->pool, n);
+        if (h->value.data == NULL) {
+            h->hash = 0;
+            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Link");
+        h->value.len = n;
+        ngx_memcpy(h->value.data, p, n);
+    }
+
+    p += n;
+
+    ngx_http_elearn_finalize(r,
+                             ngx_http_elearn_send_json(r, NGX_HTTP_OK,
+                                                       (char *) p,
+                                                       last - p));
+}
+
+
+static void
+ngx_http_elearn_search_version_done(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_t *s = data;
+
+    u_char      *p;
+    size_t       vlen;
+    const char  *version, *argv[2];
+    size_t       argvlen[2];
+
+    if (rc != NGX_OK
+        || (reply->type != REDIS_REPLY_STRING
+            && reply->type != REDIS_REPLY_NIL)
+        || (reply->type == REDIS_REPLY_STRING
+            && (reply->len == 0
+                || reply->len > NGX_HTTP_ELEARN_SEARCH_VERSION_MAX)))
+    {
+        /* no version, no safe key: the database answers, nothing kept */
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+        ngx_http_elearn_search_miss(r, s);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        version = "0";                    /* no course written yet */
+        vlen = 1;
+
+    } else {
+        version = reply->str;
+        vlen = reply->len;
+    }
+
+    s->cache_key.data = ngx_pnalloc(r->pool,
+                                    sizeof("search::") + vlen
+                                    + sizeof(s->digest));
+    if (s->cache_key.data == NULL) {
+        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    p = ngx_sprintf(s->cache_key.data, "search:%*s:", vlen, version);
+    p = ngx_cpymem(p, s->digest, sizeof(s->digest));
+    s->cache_key.len = p - s->cache_key.data;
+
+    argv[0] = "GET";
+    argvlen[0] = 3;
+    argv[1] = (char *) s->cache_key.data;
+    argvlen[1] = s->cache_key.len;
+
+    rc = ngx_http_elearn_redis_command(r, ngx_http_elearn_search_cache_done,
+                                       s, 2, argv, argvlen);
+    if (rc != NGX_AGAIN) {
+        s->cache_key.len = 0;
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+        ngx_http_elearn_search_miss(r, s);
+    }
+}
+
+
+/*
+ * The parameters that make the answer, by name in byte order, each
+ * length-prefixed, with defaults resolved (so "sort" left out and the
+ * default sort spelled out share an entry).
+ */
+static ngx_int_t
+ngx_http_elearn_search_digest(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    u_char        *buf, *p, md[EVP_MAX_MD_SIZE];
+    size_t         len;
+    ngx_str_t     *v, none = ngx_null_string;
+    ngx_uint_t     i, k;
+    unsigned int   mdlen;
+
+    static ngx_uint_t  sorted[] = {
+        NGX_HTTP_ELEARN_ARG_CATEGORY, NGX_HTTP_ELEARN_ARG_LANGUAGE,
+        NGX_HTTP_ELEARN_ARG_LEVEL, NGX_HTTP_ELEARN_ARG_Q
+    };
+
+    len = sizeof("page=;pageSize=;sort=;") + 2 * NGX_INT_T_LEN
+          + sizeof("relevance");
+
+    for (i = 0; i < sizeof(sorted) / sizeof(sorted[0]); i++) {
+        len += s->args[sorted[i]].name.len + NGX_SIZE_T_LEN + 3
+               + s->args[sorted[i]].value.len;
+    }
+
+    buf = ngx_pnalloc(r->pool, len);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = buf;
+
+    /* category, language, level, page, pageSize, q, sort */
+
+    for (k = 0; k < 4; k++) {
+        i = sorted[k];
+        v = ngx_http_elearn_search_value(s, i);
+
+        if (v == NULL) {
+            v = &none;
+        }
+
+        if (i == NGX_HTTP_ELEARN_ARG_Q) {
+            p = ngx_sprintf(p, "page=%ui;pageSize=%ui;", s->page,
+                            s->page_size);
+        }
+
+        p = ngx_sprintf(p, "%V=%uz:%V;", &s->args[i].name, v->len, v);
+    }
+
+    p = ngx_sprintf(p, "sort=%s;", ngx_http_elearn_sort_names[s->sort]);
+
+    if (EVP_Digest(buf, p - buf, md, &mdlen, EVP_sha256(), NULL) != 1
+        || mdlen * 2 != sizeof(s->digest))
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(s->digest, md, mdlen);
+
+    return NGX_OK;
+}
+
+
+/* GET the catalog version, then the entry: NGX_AGAIN or the answer */
+static ngx_int_t
+ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    ngx_int_t                     rc;
+    const char                   *argv[2];
+    size_t                        argvlen[2];
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (emcf->redis == NULL
+        || ngx_http_elearn_search_digest(r, s) != NGX_OK)
+    {
+        return ngx_http_elearn_search_query(r, s);
+    }
+
+    argv[0] = "GET";
+    argvlen[0] = 3;
+    argv[1] = "elearn:catalog:version";
+    argvlen[1] = sizeof("elearn:catalog:version") - 1;
+
+    rc = ngx_http_elearn_redis_command(r,
+                                       ngx_http_elearn_search_version_done,
+                                       s, 2, argv, argvlen);
+    if (rc != NGX_AGAIN) {
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+        return ngx_http_elearn_search_query(r, s);
+    }
+
+    return NGX_AGAIN;
 }
 
 

@@ -1,0 +1,180 @@
+"""The caches of docs/caching.md (issue 4, "Cache strategy"): a cold
+course key under 100 concurrent requests costs one database query (single
+flight per worker plus a Redis lock across workers, counted in
+pg_stat_statements), search answers are cached under the catalog version
+so a course PATCH shows in the very next search, and hits and misses are
+counted in /metrics."""
+
+import concurrent.futures
+import re
+import subprocess
+import uuid
+
+import pytest
+import requests
+
+COURSES = "/api/v1/courses"
+SEARCH = "/api/v1/courses/search"
+INSTRUCTOR = ("instructor@elearn.dev", "instructor-dev-pass")
+
+# course_get_json: exactly one statement has both
+STATEMENT = ("SELECT calls FROM pg_stat_statements "
+             "WHERE query LIKE '%%json_build_object%%' "
+             "AND query LIKE '%%c.course_id = $1%%'")
+
+
+def redis(stack, *args):
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p",
+                          stack.env["ELEARN_REDIS_PORT"], *args],
+                         capture_output=True, text=True, timeout=10,
+                         check=True)
+    return out.stdout.strip()
+
+
+def calls(pg):
+    with pg.cursor() as cur:
+        cur.execute(STATEMENT)
+        rows = cur.fetchall()
+    assert len(rows) <= 1, rows
+    return rows[0][0] if rows else 0
+
+
+def cache_counts(base_url):
+    text = requests.get(base_url + "/metrics", timeout=10).text
+    counts = {}
+    for m in re.finditer(r'^elearn_cache_requests_total\{cache="(\w+)",'
+                         r'result="(\w+)"\} (\d+)$', text, re.M):
+        counts[(m.group(1), m.group(2))] = int(m.group(3))
+    return counts
+
+
+def published_course(pg):
+    with pg.cursor() as cur:
+        cur.execute("SELECT course_id FROM courses WHERE published "
+                    "ORDER BY course_id LIMIT 1")
+        return cur.fetchone()[0]
+
+
+@pytest.fixture
+def stats(pg):
+    with pg.cursor() as cur:
+        cur.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    return pg
+
+
+def test_cold_course_key_is_built_once(stack, base_url, auth, stats):
+    cid = published_course(stats)
+
+    # the statement exists in pg_stat_statements and connections are up
+    redis(stack, "DEL", "course:%d" % cid)
+    assert requests.get("%s%s/%d" % (base_url, COURSES, cid),
+                        timeout=10, headers=auth).status_code == 200
+
+    redis(stack, "DEL", "course:%d" % cid, "course:%d:lock" % cid)
+    before = calls(stats)
+    assert before >= 1
+
+    def get(_):
+        r = requests.get("%s%s/%d" % (base_url, COURSES, cid), timeout=30,
+                         headers=auth)
+        return r.status_code, r.content
+
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        answers = list(pool.map(get, range(100)))
+
+    assert {a[0] for a in answers} == {200}
+    assert len({a[1] for a in answers}) == 1
+    assert calls(stats) - before == 1
+
+
+def test_course_hit_and_miss_are_counted(stack, base_url, auth, stats):
+    cid = published_course(stats)
+    redis(stack, "DEL", "course:%d" % cid, "course:%d:lock" % cid)
+    before = cache_counts(base_url)
+
+    for _ in range(2):
+        assert requests.get("%s%s/%d" % (base_url, COURSES, cid),
+                            timeout=10, headers=auth).status_code == 200
+
+    after = cache_counts(base_url)
+    assert after[("course", "miss")] - before[("course", "miss")] >= 1
+    assert after[("course", "hit")] - before[("course", "hit")] >= 1
+
+
+def test_search_is_cached_and_counted(base_url, auth):
+    q = {"q": "zq" + uuid.uuid4().hex[:8], "pageSize": "7"}
+    before = cache_counts(base_url)
+
+    first = requests.get(base_url + SEARCH, params=q, timeout=10,
+                         headers=auth)
+    second = requests.get(base_url + SEARCH, params=q, timeout=10,
+                          headers=auth)
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    assert first.headers.get("Link") == second.headers.get("Link")
+
+    after = cache_counts(base_url)
+    assert after[("search", "miss")] - before[("search", "miss")] >= 1
+    assert after[("search", "hit")] - before[("search", "hit")] >= 1
+
+
+def test_cursor_pages_are_not_cached(base_url, auth):
+    before = cache_counts(base_url)
+    r = requests.get(base_url + SEARCH, params={"pageSize": "2"}, timeout=10,
+                     headers=auth)
+    assert r.status_code == 200
+    cursor = r.json()["pagination"]["nextCursor"]
+    assert cursor
+    mid = cache_counts(base_url)
+    r = requests.get(base_url + SEARCH,
+                     params={"pageSize": "2", "cursor": cursor}, timeout=10,
+                     headers=auth)
+    assert r.status_code == 200
+    after = cache_counts(base_url)
+    assert sum(mid.values()) - sum(before.values()) == 1
+    assert after == mid
+
+
+def test_patch_shows_in_the_next_cached_search(stack, base_url, pg):
+    with pg.cursor() as cur:
+        cur.execute("SELECT course_id FROM courses WHERE published "
+                    "AND course_id BETWEEN 1 AND 10 ORDER BY course_id "
+                    "LIMIT 1")
+        row = cur.fetchone()
+    if row is None:
+        pytest.skip("the instructor has no published course")
+    cid = row[0]
+
+    token = stack.login(*INSTRUCTOR).json()["accessToken"]
+    headers = {"Authorization": "Bearer " + token}
+    url = "%s%s/%d" % (base_url, COURSES, cid)
+    old = requests.get(url, timeout=10, headers=headers).json()["title"]
+
+    # a word only this course has, so the course is on page 1
+    w = "zq" + uuid.uuid4().hex[:10].translate(
+        str.maketrans("0123456789", "ghijklmnop"))
+    q = {"q": w}
+
+    def titles():
+        r = requests.get(base_url + SEARCH, params=q, timeout=10,
+                         headers=headers)
+        assert r.status_code == 200
+        return {c["courseId"]: c["title"] for c in r.json()["courses"]}
+
+    try:
+        r = requests.patch(url, json={"title": "Cache one " + w},
+                           headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        before = cache_counts(base_url)
+        assert titles() == {cid: "Cache one " + w}     # filled
+        assert titles() == {cid: "Cache one " + w}     # a hit
+        after = cache_counts(base_url)
+        assert after[("search", "hit")] - before[("search", "hit")] >= 1
+
+        r = requests.patch(url, json={"title": "Cache two " + w},
+                           headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        assert titles() == {cid: "Cache two " + w}
+    finally:
+        requests.patch(url, json={"title": old}, headers=headers,
+                       timeout=10)
