@@ -404,28 +404,35 @@ def search_scenarios(rows, notes):
     rows.append(("search, first page repeated (%s)" % what, r, ref,
                  "return 204 around it"))
 
-    # browse by newest: cursor page 500 against page 1, offset beside
+    # browse by newest: cursor page 500 against the first cursor page
+    # (page 2: page 1 is a cached first page now), offset page 500 beside
     browse = "/api/v1/courses/search?sort=newest&pageSize=20"
     t0 = time.time()
     cursor = None
-    for _ in range(499):
+    cursors = {}
+    for n in range(1, 500):
         page = get_json(browse + ("&cursor=" + urllib.parse.quote(
             cursor, safe="") if cursor else ""))
         cursor = page["pagination"]["nextCursor"]
+        cursors[n + 1] = cursor
     walk = time.time() - t0
-    c500 = browse + "&cursor=" + urllib.parse.quote(cursor, safe="")
-    p1 = wrk(browse, seconds=half, **kw)
-    rows.append(("browse newest, page 1", p1, None, "-"))
-    for name, url in (("browse newest, cursor page 500", c500),
+
+    def at(n):
+        return browse + "&cursor=" + urllib.parse.quote(cursors[n], safe="")
+    p2 = wrk(at(2), seconds=half, **kw)
+    rows.append(("browse newest, cursor page 2", p2, None, "-"))
+    for name, url in (("browse newest, cursor page 500", at(500)),
                       ("browse newest, offset page 500",
                        browse + "&page=500")):
         r = wrk(url, seconds=half, **kw)
-        r["ratio"] = r["p50_ms"] / p1["p50_ms"]
-        rows.append((name, r, None, "p50 of page 1"))
-        notes.append("%s: p50 %.2fx, p99 %.2fx of page 1's" % (
-            name, r["ratio"], r["p99_ms"] / p1["p99_ms"]))
-    notes.append("browse: cursor page 500 target <= 1.5x page 1's latency "
-                 "(the cursor was walked from page 1 in %.1f s)" % walk)
+        r["ratio"] = r["p50_ms"] / p2["p50_ms"]
+        rows.append((name, r, None, "p50 of cursor page 2"))
+        notes.append("%s: p50 %.2fx, p99 %.2fx of cursor page 2's" % (
+            name, r["ratio"], r["p99_ms"] / p2["p99_ms"]))
+    notes.append("browse: cursor page 500 target <= 1.5x the first pages' "
+                 "latency; cursor page 2 stands for them because page 1 "
+                 "is served from the search cache (the cursor was walked "
+                 "in %.1f s)" % walk)
 
     # suggest: 2-4 letter prefixes of the mix's words, in turn
     prefixes = []
@@ -533,6 +540,9 @@ def main():
     notes = []
     if ONLY != "search":
         other_scenarios(rows, lua, pool, workers)
+        # the auth scenarios left an ES256 token behind: a fresh HS256 one
+        HEADER[:] = ["Authorization: Bearer "
+                     + login("student@elearn.dev", "student-dev-pass")]
     search_scenarios(rows, notes)
 
     lines = ["| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio | to |",
