@@ -1,11 +1,10 @@
 -- Course writes (POST /api/v1/courses, PATCH /api/v1/courses/{id}),
 -- turned into ngx_http_elearn_sql.h with sql/api.sql.  Each statement
--- writes and answers the course document in one round trip: the SELECT
--- list is course_get_json's (sql/api.sql), so the answer equals what GET
--- /api/v1/courses/{id} returns for the course, unpublished ones included;
--- the course id comes first, for the cache key.
--- Keep the two in step.  The search vector is a generated column: search
--- sees a write as soon as it commits.
+-- writes and answers the course id; the module then reads the document
+-- with course_get_json (sql/api.sql, unpublished included), so the answer
+-- is what GET /api/v1/courses/{id} returns and the document is built in
+-- one place.  The search vector is a generated column: search sees a
+-- write as soon as it commits.
 
 -- name: course_insert
 -- POST /api/v1/courses: $1 instructor (the caller), $2 title, $3 summary,
@@ -13,48 +12,11 @@
 -- publishedAt is set when the course is created published.
 -- params: [2, "Schema test course", "", "", "testing", "beginner", "en", false]
 -- params: [2, "Schema test course", "s", "d", "testing", "advanced", "pt-br", true]
-WITH c AS (
-    INSERT INTO courses (instructor_id, title, summary, description,
-                         category, level, language, published, published_at)
-    VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8::boolean,
-            CASE WHEN $8::boolean THEN now() END)
-    RETURNING *
-)
-SELECT c.course_id, json_build_object(
-         'courseId', c.course_id,
-         'title', c.title,
-         'summary', c.summary,
-         'description', c.description,
-         'category', c.category,
-         'level', c.level,
-         'language', c.language,
-         'instructor', json_build_object('userId', u.user_id,
-                                         'displayName', u.display_name),
-         'videos', COALESCE((
-             SELECT json_agg(json_build_object(
-                      'videoId', v.video_id,
-                      'title', v.title,
-                      'durationSeconds', v.duration_seconds,
-                      'status', v.status) ORDER BY v.position, v.video_id)
-               FROM videos v
-              WHERE v.course_id = c.course_id), '[]'::json),
-         'quizzes', COALESCE((
-             SELECT json_agg(json_build_object(
-                      'quizId', q.quiz_id,
-                      'title', q.title,
-                      'questionCount', (SELECT count(*)
-                                          FROM questions qq
-                                         WHERE qq.quiz_id = q.quiz_id))
-                      ORDER BY q.quiz_id)
-               FROM quizzes q
-              WHERE q.course_id = c.course_id), '[]'::json),
-         'enrollmentCount', c.enrollment_count,
-         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-         'updatedAt', to_char(c.updated_at AT TIME ZONE 'UTC',
-                              'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text
-  FROM c
-  JOIN users u ON u.user_id = c.instructor_id;
+INSERT INTO courses (instructor_id, title, summary, description,
+                     category, level, language, published, published_at)
+VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8::boolean,
+        CASE WHEN $8::boolean THEN now() END)
+RETURNING course_id;
 
 -- name: course_update
 -- PATCH /api/v1/courses/{id}: $1 course id, then the fields as in
@@ -67,56 +29,19 @@ SELECT c.course_id, json_build_object(
 -- router checked the owner, but the course may have gone since).
 -- params: [1, "Schema test course", null, null, null, null, null, null]
 -- params: [1, null, "s", "d", "testing", "beginner", "en", true]
-WITH c AS (
-    UPDATE courses
-       SET title = COALESCE($2, title),
-           summary = COALESCE($3, summary),
-           description = COALESCE($4, description),
-           category = COALESCE($5, category),
-           level = COALESCE($6, level),
-           language = COALESCE($7, language),
-           published = COALESCE($8::boolean, published),
-           published_at = CASE
-                            WHEN COALESCE($8::boolean, published)
-                            THEN COALESCE(published_at, now())
-                            ELSE published_at
-                          END,
-           updated_at = now()
-     WHERE course_id = $1::bigint
-    RETURNING *
-)
-SELECT c.course_id, json_build_object(
-         'courseId', c.course_id,
-         'title', c.title,
-         'summary', c.summary,
-         'description', c.description,
-         'category', c.category,
-         'level', c.level,
-         'language', c.language,
-         'instructor', json_build_object('userId', u.user_id,
-                                         'displayName', u.display_name),
-         'videos', COALESCE((
-             SELECT json_agg(json_build_object(
-                      'videoId', v.video_id,
-                      'title', v.title,
-                      'durationSeconds', v.duration_seconds,
-                      'status', v.status) ORDER BY v.position, v.video_id)
-               FROM videos v
-              WHERE v.course_id = c.course_id), '[]'::json),
-         'quizzes', COALESCE((
-             SELECT json_agg(json_build_object(
-                      'quizId', q.quiz_id,
-                      'title', q.title,
-                      'questionCount', (SELECT count(*)
-                                          FROM questions qq
-                                         WHERE qq.quiz_id = q.quiz_id))
-                      ORDER BY q.quiz_id)
-               FROM quizzes q
-              WHERE q.course_id = c.course_id), '[]'::json),
-         'enrollmentCount', c.enrollment_count,
-         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-         'updatedAt', to_char(c.updated_at AT TIME ZONE 'UTC',
-                              'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text
-  FROM c
-  JOIN users u ON u.user_id = c.instructor_id;
+UPDATE courses
+   SET title = COALESCE($2, title),
+       summary = COALESCE($3, summary),
+       description = COALESCE($4, description),
+       category = COALESCE($5, category),
+       level = COALESCE($6, level),
+       language = COALESCE($7, language),
+       published = COALESCE($8::boolean, published),
+       published_at = CASE
+                        WHEN COALESCE($8::boolean, published)
+                        THEN COALESCE(published_at, now())
+                        ELSE published_at
+                      END,
+       updated_at = now()
+ WHERE course_id = $1::bigint
+RETURNING course_id;

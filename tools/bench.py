@@ -168,7 +168,9 @@ def pgbench(clients):
     stmt = sql.split("-- name: course_get_json", 1)[1]
     stmt = "\n".join(l for l in stmt.splitlines()
                      if not l.lstrip().startswith("--"))
-    stmt = stmt.split(";", 1)[0].replace("$1", ":id")
+    # $2: published courses only, as the GET asks
+    stmt = stmt.split(";", 1)[0].replace("$1", ":id").replace("$2",
+                                                               "false")
     with tempfile.NamedTemporaryFile("w", suffix=".sql",
                                      delete=False) as f:
         f.write("\\set id random(1, 100000)\n")

@@ -87,6 +87,7 @@ typedef struct {
     size_t                         key_len;
     ngx_uint_t                     status;     /* 201 or 200 */
     u_char                        *doc;        /* the course document */
+    u_char                         id[NGX_OFF_T_LEN + 1];
     size_t                         doc_len;
 } ngx_http_elearn_catalog_t;
 
@@ -382,6 +383,49 @@ ngx_http_elearn_catalog_invalidate(ngx_http_request_t *r,
 /* --- the write ------------------------------------------------------------ */
 
 
+/* the written course's document: keep it, drop the cache, then answer */
+
+static void
+ngx_http_elearn_catalog_fetched(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_catalog_t *cat = data;
+
+    if (rc != NGX_OK) {
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, rc, "the database"));
+        return;
+    }
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "elearn catalog: course_get_json after a write "
+                      "failed: %s", PQresultErrorMessage(res));
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, NGX_ERROR, "the database"));
+        return;
+    }
+
+    /* the pool clears res when this returns: keep the document */
+
+    cat->doc_len = PQgetlength(res, 0, 0);
+    cat->doc = ngx_pnalloc(r->pool, cat->doc_len);
+    if (cat->doc == NULL) {
+        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_memcpy(cat->doc, PQgetvalue(res, 0, 0), cat->doc_len);
+
+    rc = ngx_http_elearn_catalog_invalidate(r, cat);
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_elearn_finalize(r, rc);
+    }
+}
+
+
+
 static void
 ngx_http_elearn_catalog_written(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc, void *data)
@@ -390,6 +434,8 @@ ngx_http_elearn_catalog_written(ngx_http_request_t *r, PGresult *res,
 
     off_t                   id;
     char                   *state;
+    u_char                 *p;
+    const char             *values[2];
     ngx_http_elearn_ctx_t  *ctx;
 
     if (rc != NGX_OK) {
@@ -431,24 +477,22 @@ ngx_http_elearn_catalog_written(ngx_http_request_t *r, PGresult *res,
         return;
     }
 
-    /* the pool clears res when this returns: keep the document */
-
-    cat->doc_len = PQgetlength(res, 0, 1);
-    cat->doc = ngx_pnalloc(r->pool, cat->doc_len);
-    if (cat->doc == NULL) {
-        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    ngx_memcpy(cat->doc, PQgetvalue(res, 0, 1), cat->doc_len);
-
     id = ngx_atoof((u_char *) PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0));
     cat->key_len = ngx_sprintf(cat->key, "course:%O", id) - cat->key;
 
-    rc = ngx_http_elearn_catalog_invalidate(r, cat);
+    /* the answer is the document as GET builds it, read after the commit */
 
+    p = ngx_sprintf(cat->id, "%O", id);
+    *p = '\0';
+    values[0] = (char *) cat->id;
+    values[1] = "t";            /* unpublished too: the owner wrote it */
+
+    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_COURSE_GET_JSON, 2,
+                                  values, ngx_http_elearn_catalog_fetched,
+                                  cat);
     if (rc != NGX_AGAIN) {
-        ngx_http_elearn_finalize(r, rc);
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, rc, "the database"));
     }
 }
 

@@ -592,7 +592,7 @@ static ngx_int_t
 ngx_http_elearn_course_fetch(ngx_http_request_t *r,
     ngx_http_elearn_course_t *course)
 {
-    const char                   *values[1];
+    const char                   *values[2];
     ngx_http_elearn_main_conf_t  *emcf;
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
@@ -602,8 +602,9 @@ ngx_http_elearn_course_fetch(ngx_http_request_t *r,
     }
 
     values[0] = (char *) course->id;
+    values[1] = "f";            /* published courses only */
 
-    return ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_COURSE_GET_JSON, 1,
+    return ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_COURSE_GET_JSON, 2,
                                     values, ngx_http_elearn_course_pg_done,
                                     course);
 }

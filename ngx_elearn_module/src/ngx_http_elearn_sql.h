@@ -9,103 +9,29 @@
 
 
 #define NGX_HTTP_ELEARN_SQL_COURSE_INSERT \
-    "WITH c AS (\n" \
-    "    INSERT INTO courses (instructor_id, title, summary, description,\n" \
-    "                         category, level, language, published, published_at)\n" \
-    "    VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8::boolean,\n" \
-    "            CASE WHEN $8::boolean THEN now() END)\n" \
-    "    RETURNING *\n" \
-    ")\n" \
-    "SELECT c.course_id, json_build_object(\n" \
-    "         'courseId', c.course_id,\n" \
-    "         'title', c.title,\n" \
-    "         'summary', c.summary,\n" \
-    "         'description', c.description,\n" \
-    "         'category', c.category,\n" \
-    "         'level', c.level,\n" \
-    "         'language', c.language,\n" \
-    "         'instructor', json_build_object('userId', u.user_id,\n" \
-    "                                         'displayName', u.display_name),\n" \
-    "         'videos', COALESCE((\n" \
-    "             SELECT json_agg(json_build_object(\n" \
-    "                      'videoId', v.video_id,\n" \
-    "                      'title', v.title,\n" \
-    "                      'durationSeconds', v.duration_seconds,\n" \
-    "                      'status', v.status) ORDER BY v.position, v.video_id)\n" \
-    "               FROM videos v\n" \
-    "              WHERE v.course_id = c.course_id), '[]'::json),\n" \
-    "         'quizzes', COALESCE((\n" \
-    "             SELECT json_agg(json_build_object(\n" \
-    "                      'quizId', q.quiz_id,\n" \
-    "                      'title', q.title,\n" \
-    "                      'questionCount', (SELECT count(*)\n" \
-    "                                          FROM questions qq\n" \
-    "                                         WHERE qq.quiz_id = q.quiz_id))\n" \
-    "                      ORDER BY q.quiz_id)\n" \
-    "               FROM quizzes q\n" \
-    "              WHERE q.course_id = c.course_id), '[]'::json),\n" \
-    "         'enrollmentCount', c.enrollment_count,\n" \
-    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
-    "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),\n" \
-    "         'updatedAt', to_char(c.updated_at AT TIME ZONE 'UTC',\n" \
-    "                              'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text\n" \
-    "  FROM c\n" \
-    "  JOIN users u ON u.user_id = c.instructor_id\n"
+    "INSERT INTO courses (instructor_id, title, summary, description,\n" \
+    "                     category, level, language, published, published_at)\n" \
+    "VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8::boolean,\n" \
+    "        CASE WHEN $8::boolean THEN now() END)\n" \
+    "RETURNING course_id\n"
 
 #define NGX_HTTP_ELEARN_SQL_COURSE_UPDATE \
-    "WITH c AS (\n" \
-    "    UPDATE courses\n" \
-    "       SET title = COALESCE($2, title),\n" \
-    "           summary = COALESCE($3, summary),\n" \
-    "           description = COALESCE($4, description),\n" \
-    "           category = COALESCE($5, category),\n" \
-    "           level = COALESCE($6, level),\n" \
-    "           language = COALESCE($7, language),\n" \
-    "           published = COALESCE($8::boolean, published),\n" \
-    "           published_at = CASE\n" \
-    "                            WHEN COALESCE($8::boolean, published)\n" \
-    "                            THEN COALESCE(published_at, now())\n" \
-    "                            ELSE published_at\n" \
-    "                          END,\n" \
-    "           updated_at = now()\n" \
-    "     WHERE course_id = $1::bigint\n" \
-    "    RETURNING *\n" \
-    ")\n" \
-    "SELECT c.course_id, json_build_object(\n" \
-    "         'courseId', c.course_id,\n" \
-    "         'title', c.title,\n" \
-    "         'summary', c.summary,\n" \
-    "         'description', c.description,\n" \
-    "         'category', c.category,\n" \
-    "         'level', c.level,\n" \
-    "         'language', c.language,\n" \
-    "         'instructor', json_build_object('userId', u.user_id,\n" \
-    "                                         'displayName', u.display_name),\n" \
-    "         'videos', COALESCE((\n" \
-    "             SELECT json_agg(json_build_object(\n" \
-    "                      'videoId', v.video_id,\n" \
-    "                      'title', v.title,\n" \
-    "                      'durationSeconds', v.duration_seconds,\n" \
-    "                      'status', v.status) ORDER BY v.position, v.video_id)\n" \
-    "               FROM videos v\n" \
-    "              WHERE v.course_id = c.course_id), '[]'::json),\n" \
-    "         'quizzes', COALESCE((\n" \
-    "             SELECT json_agg(json_build_object(\n" \
-    "                      'quizId', q.quiz_id,\n" \
-    "                      'title', q.title,\n" \
-    "                      'questionCount', (SELECT count(*)\n" \
-    "                                          FROM questions qq\n" \
-    "                                         WHERE qq.quiz_id = q.quiz_id))\n" \
-    "                      ORDER BY q.quiz_id)\n" \
-    "               FROM quizzes q\n" \
-    "              WHERE q.course_id = c.course_id), '[]'::json),\n" \
-    "         'enrollmentCount', c.enrollment_count,\n" \
-    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
-    "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),\n" \
-    "         'updatedAt', to_char(c.updated_at AT TIME ZONE 'UTC',\n" \
-    "                              'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text\n" \
-    "  FROM c\n" \
-    "  JOIN users u ON u.user_id = c.instructor_id\n"
+    "UPDATE courses\n" \
+    "   SET title = COALESCE($2, title),\n" \
+    "       summary = COALESCE($3, summary),\n" \
+    "       description = COALESCE($4, description),\n" \
+    "       category = COALESCE($5, category),\n" \
+    "       level = COALESCE($6, level),\n" \
+    "       language = COALESCE($7, language),\n" \
+    "       published = COALESCE($8::boolean, published),\n" \
+    "       published_at = CASE\n" \
+    "                        WHEN COALESCE($8::boolean, published)\n" \
+    "                        THEN COALESCE(published_at, now())\n" \
+    "                        ELSE published_at\n" \
+    "                      END,\n" \
+    "       updated_at = now()\n" \
+    " WHERE course_id = $1::bigint\n" \
+    "RETURNING course_id\n"
 
 #define NGX_HTTP_ELEARN_SQL_ENROLLMENT_CREATE \
     "WITH c AS (\n" \
@@ -231,7 +157,7 @@
     "  FROM courses c\n" \
     "  JOIN users u ON u.user_id = c.instructor_id\n" \
     " WHERE c.course_id = $1::bigint\n" \
-    "   AND c.published\n"
+    "   AND (c.published OR $2::boolean)\n"
 
 #define NGX_HTTP_ELEARN_SQL_USER_INSERT \
     "INSERT INTO users (email, password_hash, display_name, role)\n" \

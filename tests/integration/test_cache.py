@@ -20,7 +20,8 @@ INSTRUCTOR = ("instructor@elearn.dev", "instructor-dev-pass")
 # course_get_json: exactly one statement has both
 STATEMENT = ("SELECT calls FROM pg_stat_statements "
              "WHERE query LIKE '%%json_build_object%%' "
-             "AND query LIKE '%%c.course_id = $1%%'")
+             "AND query LIKE '%%c.course_id = $1%%' "
+             "AND query LIKE '%%c.published OR $2%%'")
 
 
 def redis(stack, *args):

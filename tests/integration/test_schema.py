@@ -232,7 +232,7 @@ def hot_query_params(s):
     return {
         "user_by_email": [["Student@Elearn.dev"]],
         "course_get": [[1]],
-        "course_get_json": [[1], [s["popular_course"]]],
+        "course_get_json": [[1, False], [s["popular_course"], True]],
         "course_videos": [[1], [s["popular_course"]]],
         "course_quizzes": [[1]],
         "search_relevance": [
