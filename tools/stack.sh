@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Starts and stops elearn's local stack on loopback: a project-local
 # PostgreSQL 15 cluster, Redis 7, a single-node Kafka (KRaft) and the stock
-# /usr/sbin/nginx with the module loaded.  Everything lives under
-# $ELEARN_VAR (var/run-stack for `make run`; the tests use their own).
+# /usr/sbin/nginx with the module loaded, and the worker daemons
+# (elearn-progress).  Everything lives under $ELEARN_VAR (var/run-stack for
+# `make run`; the tests use their own and start no daemon: the daemons'
+# tests run their own).
 #
-#   tools/stack.sh start [pg|redis|kafka|nginx ...]   (default: all)
+#   tools/stack.sh start [pg|redis|kafka|nginx|progress ...]
+#                                                (default: all but progress)
 #   tools/stack.sh stop  [...]
 #   tools/stack.sh status
 #   tools/stack.sh reload                              (nginx -s reload)
@@ -245,16 +248,39 @@ nginx_stop() {
     stop_pidfile "$V/nginx/nginx.pid" nginx
 }
 
+# --- elearn-progress (workers/progress) ----------------------------------
+
+# The write-behind daemon of video progress.  Started after the migrations
+# (tools/run.sh does), since a report it cannot write goes to the DLQ.  Its
+# /metrics port is ELEARN_PROGRESS_METRICS_PORT (9482).
+progress_start() {
+    local d=$V/progress bin=${ELEARN_BUILD:-$ELEARN_TOP/build}/bin/elearn-progress
+    mkdir -p "$d"
+    pid_alive "$d/progress.pid" && return 0
+    [ -x "$bin" ] || { log "progress: $bin not built (make all)"; return 1; }
+    ELEARN_METRICS_PORT=$ELEARN_PROGRESS_METRICS_PORT nohup "$bin" \
+        -c "$ELEARN_TOP/config/progress.conf" >> "$d/progress.log" 2>&1 \
+        < /dev/null &
+    echo $! > "$d/progress.pid"
+    wait_port "$ELEARN_PROGRESS_METRICS_PORT" 10 elearn-progress
+    log "progress: up, metrics on 127.0.0.1:$ELEARN_PROGRESS_METRICS_PORT"
+}
+
+progress_stop() {
+    stop_pidfile "$V/progress/progress.pid" elearn-progress
+}
+
 # ------------------------------------------------------------------------
 
 status() {
     local c
-    for c in pg redis kafka nginx; do
+    for c in pg redis kafka nginx progress; do
         case $c in
             pg)    p=$ELEARN_PG_PORT ;;
             redis) p=$ELEARN_REDIS_PORT ;;
             kafka) p=$ELEARN_KAFKA_PORT ;;
             nginx) p=$ELEARN_HTTP_PORT ;;
+            progress) p=$ELEARN_PROGRESS_METRICS_PORT ;;
         esac
         if port_open "$p"; then
             echo "$c: up (127.0.0.1:$p)"
@@ -267,12 +293,12 @@ status() {
 cmd=${1:-status}
 shift || true
 comps=("$@")
-[ ${#comps[@]} -eq 0 ] && comps=(pg redis kafka nginx)
-
 case $cmd in
     start)
+        [ ${#comps[@]} -eq 0 ] && comps=(pg redis kafka nginx)
         for c in "${comps[@]}"; do "${c}_start"; done ;;
     stop)
+        [ ${#comps[@]} -eq 0 ] && comps=(pg redis kafka nginx progress)
         for ((i = ${#comps[@]} - 1; i >= 0; i--)); do
             "${comps[$i]}_stop"
         done ;;
@@ -281,6 +307,7 @@ case $cmd in
     status)
         status ;;
     *)
-        echo "usage: $0 start|stop|status|reload [pg redis kafka nginx]" >&2
+        echo "usage: $0 start|stop|status|reload" \
+             "[pg redis kafka nginx progress]" >&2
         exit 2 ;;
 esac
