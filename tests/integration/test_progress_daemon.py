@@ -299,6 +299,7 @@ def test_batching_merges_reports_into_few_statements(
         assert got[k][4] is None  # 120 of 300 s: not completed
 
     calls = upsert_calls(pg_dsn) - before
+    print("2,000 reports, 500 rows: %d upsert statements" % calls)
     assert 1 <= calls <= 20, "%d upsert statements for 2,000 reports" % calls
 
     text = d.metrics_text()
