@@ -19,8 +19,16 @@ a browse by newest at cursor page 500 against page 1 with offset page
 500 beside them, and suggest over 2-4 letter prefixes of the mix.  The
 targets are printed in a note after the table.
 
+The progress daemon scenarios (issue 5) measure elearn-progress, the
+stack's write-behind daemon, against pgbench running the naive
+single-row progress upsert with 16 clients: the rows per second it drains
+from a backlog of 200,000 reports (each a distinct (user, video) row), and
+its lag while reports arrive at a steady rate (PROGRESS_RATE, default
+5,000/s from 50,000 users: three times what 50,000 learners reporting
+every 30 s send) for BENCH_SECONDS, with the rows per statement.
+
 Environment: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64),
-BENCH_ONLY=search (only the search scenarios, for working on them).
+BENCH_ONLY=search or progress (only those scenarios, for working on them).
 """
 
 import base64
@@ -525,6 +533,187 @@ def other_scenarios(rows, lua, pool, workers):
     rows.append(("POST /auth/login, 16 clients", r, hrate, "argon2"))
 
 
+# --- the progress daemon (issue 5) ------------------------------------------
+
+PROGRESS_TOPIC = "elearn.progress"
+PROGRESS_RATE = int(os.environ.get("PROGRESS_RATE", "5000"))
+PROGRESS_BACKLOG = 200000
+PROGRESS_USERS = 50000
+# a report as the module produces it, formatted without json.dumps so the
+# producer keeps up with the rate
+PROGRESS_EVENT = ('{"eventId":"%s","type":"progress.reported",'
+                  '"occurredAt":"2026-11-27T12:00:00.000Z","schemaVersion":1,'
+                  '"data":{"userId":%d,"videoId":%d,"courseId":1,'
+                  '"positionSeconds":%d,"watched":[[%d,%d]],'
+                  '"durationSeconds":396,"reportedAtMs":%d}}')
+
+PROGRESS_PGBENCH = """\\set u random(1, %d)
+\\set v random(1, 4)
+\\set pos random(10, 390)
+INSERT INTO video_progress AS p (user_id, video_id, position_seconds, \
+watched, reported_at_ms) VALUES (:u, :v, :pos, \
+int4multirange(int4range(:pos - 10, :pos)), 1) \
+ON CONFLICT (user_id, video_id) DO UPDATE SET \
+position_seconds = EXCLUDED.position_seconds, \
+watched = p.watched + EXCLUDED.watched, updated_at = now();
+"""
+
+
+def progress_metrics():
+    """The stack daemon's /metrics as {series: value}."""
+    url = "http://127.0.0.1:%s/metrics" % os.environ.get(
+        "ELEARN_PROGRESS_METRICS_PORT", "9482")
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, v = line.rpartition(" ")
+            out[name] = float(v)
+    return out
+
+
+def progress_lag(m):
+    return sum(v for k, v in m.items()
+               if k.startswith('elearn_consumer_lag{topic="%s"'
+                               % PROGRESS_TOPIC))
+
+
+def progress_produce(n, rate=None, start=0):
+    """Produces n reports (report i: user 1 + i % users, video 1 + i //
+    users % 4, so a backlog's rows are distinct), paced at rate/s if given.
+    Returns the seconds it took."""
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": os.environ["ELEARN_KAFKA_BROKERS"],
+                  "linger.ms": 20, "queue.buffering.max.messages": 1000000})
+    t0 = time.time()
+    now_ms = int(t0 * 1000)
+    for i in range(start, start + n):
+        u = 1 + i % PROGRESS_USERS
+        v = 1 + (i // PROGRESS_USERS) % 4
+        pos = 10 + i % 380
+        body = PROGRESS_EVENT % (uuid.uuid4(), u, v, pos, pos - 10, pos,
+                                 now_ms + i)
+        while True:
+            try:
+                p.produce(PROGRESS_TOPIC, body, key=str(u))
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 1000 == 0:
+            p.poll(0)
+            if rate:
+                ahead = (i - start) / rate - (time.time() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+    p.flush(60)
+    return time.time() - t0
+
+
+def progress_pgbench(clients=16):
+    with tempfile.NamedTemporaryFile("w", suffix=".sql",
+                                     delete=False) as f:
+        f.write(PROGRESS_PGBENCH % PROGRESS_USERS)
+        script = f.name
+    out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c",
+                          str(clients), "-j", "2", "-T", str(SECONDS),
+                          "-f", script], capture_output=True, text=True,
+                         timeout=SECONDS + 60)
+    os.unlink(script)
+    tps = float(re.search(r"tps = ([\d.]+)", out.stdout).group(1))
+    lat = re.search(r"latency average = ([\d.]+) ms", out.stdout)
+    return {"rps": tps, "p50_ms": float(lat.group(1)) if lat else None,
+            "p99_ms": None, "non_2xx": 0}
+
+
+def progress_wait_drained(timeout):
+    """Waits (bounded) until the daemon's lag is 0; returns the metrics."""
+    deadline = time.time() + timeout
+    m = progress_metrics()
+    while time.time() < deadline:
+        m = progress_metrics()
+        if progress_lag(m) == 0 and any(
+                k.startswith("elearn_consumer_lag{") for k in m):
+            break
+        time.sleep(0.5)
+    return m
+
+
+def progress_scenarios(rows, notes):
+    """elearn-progress: drain rate of a backlog, lag under a steady rate."""
+    stack("start", "progress")
+    progress_wait_drained(60)
+
+    base = progress_pgbench()
+    rows.append(("pgbench single-row progress upsert, 16 conns (baseline)",
+                 base, base["rps"], "pgbench upsert"))
+
+    # a backlog of distinct rows, produced while the daemon is stopped
+    stack("stop", "progress")
+    progress_produce(PROGRESS_BACKLOG)
+    stack("start", "progress")
+    m0 = progress_metrics()
+    t0 = time.time()
+    deadline = t0 + 300
+    m = m0
+    while time.time() < deadline:
+        m = progress_metrics()
+        if (m["elearn_progress_rows_total"] - m0["elearn_progress_rows_total"]
+                >= PROGRESS_BACKLOG):
+            break
+        time.sleep(0.2)
+    took = time.time() - t0
+    done = m["elearn_progress_rows_total"] - m0["elearn_progress_rows_total"]
+    stmts = (m["elearn_progress_statements_total"]
+             - m0["elearn_progress_statements_total"])
+    in_tx = (m.get("elearn_progress_flush_seconds_sum", 0)
+             - m0.get("elearn_progress_flush_seconds_sum", 0))
+    r = {"rps": done / took, "p50_ms": None, "p99_ms": None, "non_2xx": 0}
+    rows.append(("elearn-progress draining %d reports (distinct rows)"
+                 % PROGRESS_BACKLOG, r, base["rps"], "pgbench upsert"))
+    notes.append("progress backlog: %d rows in %.1f s (%.1f s of it in "
+                 "the batch transactions), %d statements (%.0f rows per "
+                 "statement)" % (done, took, in_tx, stmts,
+                                 done / max(stmts, 1)))
+
+    # a steady rate of reports from 50,000 users, lag sampled meanwhile
+    m0 = progress_wait_drained(60)
+    lags = []
+    sampling = [True]
+
+    def sample():
+        while sampling[0]:
+            try:
+                lags.append(progress_lag(progress_metrics()))
+            except OSError:
+                pass
+            time.sleep(0.5)
+    import threading
+    th = threading.Thread(target=sample)
+    th.start()
+    n = PROGRESS_RATE * SECONDS
+    sent_in = progress_produce(n, rate=PROGRESS_RATE, start=PROGRESS_BACKLOG)
+    t_end = time.time()
+    m = progress_wait_drained(120)
+    drain = time.time() - t_end
+    sampling[0] = False
+    th.join()
+    reports = (m['elearn_progress_reports_total{result="merged"}']
+               - m0['elearn_progress_reports_total{result="merged"}'])
+    rws = m["elearn_progress_rows_total"] - m0["elearn_progress_rows_total"]
+    stmts = (m["elearn_progress_statements_total"]
+             - m0["elearn_progress_statements_total"])
+    r = {"rps": reports / (sent_in + drain), "p50_ms": None, "p99_ms": None,
+         "non_2xx": 0}
+    rows.append(("elearn-progress at %d reports/s offered" % PROGRESS_RATE,
+                 r, base["rps"], "pgbench upsert"))
+    notes.append("progress at %d reports/s for %d s: produced in %.1f s, "
+                 "lag max %d, lag 0 again %.1f s after the last report; "
+                 "%d reports -> %d rows in %d statements (%.0f rows per "
+                 "statement)" % (PROGRESS_RATE, SECONDS, sent_in,
+                                 max(lags or [0]), drain, reports, rws,
+                                 stmts, rws / max(stmts, 1)))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     conf = open(os.path.join(os.environ["ELEARN_VAR"], "nginx",
@@ -540,12 +729,15 @@ def main():
 
     rows = []
     notes = []
-    if ONLY != "search":
+    if ONLY not in ("search", "progress"):
         other_scenarios(rows, lua, pool, workers)
         # the auth scenarios left an ES256 token behind: a fresh HS256 one
         HEADER[:] = ["Authorization: Bearer "
                      + login("student@elearn.dev", "student-dev-pass")]
-    search_scenarios(rows, notes)
+    if ONLY != "progress":
+        search_scenarios(rows, notes)
+    if ONLY in ("", "progress"):
+        progress_scenarios(rows, notes)
 
     lines = ["| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio | to |",
              "|---|---:|---:|---:|---:|---:|---|"]
