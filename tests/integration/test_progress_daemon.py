@@ -54,8 +54,9 @@ def q(dsn, sql, args=None):
 
 
 def new_users(dsn, n):
+    # @test.elearn.dev: the accounts tests make (not demo data)
     rows = q(dsn, "INSERT INTO users (email, password_hash, display_name)"
-                  " SELECT 'pd-' || md5(random()::text) || '@test.dev',"
+                  " SELECT 'pd-' || md5(random()::text) || '@test.elearn.dev',"
                   " '$argon2id$test', 'progress test'"
                   " FROM generate_series(1, %s) RETURNING user_id", (n,))
     return [r[0] for r in rows]
@@ -84,8 +85,13 @@ def course(pg_dsn):
         return {"id": cid, "videos": vids, "durations": durations,
                 "quizzes": qids}
 
-    return {"a": make("progress daemon A", [100, 200, 600], 1),
+    made = {"a": make("progress daemon A", [100, 200, 600], 1),
             "b": make("progress daemon B", [300] * 10, 0)}
+    yield made
+    # the demo data's counts are checked elsewhere: leave none of ours
+    # (the cascade takes videos, quizzes, progress and completions along)
+    q(pg_dsn, "DELETE FROM courses WHERE course_id = ANY(%s)",
+      ([c["id"] for c in made.values()],))
 
 
 def report(user, video, pos, watched, at_ms, course_id=1, duration=600):
@@ -522,6 +528,8 @@ def test_poison_goes_to_dlq_after_three_attempts_partition_moves_on(
         start_daemon, producer, pg_dsn, kafka_brokers, course):
     d = start_daemon()
     before = dlq_total(d)
+    invalid0 = d.metric("elearn_progress_reports_total", 'result="invalid"')
+    unknown0 = d.metric("elearn_progress_reports_total", 'result="unknown"')
     u = new_users(pg_dsn, 1)[0]
     key = str(u)  # one key: one partition, in order
     v = course["a"]["videos"][2]
@@ -567,6 +575,10 @@ def test_poison_goes_to_dlq_after_three_attempts_partition_moves_on(
                  "unknown video"):
         assert word in errors, errors
     assert dlq_total(d) - before == 5
+    assert d.metric("elearn_progress_reports_total",
+                    'result="invalid"') - invalid0 == 4
+    assert d.metric("elearn_progress_reports_total",
+                    'result="unknown"') - unknown0 == 1
     assert d.stop()[0] == 0
 
 

@@ -611,7 +611,9 @@ pr_handle(void *ctx, const elearn_message_t *msg, char *errstr, size_t errlen)
 
     if (r == ELEARN_CONSUMER_OK) {
         pr_count(pc, "elearn_progress_reports_total", "merged", 1);
-    } else if (r == ELEARN_CONSUMER_RETRY && msg->attempt == 1) {
+    } else if (r == ELEARN_CONSUMER_RETRY && msg->attempt == 1
+        && strncmp(errstr, "unknown video", 13) == 0)
+    {
         pr_count(pc, "elearn_progress_reports_total", "unknown", 1);
     }
 
