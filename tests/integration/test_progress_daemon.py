@@ -22,13 +22,14 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 
 import psycopg2
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from test_workers import Daemon
+from test_workers import Daemon, free_port
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = TOP / "config" / "progress.conf"
@@ -718,3 +719,28 @@ def test_pg_outage_retries_without_dlq_and_lag_drains(
     assert d.stop()[0] == 0
     # the tests after this one need nginx's pool back
     stack.wait_ready(60)
+
+
+def test_stack_script_starts_and_stops_the_daemon(stack):
+    """`tools/stack.sh start progress` (what `make run` does after the
+    migrations) and a plain `stop`."""
+    port = free_port()
+    old = stack.env.get("ELEARN_PROGRESS_METRICS_PORT")
+    stack.env["ELEARN_PROGRESS_METRICS_PORT"] = str(port)
+    pidfile = pathlib.Path(stack.var) / "progress" / "progress.pid"
+    try:
+        stack.start("progress")
+        assert pidfile.exists()
+        url = "http://127.0.0.1:%d/healthz" % port
+        body = wait_for("the daemon's /healthz", lambda: json.loads(
+            urllib.request.urlopen(url, timeout=5).read()), timeout=30)
+        assert body["status"] == "ok"
+        assert "progress: up" in stack.sh(
+            os.path.join(TOP, "tools", "stack.sh"), "status").stdout
+    finally:
+        stack.stop("progress")
+        if old is None:
+            stack.env.pop("ELEARN_PROGRESS_METRICS_PORT")
+        else:
+            stack.env["ELEARN_PROGRESS_METRICS_PORT"] = old
+    assert not pidfile.exists()
