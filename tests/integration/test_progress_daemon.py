@@ -312,6 +312,7 @@ def test_batching_merges_reports_into_few_statements(
     text = d.metrics_text()
     for name in ("elearn_progress_batch_rows_bucket",
                  "elearn_progress_flush_seconds_bucket",
+                 "elearn_progress_delay_seconds_bucket",
                  "elearn_progress_rows_total", "elearn_progress_rows_per_second",
                  "elearn_consumer_lag", "elearn_consumer_dlq_total"):
         assert name in text, name

@@ -145,6 +145,8 @@ static const double pr_rows_buckets[] = {
     1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 static const double pr_seconds_buckets[] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+static const double pr_delay_buckets[] = {
+    0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800};
 
 static long long
 pr_now_ms(clockid_t clk)
@@ -203,6 +205,14 @@ pr_define_metrics(elearn_metrics_t *m, char *errstr, size_t errlen)
                "Time of one batch transaction, BEGIN to COMMIT.", NULL,
                pr_seconds_buckets, sizeof(pr_seconds_buckets) / sizeof(double),
                errstr, errlen)
+            != 0
+        || elearn_metrics_define(m, "elearn_progress_delay_seconds",
+               ELEARN_METRIC_HISTOGRAM,
+               "Seconds from the oldest report of a batch (its reportedAtMs, "
+               "the module's clock) to the batch's COMMIT: how far the "
+               "database is behind the API.",
+               NULL, pr_delay_buckets,
+               sizeof(pr_delay_buckets) / sizeof(double), errstr, errlen)
             != 0
         || elearn_metrics_define(m, "elearn_progress_pg_retries_total",
                ELEARN_METRIC_COUNTER,
@@ -410,9 +420,16 @@ failed:
 }
 
 static void
-pr_account(pr_ctx_t *pc, size_t nrows, const pr_outcome_t *out, double secs)
+pr_account(pr_ctx_t *pc, size_t nrows, const pr_outcome_t *out, double secs,
+    long long oldest_ms)
 {
     long long now;
+
+    now = pr_now_ms(CLOCK_REALTIME);
+    if (now >= oldest_ms) {
+        elearn_metrics_observe(pc->metrics, "elearn_progress_delay_seconds",
+            NULL, (double) (now - oldest_ms) / 1000.0);
+    }
 
     pr_count(pc, "elearn_progress_statements_total", NULL, 1);
     pr_count(pc, "elearn_progress_rows_total", NULL, (double) nrows);
@@ -452,13 +469,20 @@ pr_write(pr_ctx_t *pc, const elearn_message_t *msgs, pr_report_t *reports,
 {
     int attempt;
     size_t i, k, nrows;
-    long long t0, backoff;
+    long long t0, backoff, oldest_ms;
     pr_row_t *rows;
     pr_outcome_t out;
     elearn_consumer_result_t result;
 
     rows = NULL;
     memset(&out, 0, sizeof(out));
+
+    oldest_ms = INT64_MAX;
+    for (i = 0; i < n; i++) {
+        if (reports[i].reported_at_ms < oldest_ms) {
+            oldest_ms = reports[i].reported_at_ms;
+        }
+    }
 
     if (pr_merge(reports, n, &rows, &nrows, pc->params) != 0) {
         snprintf(errstr, errlen, "out of memory");
@@ -504,8 +528,8 @@ pr_write(pr_ctx_t *pc, const elearn_message_t *msgs, pr_report_t *reports,
         }
     }
 
-    pr_account(
-        pc, nrows, &out, (double) (pr_now_ms(CLOCK_MONOTONIC) - t0) / 1000.0);
+    pr_account(pc, nrows, &out,
+        (double) (pr_now_ms(CLOCK_MONOTONIC) - t0) / 1000.0, oldest_ms);
 
     if (out.courses_completed > 0) {
         pr_outbox_notify(pc->outbox);
