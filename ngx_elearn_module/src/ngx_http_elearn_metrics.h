@@ -26,6 +26,7 @@
 typedef enum {
     NGX_HTTP_ELEARN_CACHE_COURSE = 0,
     NGX_HTTP_ELEARN_CACHE_SEARCH,
+    NGX_HTTP_ELEARN_CACHE_FACETS,
     NGX_HTTP_ELEARN_CACHE_MAX
 } ngx_http_elearn_cache_e;
 
