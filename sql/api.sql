@@ -371,3 +371,14 @@ SELECT coalesce(json_agg(json_build_object('courseId', s.course_id,
 SELECT instructor_id
   FROM courses
  WHERE course_id = $1::bigint;
+
+-- name: course_popular
+-- The ids of the $1 most popular published courses, most enrolled first:
+-- what worker 0 puts in the course cache at start (elearn_cache_warm).
+-- Index: courses_published_popular_idx, walked backwards.
+-- params: [100]
+SELECT course_id
+  FROM courses
+ WHERE published
+ ORDER BY enrollment_count DESC, course_id DESC
+ LIMIT $1;

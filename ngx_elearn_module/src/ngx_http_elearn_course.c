@@ -220,25 +220,22 @@ ngx_http_elearn_course_cleanup(void *data)
 }
 
 
-static void
-ngx_http_elearn_course_cache_fill(ngx_http_request_t *r,
-    ngx_http_elearn_course_t *course, char *json, size_t len)
+static ngx_int_t
+ngx_http_elearn_course_cache_fill(ngx_http_elearn_main_conf_t *emcf,
+    u_char *key, size_t key_len, char *json, size_t len)
 {
-    u_char                       ttl[NGX_TIME_T_LEN];
-    const char                  *argv[5];
-    size_t                       argvlen[5];
-    ngx_http_elearn_main_conf_t  *emcf;
-
-    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+    u_char       ttl[NGX_TIME_T_LEN];
+    const char  *argv[5];
+    size_t       argvlen[5];
 
     if (emcf->redis == NULL) {
-        return;
+        return NGX_DECLINED;
     }
 
     argv[0] = "SET";
     argvlen[0] = 3;
-    argv[1] = (char *) course->key;
-    argvlen[1] = course->key_len;
+    argv[1] = (char *) key;
+    argvlen[1] = key_len;
     argv[2] = json;
     argvlen[2] = len;
     argv[3] = "EX";
@@ -247,7 +244,7 @@ ngx_http_elearn_course_cache_fill(ngx_http_request_t *r,
     argvlen[4] = ngx_sprintf(ttl, "%T", emcf->course_cache_ttl) - ttl;
 
     /* fire and forget: a failed fill only costs the next reader a query */
-    (void) ngx_http_elearn_redis_command(NULL, NULL, NULL, 5, argv, argvlen);
+    return ngx_http_elearn_redis_command(NULL, NULL, NULL, 5, argv, argvlen);
 }
 
 
@@ -304,7 +301,9 @@ ngx_http_elearn_course_pg_done(ngx_http_request_t *r, PGresult *res,
         json = PQgetvalue(res, 0, 0);
         len = PQgetlength(res, 0, 0);
 
-        ngx_http_elearn_course_cache_fill(r, course, json, len);
+        (void) ngx_http_elearn_course_cache_fill(
+                   ngx_http_get_module_main_conf(r, ngx_http_elearn_module),
+                   course->key, course->key_len, json, len);
     }
 
     ngx_http_elearn_course_unlock(course);
@@ -686,4 +685,180 @@ ngx_http_elearn_course_get(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
     ngx_http_elearn_wait(r);
 
     return NGX_DONE;
+}
+
+
+/* --- warming at start --------------------------------------------------- */
+
+/*
+ * A second after it starts, worker 0 reads the ids of the
+ * elearn_cache_warm most popular published courses and fills their
+ * course:{id} entries with the statement and the key of a miss.  One
+ * statement at a time, on the worker's own queries, so requests never
+ * wait behind the warming for long; nothing here runs once the pool is
+ * destroyed.  Entries already there are simply rewritten.
+ */
+
+typedef struct {
+    ngx_event_t                    timer;
+    ngx_http_elearn_main_conf_t   *emcf;
+    int64_t                       *ids;
+    ngx_uint_t                     n;
+    ngx_uint_t                     next;
+    ngx_uint_t                     stored;
+    ngx_msec_t                     start;
+} ngx_http_elearn_course_warm_t;
+
+
+static void ngx_http_elearn_course_warm_next(
+    ngx_http_elearn_course_warm_t *w);
+
+
+static void
+ngx_http_elearn_course_warm_doc(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_course_warm_t *w = data;
+
+    u_char  key[NGX_HTTP_ELEARN_COURSE_KEY_LEN];
+    size_t  len;
+
+    if (rc == NGX_OK && PQresultStatus(res) == PGRES_TUPLES_OK
+        && PQntuples(res) == 1)
+    {
+        len = ngx_sprintf(key, "course:%L", w->ids[w->next]) - key;
+
+        if (ngx_http_elearn_course_cache_fill(w->emcf, key, len,
+                                              PQgetvalue(res, 0, 0),
+                                              PQgetlength(res, 0, 0))
+            == NGX_AGAIN)
+        {
+            w->stored++;
+        }
+
+    } else if (rc != NGX_OK || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "elearn course: warming stopped at course %L: %s",
+                      w->ids[w->next],
+                      rc == NGX_OK ? PQresultErrorMessage(res)
+                                   : "the database is unavailable");
+        w->n = w->next;
+        ngx_http_elearn_course_warm_next(w);
+        return;
+    }
+
+    w->next++;
+    ngx_http_elearn_course_warm_next(w);
+}
+
+
+static void
+ngx_http_elearn_course_warm_next(ngx_http_elearn_course_warm_t *w)
+{
+    u_char      *p, id[NGX_INT64_LEN + 1];
+    ngx_int_t    rc;
+    const char  *values[2];
+
+    if (w->next < w->n) {
+        p = ngx_sprintf(id, "%L", w->ids[w->next]);
+        *p = '\0';
+
+        values[0] = (char *) id;
+        values[1] = "false";
+
+        rc = ngx_http_elearn_pg_query(NULL, NGX_HTTP_ELEARN_SQL_COURSE_GET_JSON,
+                                      2, values,
+                                      ngx_http_elearn_course_warm_doc, w);
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "elearn course: warmed %ui of the %ui most popular "
+                  "courses in %M ms", w->stored, w->emcf->cache_warm,
+                  ngx_current_msec - w->start);
+}
+
+
+static void
+ngx_http_elearn_course_warm_ids(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_course_warm_t *w = data;
+
+    int  i, n;
+
+    if (rc != NGX_OK || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "elearn course: no warming: %s",
+                      rc == NGX_OK ? PQresultErrorMessage(res)
+                                   : "the database is unavailable");
+        return;
+    }
+
+    n = PQntuples(res);
+
+    w->ids = ngx_palloc(ngx_cycle->pool, (n + 1) * sizeof(int64_t));
+    if (w->ids == NULL) {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        w->ids[i] = ngx_atoof((u_char *) PQgetvalue(res, i, 0),
+                              PQgetlength(res, i, 0));
+        if (w->ids[i] == NGX_ERROR) {
+            return;
+        }
+    }
+
+    w->n = n;
+    ngx_http_elearn_course_warm_next(w);
+}
+
+
+static void
+ngx_http_elearn_course_warm_start(ngx_event_t *ev)
+{
+    ngx_http_elearn_course_warm_t *w = ev->data;
+
+    u_char      *p, n[NGX_INT_T_LEN + 1];
+    ngx_int_t    rc;
+    const char  *values[1];
+
+    p = ngx_sprintf(n, "%ui", w->emcf->cache_warm);
+    *p = '\0';
+    values[0] = (char *) n;
+
+    w->start = ngx_current_msec;
+
+    rc = ngx_http_elearn_pg_query(NULL, NGX_HTTP_ELEARN_SQL_COURSE_POPULAR, 1,
+                                  values, ngx_http_elearn_course_warm_ids, w);
+    if (rc != NGX_AGAIN) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "elearn course: no warming: the database is "
+                      "unavailable");
+    }
+}
+
+
+void
+ngx_http_elearn_course_warm(ngx_cycle_t *cycle,
+    ngx_http_elearn_main_conf_t *emcf)
+{
+    ngx_http_elearn_course_warm_t  *w;
+
+    w = ngx_pcalloc(cycle->pool, sizeof(ngx_http_elearn_course_warm_t));
+    if (w == NULL) {
+        return;
+    }
+
+    w->emcf = emcf;
+    w->timer.handler = ngx_http_elearn_course_warm_start;
+    w->timer.data = w;
+    w->timer.log = cycle->log;
+    w->timer.cancelable = 1;
+
+    /* the pools connect lazily: give them a moment */
+    ngx_add_timer(&w->timer, 1000);
 }

@@ -394,5 +394,12 @@
     "  FROM courses\n" \
     " WHERE course_id = $1::bigint\n"
 
+#define NGX_HTTP_ELEARN_SQL_COURSE_POPULAR \
+    "SELECT course_id\n" \
+    "  FROM courses\n" \
+    " WHERE published\n" \
+    " ORDER BY enrollment_count DESC, course_id DESC\n" \
+    " LIMIT $1\n"
+
 
 #endif /* _NGX_HTTP_ELEARN_SQL_H_INCLUDED_ */

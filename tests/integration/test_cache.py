@@ -6,6 +6,7 @@ so a course PATCH shows in the very next search, and hits and misses are
 counted in /metrics."""
 
 import concurrent.futures
+import json
 import re
 import subprocess
 import time
@@ -254,3 +255,48 @@ def test_search_and_login_survive_a_script_flush(stack, base_url, auth):
     r = requests.get(base_url + SEARCH, headers=auth, timeout=10,
                      params={"q": "zq" + uuid.uuid4().hex[:8]})
     assert r.status_code == 200, r.text
+
+
+def popular_ids(pg, n):
+    with pg.cursor() as cur:
+        cur.execute("SELECT course_id FROM courses WHERE published "
+                    "ORDER BY enrollment_count DESC, course_id DESC "
+                    "LIMIT %s", (n,))
+        return [r[0] for r in cur.fetchall()]
+
+
+def test_most_popular_courses_are_warmed_at_start(stack, base_url, auth,
+                                                  pg):
+    """elearn_cache_warm: a second after nginx starts, worker 0 puts the
+    N most popular published courses in the cache, each the document a
+    miss would store; N = 0 warms nothing."""
+    ids = popular_ids(pg, 30)
+    keys = ["course:%d" % i for i in ids]
+    try:
+        for n, want in (("0", 0), ("25", 25)):
+            stack.stop("nginx")
+            redis(stack, "DEL", *keys)
+            stack.reconfigure(ELEARN_CACHE_WARM=n)
+            # warming starts a second after the start: nothing by 3 s is
+            # nothing at all
+            deadline = time.time() + (15 if want else 3)
+            while time.time() < deadline:
+                have = int(redis(stack, "EXISTS", *keys))
+                if want and have >= want:
+                    break
+                time.sleep(0.2)
+            assert have == want, (n, have)
+            if want:
+                # the 25 most popular exactly, not the next five
+                assert int(redis(stack, "EXISTS", *keys[:25])) == 25
+                assert int(redis(stack, "EXISTS", *keys[25:])) == 0
+                warm = redis(stack, "GET", keys[0])
+                redis(stack, "DEL", keys[0])
+                r = requests.get("%s%s/%d" % (base_url, COURSES, ids[0]),
+                                 headers=auth, timeout=10)
+                assert r.status_code == 200
+                assert json.loads(warm) == r.json()
+        assert "warmed 25 of the 25 most popular courses" in \
+            stack.nginx_error_log()
+    finally:
+        stack.reconfigure(ELEARN_CACHE_WARM=None)
