@@ -144,6 +144,8 @@ def stack():
                                                   "demo-data.py"), "--full",
                  check=False, timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
+    # a kept stack (ELEARN_TEST_KEEP) may run an older build of the module
+    s.stop("nginx")
     s.start("nginx")
     s.wait_ready(60)
     yield s
