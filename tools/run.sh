@@ -19,7 +19,7 @@ if [ "$have" -lt "$want" ]; then
     /usr/bin/python3 "$ELEARN_TOP/tools/demo-data.py" "--${DEMO:-small}"
 fi
 
-"$ELEARN_TOP/tools/stack.sh" start nginx
+"$ELEARN_TOP/tools/stack.sh" start outbox nginx
 
 for i in $(seq 1 50); do
     curl -fsS "http://127.0.0.1:$ELEARN_HTTP_PORT/readyz" >/dev/null 2>&1 \

@@ -4,7 +4,7 @@
 # /usr/sbin/nginx with the module loaded.  Everything lives under
 # $ELEARN_VAR (var/run-stack for `make run`; the tests use their own).
 #
-#   tools/stack.sh start [pg|redis|kafka|nginx ...]   (default: all)
+#   tools/stack.sh start [pg|redis|kafka|outbox|nginx ...]  (default: all)
 #   tools/stack.sh stop  [...]
 #   tools/stack.sh status
 #   tools/stack.sh reload                              (nginx -s reload)
@@ -245,16 +245,39 @@ nginx_stop() {
     stop_pidfile "$V/nginx/nginx.pid" nginx
 }
 
+# --- worker daemons: build/bin/elearn-<name> -c config/<name>.conf -------
+
+daemon_start() {   # name metrics-port
+    local d=$V/$1
+    mkdir -p "$d"
+    pid_alive "$d/$1.pid" && return 0
+    # each daemon's own metrics port (the key is the same in every config)
+    ELEARN_METRICS_PORT=$2 nohup "$ELEARN_BUILD/bin/elearn-$1" \
+        -c "$ELEARN_TOP/config/$1.conf" >>"$d/$1.log" 2>&1 </dev/null &
+    echo $! >"$d/$1.pid"
+    wait_port "$2" 10 "elearn-$1"
+    log "$1: up (metrics on 127.0.0.1:$2, log $d/$1.log)"
+}
+
+outbox_start() {
+    daemon_start outbox "$ELEARN_OUTBOX_METRICS_PORT"
+}
+
+outbox_stop() {
+    stop_pidfile "$V/outbox/outbox.pid" elearn-outbox
+}
+
 # ------------------------------------------------------------------------
 
 status() {
     local c
-    for c in pg redis kafka nginx; do
+    for c in pg redis kafka outbox nginx; do
         case $c in
-            pg)    p=$ELEARN_PG_PORT ;;
-            redis) p=$ELEARN_REDIS_PORT ;;
-            kafka) p=$ELEARN_KAFKA_PORT ;;
-            nginx) p=$ELEARN_HTTP_PORT ;;
+            pg)     p=$ELEARN_PG_PORT ;;
+            redis)  p=$ELEARN_REDIS_PORT ;;
+            kafka)  p=$ELEARN_KAFKA_PORT ;;
+            outbox) p=$ELEARN_OUTBOX_METRICS_PORT ;;
+            nginx)  p=$ELEARN_HTTP_PORT ;;
         esac
         if port_open "$p"; then
             echo "$c: up (127.0.0.1:$p)"
@@ -267,7 +290,7 @@ status() {
 cmd=${1:-status}
 shift || true
 comps=("$@")
-[ ${#comps[@]} -eq 0 ] && comps=(pg redis kafka nginx)
+[ ${#comps[@]} -eq 0 ] && comps=(pg redis kafka outbox nginx)
 
 case $cmd in
     start)
@@ -281,6 +304,7 @@ case $cmd in
     status)
         status ;;
     *)
-        echo "usage: $0 start|stop|status|reload [pg redis kafka nginx]" >&2
+        echo "usage: $0 start|stop|status|reload" \
+             "[pg redis kafka outbox nginx]" >&2
         exit 2 ;;
 esac

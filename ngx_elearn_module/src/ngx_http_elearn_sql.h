@@ -44,6 +44,14 @@
     "    SELECT $1::bigint, course_id FROM c\n" \
     "    ON CONFLICT (user_id, course_id) DO NOTHING\n" \
     "    RETURNING enrolled_at, status\n" \
+    "), ev AS (\n" \
+    "    INSERT INTO event_outbox (topic, key, payload)\n" \
+    "    SELECT 'elearn.enrollments', $2::bigint::text,\n" \
+    "           elearn_event('enrollment.created', json_build_object(\n" \
+    "               'userId', $1::bigint, 'courseId', $2::bigint,\n" \
+    "               'enrolledAt', to_char(ins.enrolled_at AT TIME ZONE 'UTC',\n" \
+    "                                     'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')))\n" \
+    "      FROM ins\n" \
     ")\n" \
     "SELECT (ins.enrolled_at IS NOT NULL)::text,\n" \
     "       to_char(COALESCE(ins.enrolled_at, e.enrolled_at) AT TIME ZONE 'UTC',\n" \
@@ -55,10 +63,21 @@
     "         ON e.user_id = $1::bigint AND e.course_id = c.course_id\n"
 
 #define NGX_HTTP_ELEARN_SQL_ENROLLMENT_DELETE \
-    "DELETE FROM enrollments\n" \
-    " WHERE user_id = $1::bigint\n" \
-    "   AND course_id = $2::bigint\n" \
-    "RETURNING to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')\n"
+    "WITH d AS (\n" \
+    "    DELETE FROM enrollments\n" \
+    "     WHERE user_id = $1::bigint\n" \
+    "       AND course_id = $2::bigint\n" \
+    "    RETURNING to_char(now() AT TIME ZONE 'UTC',\n" \
+    "                      'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at\n" \
+    "), ev AS (\n" \
+    "    INSERT INTO event_outbox (topic, key, payload)\n" \
+    "    SELECT 'elearn.enrollments', $2::bigint::text,\n" \
+    "           elearn_event('enrollment.deleted', json_build_object(\n" \
+    "               'userId', $1::bigint, 'courseId', $2::bigint,\n" \
+    "               'unenrolledAt', d.at))\n" \
+    "      FROM d\n" \
+    ")\n" \
+    "SELECT at FROM d\n"
 
 #define NGX_HTTP_ELEARN_SQL_ENROLLMENT_MINE \
     "SELECT json_build_object(\n" \
