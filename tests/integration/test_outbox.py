@@ -1,4 +1,4 @@
-"""The transactional outbox (sql/migrations/0010_event_outbox.sql) and its
+"""The transactional outbox (sql/migrations/0011_event_outbox.sql) and its
 relay, elearn-outbox (workers/outbox): an enrollment and its event commit
 together; the relay publishes every row and deletes it only once the
 broker acknowledged it, so a broker outage delays events and loses none;

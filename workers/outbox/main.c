@@ -3,7 +3,7 @@
  *
  * Statements that change state and must announce it (enroll, unenroll)
  * insert their event into event_outbox in the same transaction
- * (sql/migrations/0010_event_outbox.sql).  This daemon reads the table in
+ * (sql/migrations/0011_event_outbox.sql).  This daemon reads the table in
  * outbox_id order, a batch at a time, produces each row to its topic with
  * its key through an idempotent producer (acks=all), waits for the
  * delivery reports and deletes exactly the rows the broker acknowledged.
