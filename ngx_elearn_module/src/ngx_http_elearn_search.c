@@ -174,6 +174,8 @@ static ngx_int_t ngx_http_elearn_search_query(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s);
 static ngx_int_t ngx_http_elearn_search_by_ids(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s);
+static void ngx_http_elearn_suggest_done(ngx_http_request_t *r,
+    PGresult *res, ngx_int_t rc, void *data);
 static ngx_int_t ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s, ngx_uint_t cached_page);
 
@@ -1669,38 +1671,57 @@ ngx_http_elearn_search_key(ngx_http_request_t *r, ngx_str_t *key,
 }
 
 
+/* the catalog version of a lookup script's reply, or NULL */
+static redisReply *
+ngx_http_elearn_search_version(redisReply *reply, ngx_int_t rc)
+{
+    size_t       i;
+    redisReply  *v;
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 4)
+    {
+        return NULL;
+    }
+
+    v = reply->element[0];
+
+    if (v->type != REDIS_REPLY_STRING || v->len == 0
+        || v->len > NGX_HTTP_ELEARN_SEARCH_VERSION_MAX)
+    {
+        return NULL;
+    }
+
+    for (i = 0; i < v->len; i++) {
+        if (v->str[i] < '0' || v->str[i] > '9') {
+            return NULL;
+        }
+    }
+
+    return v;
+}
+
+
 static void
 ngx_http_elearn_search_lookup_done(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc, void *data)
 {
     ngx_http_elearn_search_t *s = data;
 
-    size_t       i;
     ngx_uint_t   cached_page;
     redisReply  *v, *page, *facets, *slice;
 
     cached_page = s->cacheable;
 
-    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 4
-        || reply->element[0]->type != REDIS_REPLY_STRING
-        || reply->element[0]->len == 0
-        || reply->element[0]->len > NGX_HTTP_ELEARN_SEARCH_VERSION_MAX)
-    {
+    v = ngx_http_elearn_search_version(reply, rc);
+    if (v == NULL) {
         /* no version, no safe key: the database answers, nothing kept */
         goto miss;
     }
 
-    v = reply->element[0];
     page = reply->element[1];
     facets = reply->element[2];
     slice = reply->element[3];
-
-    for (i = 0; i < v->len; i++) {
-        if (v->str[i] < '0' || v->str[i] > '9') {
-            goto miss;
-        }
-    }
 
     if (ngx_http_elearn_search_key(r, &s->facets_key, v, ":q:",
                                    s->facets_digest)
@@ -1908,12 +1929,135 @@ ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
 }
 
 
+/* NGX_AGAIN, or the answer (a problem) to finalize with */
+static ngx_int_t
+ngx_http_elearn_suggest_query(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    ngx_int_t    rc;
+    const char  *values[1];
+
+    values[0] = ngx_http_elearn_search_param(r, s, NGX_HTTP_ELEARN_ARG_Q);
+    if (values[0] == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SUGGEST, 1, values,
+                                  ngx_http_elearn_suggest_done, s);
+    if (rc != NGX_AGAIN) {
+        return ngx_http_elearn_problem_backend(r, rc, "the database");
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_elearn_suggest_lookup_done(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_t *s = data;
+
+    redisReply  *v;
+
+    v = ngx_http_elearn_search_version(reply, rc);
+
+    if (v != NULL) {
+        if (ngx_http_elearn_search_key(r, &s->cache_key, v, ":s:", s->digest)
+            != NGX_OK)
+        {
+            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        if (reply->element[1]->type == REDIS_REPLY_STRING) {
+            rc = ngx_http_elearn_search_cached_page(r, s, reply->element[1]);
+
+            if (rc != NGX_DECLINED) {
+                ngx_http_elearn_metrics_cache(r,
+                                              NGX_HTTP_ELEARN_CACHE_SUGGEST,
+                                              1);
+                ngx_http_elearn_finalize(r, rc);
+                return;
+            }
+        }
+    }
+
+    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SUGGEST, 0);
+
+    rc = ngx_http_elearn_suggest_query(r, s);
+    if (rc != NGX_AGAIN) {
+        ngx_http_elearn_finalize(r, rc);
+    }
+}
+
+
+/*
+ * Suggestions are cached as pages are (an entry with an empty Link) under
+ * search:{catalog version}:s:{sha256 of q}, read with the search lookup
+ * script (no query entry, nothing to cut).  NGX_AGAIN, NGX_DECLINED (no
+ * cache: query), or an answer.
+ */
+static ngx_int_t
+ngx_http_elearn_suggest_lookup(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    u_char                       *key, md[EVP_MAX_MD_SIZE];
+    ngx_str_t                    *q;
+    unsigned int                  mdlen;
+    const char                   *argv[6];
+    size_t                        argvlen[6];
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+    q = &s->args[NGX_HTTP_ELEARN_ARG_Q].value;
+
+    key = ngx_pnalloc(r->pool, sizeof("s:") - 1 + sizeof(s->digest));
+
+    if (emcf->redis == NULL || key == NULL
+        || EVP_Digest(q->data, q->len, md, &mdlen, EVP_sha256(), NULL) != 1
+        || mdlen * 2 != sizeof(s->digest))
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_hex_dump(s->digest, md, mdlen);
+    ngx_memcpy(ngx_cpymem(key, "s:", 2), s->digest, sizeof(s->digest));
+
+    argv[0] = "elearn:catalog:version";
+    argvlen[0] = sizeof("elearn:catalog:version") - 1;
+    argv[1] = (char *) key;
+    argvlen[1] = 2 + sizeof(s->digest);
+    argv[2] = "-";                       /* no query entry */
+    argvlen[2] = 1;
+    argv[3] = "0";
+    argvlen[3] = 1;
+    argv[4] = "0";                       /* nothing to cut */
+    argvlen[4] = 1;
+    argv[5] = "";
+    argvlen[5] = 0;
+
+    if (ngx_http_elearn_redis_eval(r, &ngx_http_elearn_search_lookup_lua,
+                                   ngx_http_elearn_suggest_lookup_done, s, 1,
+                                   6, argv, argvlen)
+        != NGX_AGAIN)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_AGAIN;
+}
+
+
 static void
 ngx_http_elearn_suggest_done(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc, void *data)
 {
-    u_char  *buf, *p;
-    size_t   len;
+    ngx_http_elearn_search_t *s = data;
+
+    u_char     *buf, *p;
+    size_t      len;
+    ngx_str_t   body, empty = ngx_null_string;
 
     if (rc == NGX_OK
         && (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1))
@@ -1942,6 +2086,10 @@ ngx_http_elearn_suggest_done(ngx_http_request_t *r, PGresult *res,
     p = ngx_cpymem(p, PQgetvalue(res, 0, 0), len);
     *p++ = '}';
 
+    body.data = buf;
+    body.len = p - buf;
+    ngx_http_elearn_search_cache_store(r, &s->cache_key, 0, &empty, &body);
+
     ngx_http_elearn_finalize(r,
                              ngx_http_elearn_send_json(r, NGX_HTTP_OK,
                                                        (char *) buf,
@@ -1955,7 +2103,7 @@ ngx_http_elearn_suggest(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
     size_t                         chars;
     ngx_int_t                      rc;
     ngx_str_t                     *q;
-    const char                    *bad, *values[1];
+    const char                    *bad;
     ngx_http_elearn_search_t      *s;
     ngx_http_elearn_main_conf_t   *emcf;
     ngx_http_elearn_field_error_t  err;
@@ -2004,15 +2152,15 @@ ngx_http_elearn_suggest(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
                                                "the database");
     }
 
-    values[0] = ngx_http_elearn_search_param(r, s, NGX_HTTP_ELEARN_ARG_Q);
-    if (values[0] == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    rc = ngx_http_elearn_suggest_lookup(r, s);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SUGGEST, 0);
+        rc = ngx_http_elearn_suggest_query(r, s);
     }
 
-    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SUGGEST, 1, values,
-                                  ngx_http_elearn_suggest_done, s);
     if (rc != NGX_AGAIN) {
-        return ngx_http_elearn_problem_backend(r, rc, "the database");
+        return rc;
     }
 
     ngx_http_elearn_wait(r);

@@ -348,3 +348,48 @@ def test_no_stale_course_document_survives_concurrent_patches(stack,
     finally:
         requests.patch(url, json={"title": old}, headers=headers,
                        timeout=10)
+
+
+def test_suggestions_are_cached_under_the_catalog_version(stack, base_url,
+                                                          pg):
+    """Typeahead asks the same prefixes all day: suggestions are cached
+    like search pages, and a course write (new catalog version) shows in
+    the very next suggestion."""
+    with pg.cursor() as cur:
+        cur.execute("SELECT course_id FROM courses WHERE published "
+                    "AND course_id BETWEEN 1 AND 10 ORDER BY course_id "
+                    "LIMIT 1")
+        row = cur.fetchone()
+    if row is None:
+        pytest.skip("the instructor has no published course")
+    cid = row[0]
+    token = stack.login(*INSTRUCTOR).json()["accessToken"]
+    headers = {"Authorization": "Bearer " + token}
+    url = "%s%s/%d" % (base_url, COURSES, cid)
+    old = requests.get(url, headers=headers, timeout=10).json()["title"]
+    prefix = "Zq" + uuid.uuid4().hex[:8]
+
+    def suggest():
+        r = requests.get(base_url + SEARCH.replace("search", "suggest"),
+                         params={"q": prefix}, headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        return [s["courseId"] for s in r.json()["suggestions"]]
+
+    try:
+        before = cache_counts(base_url)
+        assert suggest() == []
+        for _ in range(20):        # the fill is written behind the answer
+            assert suggest() == []
+            after = cache_counts(base_url)
+            if after[("suggest", "hit")] > before[("suggest", "hit")]:
+                break
+            time.sleep(0.05)
+        assert after[("suggest", "hit")] > before[("suggest", "hit")]
+        assert after[("suggest", "miss")] > before[("suggest", "miss")]
+        r = requests.patch(url, json={"title": prefix + " suggested"},
+                           headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        assert suggest() == [cid]
+    finally:
+        requests.patch(url, json={"title": old}, headers=headers,
+                       timeout=10)
