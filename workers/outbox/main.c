@@ -35,6 +35,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "elearn_config.h"
+#include "elearn_daemon.h"
 #include "elearn_log.h"
 #include "elearn_metrics.h"
 #include "elearn_metrics_http.h"
@@ -65,13 +66,6 @@ typedef struct {
     int locked;         /* holds the advisory lock on this connection */
     int *delivered;     /* per row of the batch: 1 acked, -1 failed */
 } ob_ctx_t;
-
-static void
-ob_warn_unused(void *ctx, const char *key)
-{
-    elearn_log(ELEARN_LOG_WARN, "main",
-        "config: unknown key \"%s\" in %s (typo?)", key, (const char *) ctx);
-}
 
 static void
 ob_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -496,51 +490,27 @@ ob_metrics(elearn_metrics_t *m, char *err, size_t errlen)
 int
 main(int argc, char **argv)
 {
-    int opt, rc;
+    int rc;
     long long port;
-    const char *path, *conninfo, *brokers, *client_id, *level_name, *addr;
+    const char *conninfo, *brokers, *client_id, *addr;
     ob_ctx_t ob;
     elearn_config_t *cfg;
-    elearn_log_level_t level;
     elearn_metrics_http_t *http;
     char err[1024];
 
-    path = "config/outbox.conf";
-    rc = 1;
-    cfg = NULL;
     http = NULL;
     memset(&ob, 0, sizeof(ob));
 
-    while ((opt = getopt(argc, argv, "c:h")) != -1) {
-        switch (opt) {
-        case 'c':
-            path = optarg;
-            break;
-        case 'h':
-            fprintf(stderr, "usage: elearn-outbox [-c config-file]\n");
-            return 0;
-        default:
-            fprintf(stderr, "usage: elearn-outbox [-c config-file]\n");
-            return 2;
-        }
-    }
-
-    if (elearn_signal_install(err, sizeof(err)) != 0) {
-        elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
-        return 1;
-    }
-
-    cfg = elearn_config_create(path, err, sizeof(err));
+    cfg = elearn_daemon_init(
+        argc, argv, "elearn-outbox", "config/outbox.conf", &rc);
     if (cfg == NULL) {
-        elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
-        goto failed;
+        return rc;
     }
+
+    rc = 1;
 
     if (elearn_config_get_str(
-            cfg, "log.level", "info", &level_name, err, sizeof(err))
-            != 0
-        || elearn_config_get_str(
-               cfg, "pg.conninfo", NULL, &conninfo, err, sizeof(err))
+            cfg, "pg.conninfo", NULL, &conninfo, err, sizeof(err))
             != 0
         || elearn_config_get_str(
                cfg, "kafka.brokers", NULL, &brokers, err, sizeof(err))
@@ -568,14 +538,7 @@ main(int argc, char **argv)
         goto failed;
     }
 
-    if (elearn_log_parse_level(level_name, &level) != 0) {
-        elearn_log(ELEARN_LOG_ERROR, "main",
-            "config: \"log.level\" must be debug, info, warn or error");
-        goto failed;
-    }
-    elearn_log_set_level(level);
-
-    elearn_config_unused(cfg, ob_warn_unused, (void *) path);
+    elearn_daemon_warn_unused(cfg);
 
     ob.delivered = calloc((size_t) ob.batch, sizeof(int));
     ob.metrics = elearn_metrics_create(err, sizeof(err));
