@@ -19,7 +19,7 @@ if [ "$have" -lt "$want" ]; then
     /usr/bin/python3 "$ELEARN_TOP/tools/demo-data.py" "--${DEMO:-small}"
 fi
 
-"$ELEARN_TOP/tools/stack.sh" start nginx
+"$ELEARN_TOP/tools/stack.sh" start outbox nginx
 # the write-behind of video progress (after the migrations)
 "$ELEARN_TOP/tools/stack.sh" start progress
 

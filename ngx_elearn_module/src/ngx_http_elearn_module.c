@@ -187,6 +187,11 @@ static ngx_conf_num_bounds_t  ngx_http_elearn_session_max_bounds = {
     ngx_http_elearn_check_bounds, 1, 100
 };
 
+/* 0 turns warming off; each course is one query at start */
+static ngx_conf_num_bounds_t  ngx_http_elearn_cache_warm_bounds = {
+    ngx_http_elearn_check_bounds, 0, 10000
+};
+
 static ngx_conf_num_bounds_t  ngx_http_elearn_login_failures_bounds = {
     ngx_http_elearn_check_bounds, 1, 1000
 };
@@ -345,6 +350,13 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_elearn_main_conf_t, cache_lock_timeout),
       NULL },
+
+    { ngx_string("elearn_cache_warm"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, cache_warm),
+      &ngx_http_elearn_cache_warm_bounds },
 
     { ngx_string("elearn_jwt_alg"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -1271,6 +1283,7 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->course_cache_ttl = NGX_CONF_UNSET;
     emcf->search_cache_ttl = NGX_CONF_UNSET;
     emcf->cache_lock_timeout = NGX_CONF_UNSET_MSEC;
+    emcf->cache_warm = NGX_CONF_UNSET_UINT;
     emcf->jwt_alg = NGX_CONF_UNSET_UINT;
     emcf->jwt_ttl = NGX_CONF_UNSET;
     emcf->jwt_leeway = NGX_CONF_UNSET;
@@ -1305,6 +1318,7 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(emcf->course_cache_ttl, 3600);
     ngx_conf_init_value(emcf->search_cache_ttl, 600);
     ngx_conf_init_msec_value(emcf->cache_lock_timeout, 2000);
+    ngx_conf_init_uint_value(emcf->cache_warm, 100);
     ngx_conf_init_uint_value(emcf->jwt_alg, NGX_HTTP_ELEARN_JWT_HS256);
     ngx_conf_init_value(emcf->jwt_ttl, 900);
     ngx_conf_init_value(emcf->jwt_leeway, 30);
@@ -1519,6 +1533,10 @@ ngx_http_elearn_init_process(ngx_cycle_t *cycle)
         if (emcf->revocations == NULL) {
             return NGX_ERROR;
         }
+    }
+
+    if (emcf->redis && emcf->pg && emcf->cache_warm && ngx_worker == 0) {
+        ngx_http_elearn_course_warm(cycle, emcf);
     }
 
     return ngx_http_elearn_metrics_init_process(cycle);

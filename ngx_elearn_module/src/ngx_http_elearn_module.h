@@ -133,6 +133,7 @@ typedef struct {
     time_t                       course_cache_ttl;
     time_t                       search_cache_ttl;
     ngx_msec_t                   cache_lock_timeout;
+    ngx_uint_t                   cache_warm;     /* courses at start */
 
     /* auth: tokens */
     ngx_uint_t                   jwt_alg;        /* NGX_HTTP_ELEARN_JWT_* */
@@ -255,6 +256,9 @@ ngx_int_t ngx_http_elearn_readyz(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 ngx_int_t ngx_http_elearn_course_get(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
+/* worker 0 fills course:{id} for the elearn_cache_warm most popular */
+void ngx_http_elearn_course_warm(ngx_cycle_t *cycle,
+    ngx_http_elearn_main_conf_t *emcf);
 ngx_int_t ngx_http_elearn_json_echo(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 

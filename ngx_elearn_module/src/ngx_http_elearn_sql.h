@@ -44,6 +44,14 @@
     "    SELECT $1::bigint, course_id FROM c\n" \
     "    ON CONFLICT (user_id, course_id) DO NOTHING\n" \
     "    RETURNING enrolled_at, status\n" \
+    "), ev AS (\n" \
+    "    INSERT INTO event_outbox (topic, key, payload)\n" \
+    "    SELECT 'elearn.enrollments', $2::bigint::text,\n" \
+    "           elearn_event('enrollment.created', json_build_object(\n" \
+    "               'userId', $1::bigint, 'courseId', $2::bigint,\n" \
+    "               'enrolledAt', to_char(ins.enrolled_at AT TIME ZONE 'UTC',\n" \
+    "                                     'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')))\n" \
+    "      FROM ins\n" \
     ")\n" \
     "SELECT (ins.enrolled_at IS NOT NULL)::text,\n" \
     "       to_char(COALESCE(ins.enrolled_at, e.enrolled_at) AT TIME ZONE 'UTC',\n" \
@@ -55,10 +63,21 @@
     "         ON e.user_id = $1::bigint AND e.course_id = c.course_id\n"
 
 #define NGX_HTTP_ELEARN_SQL_ENROLLMENT_DELETE \
-    "DELETE FROM enrollments\n" \
-    " WHERE user_id = $1::bigint\n" \
-    "   AND course_id = $2::bigint\n" \
-    "RETURNING to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')\n"
+    "WITH d AS (\n" \
+    "    DELETE FROM enrollments\n" \
+    "     WHERE user_id = $1::bigint\n" \
+    "       AND course_id = $2::bigint\n" \
+    "    RETURNING to_char(now() AT TIME ZONE 'UTC',\n" \
+    "                      'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at\n" \
+    "), ev AS (\n" \
+    "    INSERT INTO event_outbox (topic, key, payload)\n" \
+    "    SELECT 'elearn.enrollments', $2::bigint::text,\n" \
+    "           elearn_event('enrollment.deleted', json_build_object(\n" \
+    "               'userId', $1::bigint, 'courseId', $2::bigint,\n" \
+    "               'unenrolledAt', d.at))\n" \
+    "      FROM d\n" \
+    ")\n" \
+    "SELECT at FROM d\n"
 
 #define NGX_HTTP_ELEARN_SQL_ENROLLMENT_MINE \
     "SELECT json_build_object(\n" \
@@ -177,31 +196,34 @@
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_RELEVANCE \
     "SELECT json_build_object(\n" \
-    "         'courseId', r.course_id, 'title', r.title, 'summary', r.summary,\n" \
-    "         'category', r.category, 'level', r.level, 'language', r.language,\n" \
+    "         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,\n" \
+    "         'category', c.category, 'level', c.level, 'language', c.language,\n" \
     "         'instructor', json_build_object('userId', u.user_id,\n" \
     "                                         'displayName', u.display_name),\n" \
-    "         'enrollmentCount', r.enrollment_count,\n" \
-    "         'publishedAt', to_char(r.published_at AT TIME ZONE 'UTC',\n" \
+    "         'enrollmentCount', c.enrollment_count,\n" \
+    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
     "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
-    "       r.rank::text, r.course_id\n" \
-    "  FROM (SELECT cand.*,\n" \
-    "               ts_rank(cand.search, websearch_to_tsquery('english', $1))\n" \
-    "                   AS rank\n" \
-    "          FROM (SELECT course_id, title, summary, category, level, language,\n" \
-    "                       instructor_id, enrollment_count, published_at, search\n" \
-    "                  FROM courses\n" \
-    "                 WHERE published\n" \
-    "                   AND search @@ websearch_to_tsquery('english', $1)\n" \
-    "                   AND ($2::text IS NULL OR category = $2)\n" \
-    "                   AND ($3::text IS NULL OR level = $3)\n" \
-    "                   AND ($4::text IS NULL OR language = $4)\n" \
-    "                 ORDER BY course_id\n" \
-    "                 LIMIT $5) cand) r\n" \
-    "  JOIN users u ON u.user_id = r.instructor_id\n" \
-    " WHERE $6::real IS NULL OR (r.rank, r.course_id) < ($6::real, $7::bigint)\n" \
-    " ORDER BY r.rank DESC, r.course_id DESC\n" \
-    " LIMIT $8 OFFSET $9\n"
+    "       p.rank::text, p.course_id\n" \
+    "  FROM (SELECT r.course_id, r.rank\n" \
+    "          FROM (SELECT cand.course_id,\n" \
+    "                       ts_rank(cand.search,\n" \
+    "                               websearch_to_tsquery('english', $1)) AS rank\n" \
+    "                  FROM (SELECT course_id, search\n" \
+    "                          FROM courses\n" \
+    "                         WHERE published\n" \
+    "                           AND search @@ websearch_to_tsquery('english', $1)\n" \
+    "                           AND ($2::text IS NULL OR category = $2)\n" \
+    "                           AND ($3::text IS NULL OR level = $3)\n" \
+    "                           AND ($4::text IS NULL OR language = $4)\n" \
+    "                         ORDER BY course_id\n" \
+    "                         LIMIT $5) cand) r\n" \
+    "         WHERE $6::real IS NULL\n" \
+    "               OR (r.rank, r.course_id) < ($6::real, $7::bigint)\n" \
+    "         ORDER BY r.rank DESC, r.course_id DESC\n" \
+    "         LIMIT $8 OFFSET $9) p\n" \
+    "  JOIN courses c ON c.course_id = p.course_id\n" \
+    "  JOIN users u ON u.user_id = c.instructor_id\n" \
+    " ORDER BY p.rank DESC, p.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_NEWEST \
     "SELECT json_build_object(\n" \
@@ -214,19 +236,23 @@
     "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
     "       (extract(epoch FROM c.published_at) * 1000000)::bigint::text,\n" \
     "       c.course_id\n" \
-    "  FROM courses c\n" \
+    "  FROM (SELECT course_id\n" \
+    "          FROM courses\n" \
+    "         WHERE published\n" \
+    "           AND search @@ websearch_to_tsquery('english', $1)\n" \
+    "           AND ($2::text IS NULL OR category = $2)\n" \
+    "           AND ($3::text IS NULL OR level = $3)\n" \
+    "           AND ($4::text IS NULL OR language = $4)\n" \
+    "           AND ($5::bigint IS NULL\n" \
+    "                OR (published_at, course_id)\n" \
+    "                   < ('epoch'::timestamptz\n" \
+    "                      + $5::bigint * interval '1 microsecond',\n" \
+    "                      $6::bigint))\n" \
+    "         ORDER BY published_at DESC, course_id DESC\n" \
+    "         LIMIT $7 OFFSET $8) p\n" \
+    "  JOIN courses c ON c.course_id = p.course_id\n" \
     "  JOIN users u ON u.user_id = c.instructor_id\n" \
-    " WHERE c.published\n" \
-    "   AND c.search @@ websearch_to_tsquery('english', $1)\n" \
-    "   AND ($2::text IS NULL OR c.category = $2)\n" \
-    "   AND ($3::text IS NULL OR c.level = $3)\n" \
-    "   AND ($4::text IS NULL OR c.language = $4)\n" \
-    "   AND ($5::bigint IS NULL\n" \
-    "        OR (c.published_at, c.course_id)\n" \
-    "           < ('epoch'::timestamptz + $5::bigint * interval '1 microsecond',\n" \
-    "              $6::bigint))\n" \
-    " ORDER BY c.published_at DESC, c.course_id DESC\n" \
-    " LIMIT $7 OFFSET $8\n"
+    " ORDER BY c.published_at DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_POPULAR \
     "SELECT json_build_object(\n" \
@@ -237,18 +263,22 @@
     "         'enrollmentCount', c.enrollment_count,\n" \
     "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
     "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
-    "       c.enrollment_count::text, c.course_id\n" \
-    "  FROM courses c\n" \
+    "       p.enrollment_count::text, c.course_id\n" \
+    "  FROM (SELECT course_id, enrollment_count\n" \
+    "          FROM courses\n" \
+    "         WHERE published\n" \
+    "           AND search @@ websearch_to_tsquery('english', $1)\n" \
+    "           AND ($2::text IS NULL OR category = $2)\n" \
+    "           AND ($3::text IS NULL OR level = $3)\n" \
+    "           AND ($4::text IS NULL OR language = $4)\n" \
+    "           AND ($5::integer IS NULL\n" \
+    "                OR (enrollment_count, course_id)\n" \
+    "                   < ($5::integer, $6::bigint))\n" \
+    "         ORDER BY enrollment_count DESC, course_id DESC\n" \
+    "         LIMIT $7 OFFSET $8) p\n" \
+    "  JOIN courses c ON c.course_id = p.course_id\n" \
     "  JOIN users u ON u.user_id = c.instructor_id\n" \
-    " WHERE c.published\n" \
-    "   AND c.search @@ websearch_to_tsquery('english', $1)\n" \
-    "   AND ($2::text IS NULL OR c.category = $2)\n" \
-    "   AND ($3::text IS NULL OR c.level = $3)\n" \
-    "   AND ($4::text IS NULL OR c.language = $4)\n" \
-    "   AND ($5::integer IS NULL\n" \
-    "        OR (c.enrollment_count, c.course_id) < ($5::integer, $6::bigint))\n" \
-    " ORDER BY c.enrollment_count DESC, c.course_id DESC\n" \
-    " LIMIT $7 OFFSET $8\n"
+    " ORDER BY p.enrollment_count DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_BROWSE_NEWEST \
     "SELECT json_build_object(\n" \
@@ -261,18 +291,22 @@
     "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
     "       (extract(epoch FROM c.published_at) * 1000000)::bigint::text,\n" \
     "       c.course_id\n" \
-    "  FROM courses c\n" \
+    "  FROM (SELECT course_id\n" \
+    "          FROM courses\n" \
+    "         WHERE published\n" \
+    "           AND ($1::text IS NULL OR category = $1)\n" \
+    "           AND ($2::text IS NULL OR level = $2)\n" \
+    "           AND ($3::text IS NULL OR language = $3)\n" \
+    "           AND ($4::bigint IS NULL\n" \
+    "                OR (published_at, course_id)\n" \
+    "                   < ('epoch'::timestamptz\n" \
+    "                      + $4::bigint * interval '1 microsecond',\n" \
+    "                      $5::bigint))\n" \
+    "         ORDER BY published_at DESC, course_id DESC\n" \
+    "         LIMIT $6 OFFSET $7) p\n" \
+    "  JOIN courses c ON c.course_id = p.course_id\n" \
     "  JOIN users u ON u.user_id = c.instructor_id\n" \
-    " WHERE c.published\n" \
-    "   AND ($1::text IS NULL OR c.category = $1)\n" \
-    "   AND ($2::text IS NULL OR c.level = $2)\n" \
-    "   AND ($3::text IS NULL OR c.language = $3)\n" \
-    "   AND ($4::bigint IS NULL\n" \
-    "        OR (c.published_at, c.course_id)\n" \
-    "           < ('epoch'::timestamptz + $4::bigint * interval '1 microsecond',\n" \
-    "              $5::bigint))\n" \
-    " ORDER BY c.published_at DESC, c.course_id DESC\n" \
-    " LIMIT $6 OFFSET $7\n"
+    " ORDER BY c.published_at DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_BROWSE_POPULAR \
     "SELECT json_build_object(\n" \
@@ -283,17 +317,21 @@
     "         'enrollmentCount', c.enrollment_count,\n" \
     "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
     "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
-    "       c.enrollment_count::text, c.course_id\n" \
-    "  FROM courses c\n" \
+    "       p.enrollment_count::text, c.course_id\n" \
+    "  FROM (SELECT course_id, enrollment_count\n" \
+    "          FROM courses\n" \
+    "         WHERE published\n" \
+    "           AND ($1::text IS NULL OR category = $1)\n" \
+    "           AND ($2::text IS NULL OR level = $2)\n" \
+    "           AND ($3::text IS NULL OR language = $3)\n" \
+    "           AND ($4::integer IS NULL\n" \
+    "                OR (enrollment_count, course_id)\n" \
+    "                   < ($4::integer, $5::bigint))\n" \
+    "         ORDER BY enrollment_count DESC, course_id DESC\n" \
+    "         LIMIT $6 OFFSET $7) p\n" \
+    "  JOIN courses c ON c.course_id = p.course_id\n" \
     "  JOIN users u ON u.user_id = c.instructor_id\n" \
-    " WHERE c.published\n" \
-    "   AND ($1::text IS NULL OR c.category = $1)\n" \
-    "   AND ($2::text IS NULL OR c.level = $2)\n" \
-    "   AND ($3::text IS NULL OR c.language = $3)\n" \
-    "   AND ($4::integer IS NULL\n" \
-    "        OR (c.enrollment_count, c.course_id) < ($4::integer, $5::bigint))\n" \
-    " ORDER BY c.enrollment_count DESC, c.course_id DESC\n" \
-    " LIMIT $6 OFFSET $7\n"
+    " ORDER BY p.enrollment_count DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_FACETS \
     "SELECT coalesce(sum(n) FILTER (WHERE f = 'total'), 0),\n" \
@@ -309,7 +347,21 @@
     "         'language', coalesce(json_agg(json_build_object('value', v,\n" \
     "                                                         'count', n)\n" \
     "                               ORDER BY n DESC, v)\n" \
-    "                          FILTER (WHERE f = 'language'), '[]'))::text\n" \
+    "                          FILTER (WHERE f = 'language'), '[]'))::text,\n" \
+    "       (SELECT string_agg(r.course_id || ':' || r.rank::text, ','\n" \
+    "                          ORDER BY r.rank DESC, r.course_id DESC)\n" \
+    "          FROM (SELECT cand.course_id,\n" \
+    "                       ts_rank(cand.search,\n" \
+    "                               websearch_to_tsquery('english', $1)) AS rank\n" \
+    "                  FROM (SELECT course_id, search\n" \
+    "                          FROM courses\n" \
+    "                         WHERE published\n" \
+    "                           AND search @@ websearch_to_tsquery('english', $1)\n" \
+    "                           AND ($2::text IS NULL OR category = $2)\n" \
+    "                           AND ($3::text IS NULL OR level = $3)\n" \
+    "                           AND ($4::text IS NULL OR language = $4)\n" \
+    "                         ORDER BY course_id\n" \
+    "                         LIMIT $6) cand) r)\n" \
     "  FROM (SELECT CASE WHEN GROUPING(category) = 0 THEN 'category'\n" \
     "                    WHEN GROUPING(level) = 0 THEN 'level'\n" \
     "                    WHEN GROUPING(language) = 0 THEN 'language'\n" \
@@ -326,6 +378,22 @@
     "                   AND ($4::text IS NULL OR language = $4)\n" \
     "                 LIMIT $5) m\n" \
     "         GROUP BY GROUPING SETS ((category), (level), (language), ())) g\n"
+
+#define NGX_HTTP_ELEARN_SQL_SEARCH_BY_IDS \
+    "SELECT json_build_object(\n" \
+    "         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,\n" \
+    "         'category', c.category, 'level', c.level, 'language', c.language,\n" \
+    "         'instructor', json_build_object('userId', u.user_id,\n" \
+    "                                         'displayName', u.display_name),\n" \
+    "         'enrollmentCount', c.enrollment_count,\n" \
+    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
+    "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
+    "       p.rank, c.course_id\n" \
+    "  FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS p(id, rank, o)\n" \
+    "  JOIN courses c ON c.course_id = p.id\n" \
+    "  JOIN users u ON u.user_id = c.instructor_id\n" \
+    " WHERE c.published\n" \
+    " ORDER BY p.o\n"
 
 #define NGX_HTTP_ELEARN_SQL_SUGGEST \
     "SELECT coalesce(json_agg(json_build_object('courseId', s.course_id,\n" \
@@ -344,6 +412,13 @@
     "SELECT instructor_id\n" \
     "  FROM courses\n" \
     " WHERE course_id = $1::bigint\n"
+
+#define NGX_HTTP_ELEARN_SQL_COURSE_POPULAR \
+    "SELECT course_id\n" \
+    "  FROM courses\n" \
+    " WHERE published\n" \
+    " ORDER BY enrollment_count DESC, course_id DESC\n" \
+    " LIMIT $1\n"
 
 
 #endif /* _NGX_HTTP_ELEARN_SQL_H_INCLUDED_ */
