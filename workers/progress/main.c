@@ -35,12 +35,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
 #include "elearn_config.h"
 #include "elearn_consumer.h"
+#include "elearn_daemon.h"
 #include "elearn_log.h"
 #include "elearn_metrics.h"
 #include "elearn_metrics_http.h"
@@ -644,19 +644,6 @@ pr_handle(void *ctx, const elearn_message_t *msg, char *errstr, size_t errlen)
     return r;
 }
 
-static void
-pr_warn_unused(void *ctx, const char *key)
-{
-    elearn_log(ELEARN_LOG_WARN, "main",
-        "config: unknown key \"%s\" in %s (typo?)", key, (const char *) ctx);
-}
-
-static void
-pr_usage(void)
-{
-    fprintf(stderr, "usage: elearn-progress [-c config-file]\n");
-}
-
 /* progress.completion.ratio: a decimal in (0, 1], as text for the SQL */
 static int
 pr_load_ratio(
@@ -688,65 +675,28 @@ pr_load_ratio(
 int
 main(int argc, char **argv)
 {
-    int opt, rc;
+    int i, rc;
     long long port;
-    const char *path, *conninfo, *level_name, *addr, *topic;
+    const char *conninfo, *addr, *topic;
     pr_ctx_t pc;
     elearn_config_t *cfg;
     elearn_consumer_t *consumer;
-    elearn_log_level_t level;
     elearn_metrics_http_t *http;
     elearn_consumer_conf_t conf;
     pr_outbox_conf_t oconf;
     char err[1024];
 
-    path = "config/progress.conf";
-    rc = 1;
-    cfg = NULL;
     consumer = NULL;
     http = NULL;
     memset(&pc, 0, sizeof(pc));
     memset(&oconf, 0, sizeof(oconf));
 
-    while ((opt = getopt(argc, argv, "c:h")) != -1) {
-        switch (opt) {
-        case 'c':
-            path = optarg;
-            break;
-        case 'h':
-            pr_usage();
-            return 0;
-        default:
-            pr_usage();
-            return 2;
-        }
-    }
-
-    if (elearn_signal_install(err, sizeof(err)) != 0) {
-        elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
-        return 1;
-    }
-
-    cfg = elearn_config_create(path, err, sizeof(err));
+    cfg = elearn_daemon_init(
+        argc, argv, "elearn-progress", "config/progress.conf", &rc);
     if (cfg == NULL) {
-        elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
-        goto failed;
+        return rc;
     }
-
-    if (elearn_config_get_str(
-            cfg, "log.level", "info", &level_name, err, sizeof(err))
-        != 0)
-    {
-        elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
-        goto failed;
-    }
-
-    if (elearn_log_parse_level(level_name, &level) != 0) {
-        elearn_log(ELEARN_LOG_ERROR, "main",
-            "config: \"log.level\" must be debug, info, warn or error");
-        goto failed;
-    }
-    elearn_log_set_level(level);
+    rc = 1;
 
     if (elearn_consumer_conf_load(&conf, cfg, err, sizeof(err)) != 0
         || elearn_config_get_str(
@@ -779,7 +729,7 @@ main(int argc, char **argv)
         goto failed;
     }
 
-    elearn_config_unused(cfg, pr_warn_unused, (void *) path);
+    elearn_daemon_warn_unused(cfg);
 
     pc.pg = elearn_pg_create(conninfo, "elearn-progress", err, sizeof(err));
     if (pc.pg == NULL) {
@@ -811,7 +761,8 @@ main(int argc, char **argv)
         goto failed;
     }
 
-    if (elearn_consumer_set_reload(consumer, path, NULL) != 0) {
+    if (elearn_consumer_set_reload(consumer, elearn_config_path(cfg), NULL)
+        != 0) {
         elearn_log(ELEARN_LOG_ERROR, "main", "out of memory");
         goto failed;
     }
@@ -846,8 +797,8 @@ failed:
     pr_outbox_destroy(pc.outbox);
     elearn_metrics_destroy(pc.metrics);
     elearn_pg_destroy(pc.pg);
-    for (opt = 0; opt < 5; opt++) {
-        pr_buf_free(&pc.params[opt]);
+    for (i = 0; i < 5; i++) {
+        pr_buf_free(&pc.params[i]);
     }
     elearn_config_destroy(cfg);
 
