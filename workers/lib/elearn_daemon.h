@@ -18,8 +18,8 @@
  * failure.  name is the program's name for the usage line; config is the
  * file read without -c.
  */
-elearn_config_t *elearn_daemon_init(int argc, char **argv, const char *name,
-    const char *config, int *status);
+elearn_config_t *elearn_daemon_init(
+    int argc, char **argv, const char *name, const char *config, int *status);
 
 /*
  * Warns of every key of the file that no elearn_config_get_*() asked for

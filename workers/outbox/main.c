@@ -63,8 +63,8 @@ typedef struct {
     long long batch;
     long long poll_ms;
     long long delivery_ms;
-    int locked;         /* holds the advisory lock on this connection */
-    int *delivered;     /* per row of the batch: 1 acked, -1 failed */
+    int locked;     /* holds the advisory lock on this connection */
+    int *delivered; /* per row of the batch: 1 acked, -1 failed */
 } ob_ctx_t;
 
 static void
@@ -99,10 +99,10 @@ ob_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void) rk;
 
-    elearn_log(level <= 3   ? ELEARN_LOG_ERROR
-               : level == 4 ? ELEARN_LOG_WARN
-               : level <= 6 ? ELEARN_LOG_INFO
-                            : ELEARN_LOG_DEBUG,
+    elearn_log(level <= 3 ? ELEARN_LOG_ERROR
+            : level == 4  ? ELEARN_LOG_WARN
+            : level <= 6  ? ELEARN_LOG_INFO
+                          : ELEARN_LOG_DEBUG,
         "rdkafka", "%s: %s", fac, buf);
 }
 
@@ -115,12 +115,12 @@ ob_producer(const char *brokers, const char *client_id, long long timeout_ms,
     rd_kafka_conf_t *kc;
     char timeout[32], err[512];
     const char *kv[][2] = {
-        { "bootstrap.servers", brokers },
-        { "client.id", client_id },
+        {"bootstrap.servers", brokers},
+        {"client.id", client_id},
         /* acks=all, no duplicates or reordering from producer retries */
-        { "enable.idempotence", "true" },
-        { "message.timeout.ms", timeout },
-        { "linger.ms", "5" },
+        {"enable.idempotence", "true"},
+        {"message.timeout.ms", timeout},
+        {"linger.ms", "5"},
     };
 
     snprintf(timeout, sizeof(timeout), "%lld", timeout_ms);
@@ -174,17 +174,16 @@ ob_attach(ob_ctx_t *ob)
         return 1;
     }
 
-    if (elearn_pg_command(ob->pg, "LISTEN elearn_outbox", 0, NULL, err,
-            sizeof(err))
+    if (elearn_pg_command(
+            ob->pg, "LISTEN elearn_outbox", 0, NULL, err, sizeof(err))
         != 0)
     {
         elearn_log(ELEARN_LOG_WARN, "pg", "%s", err);
         return -1;
     }
 
-    res = elearn_pg_exec(ob->pg,
-        "SELECT pg_try_advisory_lock(" OB_LOCK_KEY ")", 0, NULL, err,
-        sizeof(err));
+    res = elearn_pg_exec(ob->pg, "SELECT pg_try_advisory_lock(" OB_LOCK_KEY ")",
+        0, NULL, err, sizeof(err));
     if (res == NULL) {
         elearn_log(ELEARN_LOG_WARN, "pg", "%s", err);
         return -1;
@@ -224,8 +223,9 @@ ob_wait(ob_ctx_t *ob, long long ms)
         }
 
         clock_gettime(CLOCK_MONOTONIC, &now);
-        n = (int) (ms - ((now.tv_sec - start.tv_sec) * 1000
-                         + (now.tv_nsec - start.tv_nsec) / 1000000));
+        n = (int) (ms
+            - ((now.tv_sec - start.tv_sec) * 1000
+                + (now.tv_nsec - start.tv_nsec) / 1000000));
         if (n <= 0) {
             return;
         }
@@ -372,25 +372,24 @@ ob_batch(ob_ctx_t *ob)
     if (ok) {
         values[0] = ids;
 
-        if (elearn_pg_command(ob->pg, OB_SQL_DELETE, 1, values, err,
-                sizeof(err))
-            != 0)
-        {
+        if (elearn_pg_command(
+                ob->pg, OB_SQL_DELETE, 1, values, err, sizeof(err))
+            != 0) {
             /* published, not deleted: they go out again (at least once) */
             elearn_log(ELEARN_LOG_WARN, "pg", "%s", err);
             free(ids);
             return -1;
         }
 
-        elearn_metrics_add(ob->metrics, "elearn_outbox_published_total",
-            NULL, ok);
+        elearn_metrics_add(
+            ob->metrics, "elearn_outbox_published_total", NULL, ok);
     }
 
     free(ids);
 
     if (failed) {
-        elearn_metrics_add(ob->metrics, "elearn_outbox_failures_total", NULL,
-            failed);
+        elearn_metrics_add(
+            ob->metrics, "elearn_outbox_failures_total", NULL, failed);
         return -1;
     }
 
@@ -551,24 +550,24 @@ main(int argc, char **argv)
     }
 
     ob.pg = elearn_pg_create(conninfo, "elearn-outbox", err, sizeof(err));
-    ob.rk = ob.pg ? ob_producer(brokers, client_id, ob.delivery_ms, err,
-                        sizeof(err))
-                  : NULL;
+    ob.rk = ob.pg
+        ? ob_producer(brokers, client_id, ob.delivery_ms, err, sizeof(err))
+        : NULL;
     if (ob.rk == NULL) {
         elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
         goto failed;
     }
 
-    http = elearn_metrics_http_create(addr, (int) port, ob.metrics, ob_health,
-        &ob, err, sizeof(err));
+    http = elearn_metrics_http_create(
+        addr, (int) port, ob.metrics, ob_health, &ob, err, sizeof(err));
     if (http == NULL) {
         elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
         goto failed;
     }
 
     elearn_log_fields(ELEARN_LOG_INFO, "main",
-        json_pack("{s:s, s:i, s:s, s:I}", "metricsAddress", addr,
-            "metricsPort", elearn_metrics_http_port(http), "pg",
+        json_pack("{s:s, s:i, s:s, s:I}", "metricsAddress", addr, "metricsPort",
+            elearn_metrics_http_port(http), "pg",
             elearn_pg_masked_conninfo(ob.pg), "batch", ob.batch),
         "elearn-outbox started");
 

@@ -371,8 +371,7 @@ main(int argc, char **argv)
     }
 
     if (elearn_consumer_set_reload(consumer, elearn_config_path(cfg), NULL)
-        != 0)
-    {
+        != 0) {
         elearn_log(ELEARN_LOG_ERROR, "main", "out of memory");
         goto failed;
     }
