@@ -12,8 +12,9 @@
  * completed_at once when the union covers progress.completion.ratio of the
  * video.  Videos completed by the batch are checked for course completion
  * in the same transaction (elearn_record_course_completions(): ledger row,
- * enrollment, analytics count, exactly once); the outbox thread publishes
- * the course.completed events after the COMMIT.  Offsets are stored only
+ * enrollment, analytics count and the course.completed event in
+ * event_outbox, which elearn-outbox relays; each exactly once).  Offsets
+ * are stored only
  * after the COMMIT: at-least-once delivery, and a replayed batch changes
  * nothing (the upsert's WHERE skips rows it would not change).
  *
@@ -119,7 +120,6 @@
 typedef struct {
     elearn_pg_t *pg;
     elearn_metrics_t *metrics;
-    pr_outbox_t *outbox;
     char ratio[32];
     long long backoff_ms;
     long long backoff_max_ms;
@@ -531,10 +531,6 @@ pr_write(pr_ctx_t *pc, const elearn_message_t *msgs, pr_report_t *reports,
     pr_account(pc, nrows, &out,
         (double) (pr_now_ms(CLOCK_MONOTONIC) - t0) / 1000.0, oldest_ms);
 
-    if (out.courses_completed > 0) {
-        pr_outbox_notify(pc->outbox);
-    }
-
     result = ELEARN_CONSUMER_OK;
 
     for (k = 0; k < nrows; k++) {
@@ -677,19 +673,17 @@ main(int argc, char **argv)
 {
     int i, rc;
     long long port;
-    const char *conninfo, *addr, *topic;
+    const char *conninfo, *addr;
     pr_ctx_t pc;
     elearn_config_t *cfg;
     elearn_consumer_t *consumer;
     elearn_metrics_http_t *http;
     elearn_consumer_conf_t conf;
-    pr_outbox_conf_t oconf;
     char err[1024];
 
     consumer = NULL;
     http = NULL;
     memset(&pc, 0, sizeof(pc));
-    memset(&oconf, 0, sizeof(oconf));
 
     cfg = elearn_daemon_init(
         argc, argv, "elearn-progress", "config/progress.conf", &rc);
@@ -714,15 +708,7 @@ main(int argc, char **argv)
         || elearn_config_get_int(
                cfg, "metrics.port", 9482, 0, 65535, &port, err, sizeof(err))
             != 0
-        || pr_load_ratio(cfg, pc.ratio, sizeof(pc.ratio), err, sizeof(err)) != 0
-        || elearn_config_get_str(cfg, "progress.completions.topic",
-               "elearn.course-completions", &topic, err, sizeof(err))
-            != 0
-        || elearn_config_get_ms(cfg, "progress.outbox.interval", 5000, 100,
-               3600000, &oconf.interval_ms, err, sizeof(err))
-            != 0
-        || elearn_config_get_ms(cfg, "progress.outbox.timeout", 5000, 1000,
-               60000, &oconf.timeout_ms, err, sizeof(err))
+        || pr_load_ratio(cfg, pc.ratio, sizeof(pc.ratio), err, sizeof(err))
             != 0)
     {
         elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
@@ -740,16 +726,6 @@ main(int argc, char **argv)
     pc.metrics = elearn_metrics_create(err, sizeof(err));
     if (pc.metrics == NULL
         || pr_define_metrics(pc.metrics, err, sizeof(err)) != 0) {
-        elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
-        goto failed;
-    }
-
-    oconf.conninfo = conninfo;
-    oconf.brokers = conf.brokers;
-    oconf.topic = topic;
-    oconf.client_id = conf.client_id;
-    pc.outbox = pr_outbox_create(&oconf, pc.metrics, err, sizeof(err));
-    if (pc.outbox == NULL) {
         elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
         goto failed;
     }
@@ -793,8 +769,6 @@ failed:
 
     elearn_metrics_http_destroy(http);
     elearn_consumer_destroy(consumer);
-    /* after the drain: the last batch's completions go out first */
-    pr_outbox_destroy(pc.outbox);
     elearn_metrics_destroy(pc.metrics);
     elearn_pg_destroy(pc.pg);
     for (i = 0; i < 5; i++) {

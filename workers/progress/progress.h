@@ -3,9 +3,8 @@
  *
  * progress_report.c parses progress.reported events and merges a batch of
  * them per (user, video) in memory: the newest position by reportedAtMs,
- * the union of the watched intervals.  progress_outbox.c publishes the
- * course.completed events recorded in the course_completions ledger.
- * main.c ties them to the consumer loop and PostgreSQL.
+ * the union of the watched intervals.  main.c ties it to the consumer loop
+ * and PostgreSQL.
  *
  * Must never: trust a report's types or ranges without checking them (a
  * bad report is a poison message, not a crash or a bad row).
@@ -16,8 +15,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
-#include "elearn_metrics.h"
 
 /* a report carries at most this many intervals (the API allows 64) */
 #define PR_MAX_INTERVALS 4096
@@ -86,34 +83,5 @@ void pr_buf_reset(pr_buf_t *b);
 
 /* Frees b's memory. */
 void pr_buf_free(pr_buf_t *b);
-
-typedef struct pr_outbox_s pr_outbox_t;
-
-typedef struct {
-    const char *conninfo;
-    const char *brokers;
-    const char *topic;
-    const char *client_id;
-    long long interval_ms; /* sweep at least this often */
-    long long timeout_ms;  /* wait for the broker's acknowledgements */
-} pr_outbox_conf_t;
-
-/*
- * Starts the outbox thread: it publishes the unpublished rows of
- * course_completions at once (a crash may have left some), then whenever
- * pr_outbox_notify() is called and every interval_ms.  Returns the outbox,
- * or NULL with errstr set.  metrics must outlive it.
- */
-pr_outbox_t *pr_outbox_create(const pr_outbox_conf_t *conf,
-    elearn_metrics_t *metrics, char *errstr, size_t errlen);
-
-/* Wakes the outbox thread for a sweep (thread-safe). */
-void pr_outbox_notify(pr_outbox_t *o);
-
-/*
- * Stops the thread after one last sweep (bounded by timeout_ms plus a
- * short PostgreSQL connect), then frees everything.  NULL is allowed.
- */
-void pr_outbox_destroy(pr_outbox_t *o);
 
 #endif /* ELEARN_PROGRESS_H */
