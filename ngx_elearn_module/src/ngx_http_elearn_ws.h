@@ -169,6 +169,8 @@ struct ngx_http_elearn_ws_s {
     unsigned                          closing:1;    /* no more input */
     unsigned                          closed:1;     /* on_close ran */
     unsigned                          error:1;      /* drop, no close frame */
+    unsigned                          discard:1;    /* input not parsed */
+    unsigned                          shut:1;       /* SHUT_WR done */
     unsigned                          missed_pongs:2;
     unsigned                          close_code:16;  /* for on_close */
 };
