@@ -34,6 +34,9 @@
 /* a read takes at most this much at a time; the worker holds one */
 #define NGX_HTTP_ELEARN_WS_SCRATCH  16384
 
+/* reads per read event, so that one sender cannot hold the worker */
+#define NGX_HTTP_ELEARN_WS_READS  32
+
 /* queue nodes kept for reuse per worker, beyond which they are freed */
 #define NGX_HTTP_ELEARN_WS_FREE_NODES  4096
 
@@ -610,6 +613,7 @@ static void
 ngx_http_elearn_ws_read_handler(ngx_event_t *rev)
 {
     ssize_t                      n;
+    ngx_uint_t                   reads;
     ngx_connection_t            *c;
     ngx_http_elearn_ws_t        *ws;
     ngx_http_elearn_loc_conf_t  *elcf;
@@ -650,7 +654,13 @@ ngx_http_elearn_ws_read_handler(ngx_event_t *rev)
         }
     }
 
-    while (rev->ready && !ws->error) {
+    for (reads = 0; rev->ready && !ws->error; reads++) {
+
+        if (reads == NGX_HTTP_ELEARN_WS_READS) {
+            /* a fast sender: let other connections have their turn */
+            ngx_post_event(rev, &ngx_posted_next_events);
+            break;
+        }
 
         n = c->recv(c, ngx_http_elearn_ws_scratch,
                     NGX_HTTP_ELEARN_WS_SCRATCH);
