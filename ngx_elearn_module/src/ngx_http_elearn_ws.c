@@ -56,6 +56,8 @@ static void ngx_http_elearn_ws_read_handler(ngx_event_t *rev);
 static void ngx_http_elearn_ws_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_http_elearn_ws_input(ngx_http_elearn_ws_t *ws,
     u_char *p, size_t size);
+static void ngx_http_elearn_ws_unmask(ngx_http_elearn_ws_t *ws, u_char *p,
+    size_t n);
 static ngx_int_t ngx_http_elearn_ws_header(ngx_http_elearn_ws_t *ws);
 static void ngx_http_elearn_ws_control(ngx_http_elearn_ws_t *ws, u_char *p,
     size_t len);
@@ -769,7 +771,7 @@ ngx_http_elearn_ws_kick(ngx_http_elearn_ws_t *ws)
 static ngx_int_t
 ngx_http_elearn_ws_input(ngx_http_elearn_ws_t *ws, u_char *p, size_t size)
 {
-    size_t      n, i, need;
+    size_t      n, need;
     u_char     *last;
     ngx_uint_t  data;
 
@@ -814,11 +816,7 @@ ngx_http_elearn_ws_input(ngx_http_elearn_ws_t *ws, u_char *p, size_t size)
 
         n = ngx_min((uint64_t) (last - p), ws->frame_left);
 
-        for (i = 0; i < n; i++) {
-            p[i] ^= ws->mask[(ws->mask_pos + i) & 3];
-        }
-
-        ws->mask_pos = (ws->mask_pos + n) & 3;
+        ngx_http_elearn_ws_unmask(ws, p, n);
         ws->frame_left -= n;
 
         data = !(ws->opcode & 0x8);
@@ -905,6 +903,35 @@ ngx_http_elearn_ws_input(ngx_http_elearn_ws_t *ws, u_char *p, size_t size)
     }
 
     return NGX_OK;
+}
+
+
+/* Unmasks n payload bytes in place, eight at a time where it can. */
+static void
+ngx_http_elearn_ws_unmask(ngx_http_elearn_ws_t *ws, u_char *p, size_t n)
+{
+    size_t    i;
+    u_char    m[8];
+    uint64_t  w, k;
+
+    for (i = 0; i < 8; i++) {
+        m[i] = ws->mask[(ws->mask_pos + i) & 3];
+    }
+
+    ngx_memcpy(&k, m, 8);
+
+    /* the mask repeats every 4 bytes, so its phase is kept by 8-byte steps */
+    for (i = 0; i + 8 <= n; i += 8) {
+        ngx_memcpy(&w, p + i, 8);
+        w ^= k;
+        ngx_memcpy(p + i, &w, 8);
+    }
+
+    for ( /* void */ ; i < n; i++) {
+        p[i] ^= m[i & 7];
+    }
+
+    ws->mask_pos = (ws->mask_pos + n) & 3;
 }
 
 
@@ -1022,8 +1049,9 @@ ngx_http_elearn_ws_header(ngx_http_elearn_ws_t *ws)
 static ngx_int_t
 ngx_http_elearn_ws_keep(ngx_http_elearn_ws_t *ws, u_char *p, size_t n)
 {
-    u_char  *nb;
-    size_t   size;
+    u_char                      *nb;
+    size_t                       size;
+    ngx_http_elearn_loc_conf_t  *elcf;
 
     if (ws->opcode & 0x8) {
         if (ws->ctrl == NULL) {
@@ -1043,8 +1071,16 @@ ngx_http_elearn_ws_keep(ngx_http_elearn_ws_t *ws, u_char *p, size_t n)
     }
 
     if (ws->buf_len + n > ws->buf_size) {
-        /* the frame's size is known: room for all of it at once */
-        size = ws->buf_len + n + ws->frame_left;
+        /*
+         * Room for the rest of this frame at once (its size is known),
+         * and at least twice the old size, so that a message of many
+         * small fragments is not copied over and over; never past the
+         * limit, which the whole message is known to respect.
+         */
+        elcf = ws->conf;
+        size = ngx_max(ws->buf_len + n + ws->frame_left, 2 * ws->buf_size);
+        size = ngx_min(size, elcf->ws_max_message);
+        size = ngx_max(size, ws->buf_len + n + ws->frame_left);
 
         nb = ngx_alloc(size, ngx_cycle->log);
         if (nb == NULL) {
