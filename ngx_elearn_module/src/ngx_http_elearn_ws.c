@@ -1828,8 +1828,11 @@ ngx_http_elearn_ws_token(u_char **pos, u_char *last, ngx_str_t *tok)
 ngx_int_t
 ngx_http_elearn_ws_echo_handler(ngx_http_request_t *r)
 {
+    ngx_str_t             *protocol;
     ngx_uint_t             status;
     ngx_http_elearn_ws_t  *ws;
+
+    static ngx_str_t  elearn_v1 = ngx_string("elearn.v1");
 
     status = ngx_http_elearn_ws_check(r);
     if (status) {
@@ -1840,8 +1843,12 @@ ngx_http_elearn_ws_echo_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* as the live sessions will: elearn.v1 when offered, else none */
+    protocol = ngx_http_elearn_ws_protocol_offered(r, "elearn.v1")
+               ? &elearn_v1 : NULL;
+
     ws = ngx_http_elearn_ws_upgrade(r, &ngx_http_elearn_ws_echo_handlers,
-                                    NULL);
+                                    protocol);
     if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -282,6 +282,21 @@ def test_handshake_tokens_are_case_insensitive(echo):
     c.echo(TEXT, "ok")
 
 
+@pytest.mark.parametrize("offer,chosen", [
+    ("bearer.abc.def, elearn.v1", "elearn.v1"),
+    ("elearn.v1", "elearn.v1"),
+    ("elearn.v10, xelearn.v1", None),
+    (None, None),
+])
+def test_handshake_subprotocol(echo, offer, chosen):
+    echo.configure()
+    c = Conn(echo.port, {"Sec-WebSocket-Protocol": offer})
+    assert c.status == 101
+    assert c.headers.get("sec-websocket-protocol") == chosen
+    c.echo(TEXT, "ok")
+    c.sock.close()
+
+
 # 1: framing
 
 
