@@ -614,6 +614,14 @@ ngx_http_elearn_ws_read_handler(ngx_event_t *rev)
         /* the worker is shutting down */
         c->close = 0;
         c->idle = 0;
+
+        if (c->error) {
+            /* worker_shutdown_timeout: no more waiting */
+            ws->error = 1;
+            ngx_http_elearn_ws_finalize(ws);
+            return;
+        }
+
         ngx_http_elearn_ws_close(ws, NGX_HTTP_ELEARN_WS_GOING_AWAY,
                                  "server shutting down");
     }

@@ -649,6 +649,18 @@ def test_10_server_survives_a_dropped_connection(echo):
     c.sock.close()
 
 
+def test_10_reload_closes_with_1001(echo, stack):
+    echo.configure()
+    c = Conn(echo.port)
+    c.echo(TEXT, "before the reload")
+    stack.reload()
+    data = c.expect_close(1001)
+    assert b"shutting down" in data
+    c = Conn(echo.port)
+    c.echo(TEXT, "after the reload")
+    c.sock.close()
+
+
 # interop with strict independent clients
 
 
