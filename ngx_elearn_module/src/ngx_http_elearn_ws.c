@@ -44,6 +44,13 @@
 #define NGX_HTTP_ELEARN_UTF8_BAD  8
 
 
+/* an echo connection, in the worker's list for "broadcast:" */
+typedef struct {
+    ngx_queue_t                  queue;
+    ngx_http_elearn_ws_t        *ws;
+} ngx_http_elearn_ws_echo_t;
+
+
 struct ngx_http_elearn_ws_out_s {
     ngx_http_elearn_ws_out_t    *next;
     ngx_http_elearn_ws_frame_t  *frame;
@@ -94,6 +101,7 @@ static void ngx_http_elearn_ws_echo_close(ngx_http_elearn_ws_t *ws,
 static u_char                     ngx_http_elearn_ws_scratch[
                                       NGX_HTTP_ELEARN_WS_SCRATCH];
 static ngx_http_elearn_ws_out_t  *ngx_http_elearn_ws_free_nodes;
+static ngx_queue_t                ngx_http_elearn_ws_echo_all;
 static ngx_uint_t                 ngx_http_elearn_ws_nfree;
 
 /* the server's ping: one static frame shared by every connection */
@@ -1836,9 +1844,10 @@ ngx_http_elearn_ws_token(u_char **pos, u_char *last, ngx_str_t *tok)
 ngx_int_t
 ngx_http_elearn_ws_echo_handler(ngx_http_request_t *r)
 {
-    ngx_str_t             *protocol;
-    ngx_uint_t             status;
-    ngx_http_elearn_ws_t  *ws;
+    ngx_str_t                  *protocol;
+    ngx_uint_t                  status;
+    ngx_http_elearn_ws_t       *ws;
+    ngx_http_elearn_ws_echo_t  *peer;
 
     static ngx_str_t  elearn_v1 = ngx_string("elearn.v1");
 
@@ -1861,14 +1870,69 @@ ngx_http_elearn_ws_echo_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    peer = ngx_http_elearn_ws_alloc(ws, sizeof(ngx_http_elearn_ws_echo_t));
+    if (peer == NULL) {
+        /* the 101 is out: the connection ends without a close frame */
+        ws->error = 1;
+        return NGX_DONE;
+    }
+
+    if (ngx_http_elearn_ws_echo_all.next == NULL) {
+        ngx_queue_init(&ngx_http_elearn_ws_echo_all);
+    }
+
+    peer->ws = ws;
+    ngx_queue_insert_tail(&ngx_http_elearn_ws_echo_all, &peer->queue);
+    ws->data = peer;
+
     return NGX_DONE;
 }
 
 
+/*
+ * Echoes a message back, except two text commands that exercise the rest
+ * of the API: "broadcast:..." sends the message as one shared frame to
+ * every echo connection of this worker, "close:<code>" starts a close
+ * handshake from the server with that code.
+ */
 static void
 ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
     u_char *data, size_t len)
 {
+    ngx_int_t                    code;
+    ngx_queue_t                 *q;
+    ngx_http_elearn_ws_echo_t   *peer;
+    ngx_http_elearn_ws_frame_t  *f;
+
+    if (opcode == NGX_HTTP_ELEARN_WS_TEXT && len >= 10
+        && ngx_strncmp(data, "broadcast:", 10) == 0)
+    {
+        f = ngx_http_elearn_ws_frame_create(opcode, data, len);
+        if (f == NULL) {
+            return;
+        }
+
+        for (q = ngx_queue_head(&ngx_http_elearn_ws_echo_all);
+             q != ngx_queue_sentinel(&ngx_http_elearn_ws_echo_all);
+             q = ngx_queue_next(q))
+        {
+            peer = ngx_queue_data(q, ngx_http_elearn_ws_echo_t, queue);
+            (void) ngx_http_elearn_ws_send(peer->ws, f);
+        }
+
+        ngx_http_elearn_ws_frame_release(f);
+        return;
+    }
+
+    if (opcode == NGX_HTTP_ELEARN_WS_TEXT && len > 6
+        && ngx_strncmp(data, "close:", 6) == 0)
+    {
+        code = ngx_atoi(data + 6, len - 6);
+        ngx_http_elearn_ws_close(ws, code > 0 ? (ngx_uint_t) code : 0,
+                                 "requested");
+        return;
+    }
+
     (void) ngx_http_elearn_ws_send_data(ws, opcode, data, len);
 }
 
@@ -1876,6 +1940,15 @@ ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
 static void
 ngx_http_elearn_ws_echo_close(ngx_http_elearn_ws_t *ws, ngx_uint_t code)
 {
+    ngx_http_elearn_ws_echo_t  *peer;
+
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
                    "elearn ws echo: closed with %ui", code);
+
+    peer = ws->data;
+
+    if (peer) {
+        ngx_queue_remove(&peer->queue);
+        ws->data = NULL;
+    }
 }
