@@ -102,6 +102,7 @@ static u_char                     ngx_http_elearn_ws_scratch[
                                       NGX_HTTP_ELEARN_WS_SCRATCH];
 static ngx_http_elearn_ws_out_t  *ngx_http_elearn_ws_free_nodes;
 static ngx_queue_t                ngx_http_elearn_ws_echo_all;
+static ngx_http_elearn_ws_stats_t  ngx_http_elearn_ws_stats;
 static ngx_uint_t                 ngx_http_elearn_ws_nfree;
 
 /* the server's ping: one static frame shared by every connection */
@@ -401,6 +402,9 @@ ngx_http_elearn_ws_upgrade(ngx_http_request_t *r,
 
     ngx_post_event(ev, &ngx_posted_events);
 
+    ngx_http_elearn_ws_stats.upgrades++;
+    ngx_http_elearn_ws_stats.open++;
+
     return ws;
 }
 
@@ -427,6 +431,7 @@ ngx_http_elearn_ws_request_gone(void *data)
     }
 
     ws->closed = 1;
+    ngx_http_elearn_ws_stats.open--;
     ngx_http_elearn_ws_drop_queue(ws, 0);
     ws->handlers->on_close(ws, NGX_HTTP_ELEARN_WS_ABNORMAL);
 }
@@ -644,6 +649,7 @@ ngx_http_elearn_ws_read_handler(ngx_event_t *rev)
         }
 
         if (ws->missed_pongs >= 2) {
+            ngx_http_elearn_ws_stats.ping_timeouts++;
             ngx_http_elearn_ws_fail(ws, NGX_HTTP_ELEARN_WS_POLICY,
                                     "ping timeout");
 
@@ -1223,6 +1229,10 @@ ngx_http_elearn_ws_fail(ngx_http_elearn_ws_t *ws, ngx_uint_t code,
 
     ngx_http_elearn_ws_free_input(ws);
 
+    if (code != NGX_HTTP_ELEARN_WS_POLICY) {
+        ngx_http_elearn_ws_stats.failed++;
+    }
+
     if (!ws->closing) {
         ngx_http_elearn_ws_start_close(ws, code, (u_char *) reason,
                                        ngx_strlen(reason), 0);
@@ -1497,6 +1507,7 @@ ngx_http_elearn_ws_enqueue(ngx_http_elearn_ws_t *ws,
     *ws->out_last = o;
     ws->out_last = &o->next;
     ws->queued += frame->len;
+    ngx_http_elearn_ws_stats.queued += frame->len;
 
     return NGX_OK;
 }
@@ -1531,6 +1542,7 @@ ngx_http_elearn_ws_drop_queue(ngx_http_elearn_ws_t *ws,
     o = ws->out;
     ws->out = NULL;
     ws->out_last = &ws->out;
+    ngx_http_elearn_ws_stats.queued -= ws->queued;
     ws->queued = 0;
 
     if (o && keep_started && ws->out_sent) {
@@ -1539,6 +1551,7 @@ ngx_http_elearn_ws_drop_queue(ngx_http_elearn_ws_t *ws,
         ws->out = o;
         ws->out_last = &o->next;
         ws->queued = o->frame->len - ws->out_sent;
+        ngx_http_elearn_ws_stats.queued += ws->queued;
         o = next;
 
     } else {
@@ -1584,6 +1597,7 @@ ngx_http_elearn_ws_flush(ngx_http_elearn_ws_t *ws)
 
         ws->out_sent += n;
         ws->queued -= n;
+        ngx_http_elearn_ws_stats.queued -= n;
 
         if (ws->out_sent < f->len) {
             continue;
@@ -1626,6 +1640,7 @@ ngx_http_elearn_ws_send(ngx_http_elearn_ws_t *ws,
                       "elearn ws: closing a slow reader with %uz bytes "
                       "queued", ws->queued);
 
+        ngx_http_elearn_ws_stats.slow_readers++;
         ngx_http_elearn_ws_drop_queue(ws, 1);
         ngx_http_elearn_ws_start_close(ws, NGX_HTTP_ELEARN_WS_POLICY,
                                        (u_char *) "slow reader",
@@ -1694,6 +1709,13 @@ ngx_http_elearn_ws_close(ngx_http_elearn_ws_t *ws, ngx_uint_t code,
 }
 
 
+void
+ngx_http_elearn_ws_get_stats(ngx_http_elearn_ws_stats_t *stats)
+{
+    *stats = ngx_http_elearn_ws_stats;
+}
+
+
 void *
 ngx_http_elearn_ws_alloc(ngx_http_elearn_ws_t *ws, size_t size)
 {
@@ -1713,6 +1735,7 @@ ngx_http_elearn_ws_finalize(ngx_http_elearn_ws_t *ws)
     }
 
     ws->closed = 1;
+    ngx_http_elearn_ws_stats.open--;
     c = ws->connection;
 
     code = ws->close_code ? ws->close_code : NGX_HTTP_ELEARN_WS_ABNORMAL;
@@ -1890,19 +1913,23 @@ ngx_http_elearn_ws_echo_handler(ngx_http_request_t *r)
 
 
 /*
- * Echoes a message back, except two text commands that exercise the rest
- * of the API: "broadcast:..." sends the message as one shared frame to
- * every echo connection of this worker, "close:<code>" starts a close
- * handshake from the server with that code.
+ * Echoes a message back, except three text commands that exercise the
+ * rest of the API: "broadcast:..." sends the message as one shared frame
+ * to every echo connection of this worker, "close:<code>" starts a close
+ * handshake from the server with that code, "stats" answers the worker's
+ * figures as JSON.
  */
 static void
 ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
     u_char *data, size_t len)
 {
+    u_char                      *p;
     ngx_int_t                    code;
     ngx_queue_t                 *q;
+    ngx_http_elearn_ws_stats_t  *st;
     ngx_http_elearn_ws_echo_t   *peer;
     ngx_http_elearn_ws_frame_t  *f;
+    u_char                       buf[256];
 
     if (opcode == NGX_HTTP_ELEARN_WS_TEXT && len >= 10
         && ngx_strncmp(data, "broadcast:", 10) == 0)
@@ -1921,6 +1948,20 @@ ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
         }
 
         ngx_http_elearn_ws_frame_release(f);
+        return;
+    }
+
+    if (opcode == NGX_HTTP_ELEARN_WS_TEXT && len == 5
+        && ngx_strncmp(data, "stats", 5) == 0)
+    {
+        st = &ngx_http_elearn_ws_stats;
+        p = ngx_snprintf(buf, sizeof(buf),
+                         "{\"open\":%ui,\"upgrades\":%ui,\"queued\":%uz,"
+                         "\"slowReaders\":%ui,\"pingTimeouts\":%ui,"
+                         "\"failed\":%ui}",
+                         st->open, st->upgrades, st->queued, st->slow_readers,
+                         st->ping_timeouts, st->failed);
+        (void) ngx_http_elearn_ws_send_data(ws, opcode, buf, p - buf);
         return;
     }
 

@@ -289,6 +289,19 @@ ngx_int_t ngx_http_elearn_ws_send_data(ngx_http_elearn_ws_t *ws,
 void ngx_http_elearn_ws_close(ngx_http_elearn_ws_t *ws, ngx_uint_t code,
     const char *reason);
 
+/* this worker's WebSocket figures, for the metrics */
+typedef struct {
+    ngx_uint_t                   open;           /* connections now */
+    ngx_uint_t                   upgrades;       /* 101s answered */
+    size_t                       queued;         /* bytes queued, all */
+    ngx_uint_t                   slow_readers;   /* closed: max queue */
+    ngx_uint_t                   ping_timeouts;  /* closed: no pongs */
+    ngx_uint_t                   failed;         /* closed: 1002/7/9 */
+} ngx_http_elearn_ws_stats_t;
+
+/* Copies this worker's figures into *stats. */
+void ngx_http_elearn_ws_get_stats(ngx_http_elearn_ws_stats_t *stats);
+
 /*
  * The location handler of "elearn_ws_echo on": echoes every text and
  * binary message back (the conformance and benchmark target).

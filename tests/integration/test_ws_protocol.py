@@ -728,6 +728,43 @@ def test_broadcast_closes_only_the_slow_reader(echo):
     assert b"slow reader" in data
     sender.echo(TEXT, "still served")
     fast.echo(TEXT, "still served")
+    sender.send(TEXT, "stats")
+    stats = json.loads(sender.recv_data()[1])
+    assert stats["slowReaders"] >= 1
+
+
+def test_worker_figures_account_for_every_connection(echo):
+    echo.configure(ELEARN_NGINX_WORKERS="1")
+    q = Conn(echo.port)
+
+    def stats():
+        q.send(TEXT, "stats")
+        op, data = q.recv_data()
+        return json.loads(data)
+
+    s0 = stats()
+    conns = [Conn(echo.port) for _ in range(5)]
+    for c in conns:
+        c.echo(TEXT, "x" * 1000)
+    s1 = stats()
+    assert s1["open"] == s0["open"] + 5
+    assert s1["upgrades"] == s0["upgrades"] + 5
+    for c in conns[:3]:
+        c.send(CLOSE, close_payload(1000))
+        c.expect_close(1000, reply=False)
+    for c in conns[3:]:
+        c.sock.close()
+    bad = Conn(echo.port)
+    bad.send(TEXT, b"\xff")
+    bad.expect_close(1007)
+    bad.sock.close()    # the server waits for this after failing it
+    time.sleep(0.3)
+    s2 = stats()
+    assert s2["open"] == s0["open"]
+    assert s2["upgrades"] == s0["upgrades"] + 6
+    assert s2["failed"] == s0["failed"] + 1
+    assert s2["queued"] == 0
+    q.sock.close()
 
 
 # interop with strict independent clients
