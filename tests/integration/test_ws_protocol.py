@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -477,6 +478,9 @@ INVALID = [
     b"\xed\xbf\xbf",                      # surrogate U+DFFF
     b"\xf4\x90\x80\x80",                  # past U+10FFFF
     b"\xf5\x80\x80\x80",
+    b"\xf8\x88\x80\x80\x80",              # old 5-byte form
+    b"\xfc\x84\x80\x80\x80\x80",          # old 6-byte form
+    b"\xed\xa0\x80\xed\xb0\x80",          # a paired surrogate
     b"\xfe", b"\xff",
     b"\x80",                              # lone continuation
     b"\xce\xba\xe1\xbd",                  # truncated at the end
@@ -637,6 +641,29 @@ def test_9_huge_64_bit_length_is_1009(ws):
 def test_9_length_with_top_bit_is_1002(ws):
     ws.send_raw(struct.pack("!BBQ", 0x82, 0xFF, 1 << 63) + b"mask")
     ws.expect_close(1002)
+
+
+@pytest.mark.parametrize("size", [0, 16, 64, 256, 1024, 4096])
+def test_9_many_messages_in_order(ws, size, opcode=BINARY):
+    n = 1000
+    data = b"".join(ws.frame(opcode, b"%06d" % i + b"m" * size)
+                    for i in range(n))
+    # written while this thread reads, as a client that keeps up does
+    t = threading.Thread(target=ws.send_raw, args=(data,))
+    t.start()
+    for i in range(n):
+        assert ws.recv_data() == (opcode, b"%06d" % i + b"m" * size)
+    t.join()
+
+
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_10_auto_fragmented_65536(ws, opcode):
+    payload = (b"a" * 65536) if opcode == TEXT else os.urandom(65536)
+    parts = [payload[i:i + 1300] for i in range(0, len(payload), 1300)]
+    ws.send_raw(b"".join(
+        ws.frame(opcode if i == 0 else CONT, p, fin=i == len(parts) - 1)
+        for i, p in enumerate(parts)))
+    assert ws.recv_data() == (opcode, payload)
 
 
 def test_10_server_survives_a_dropped_connection(echo):
