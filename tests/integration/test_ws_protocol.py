@@ -29,7 +29,7 @@ TEXT, BINARY, CLOSE, PING, PONG, CONT = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 DEFAULTS = {"ELEARN_WS_ECHO": "on", "ELEARN_WS_MAX_MESSAGE": None,
             "ELEARN_WS_MAX_QUEUE": None, "ELEARN_WS_PING_INTERVAL": None,
-            "ELEARN_WS_CLOSE_TIMEOUT": None}
+            "ELEARN_WS_CLOSE_TIMEOUT": None, "ELEARN_NGINX_WORKERS": None}
 
 
 class Echo:
