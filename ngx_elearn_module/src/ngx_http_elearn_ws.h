@@ -169,7 +169,7 @@ struct ngx_http_elearn_ws_s {
     unsigned                          opened:1;     /* request freed */
     unsigned                          close_sent:1;
     unsigned                          close_received:1;
-    unsigned                          closing:1;    /* no more input */
+    unsigned                          closing:1;    /* our close queued */
     unsigned                          closed:1;     /* on_close ran */
     unsigned                          error:1;      /* drop, no close frame */
     unsigned                          discard:1;    /* input not parsed */

@@ -794,6 +794,62 @@ def test_worker_figures_account_for_every_connection(echo):
     q.sock.close()
 
 
+def test_random_frames_never_hurt_the_server(echo):
+    """A bounded, seeded fuzz: 300 connections send random frames (any
+    opcode, reserved bits, mask or not, lengths around the limits, random
+    payloads, cut anywhere) or raw garbage.  Each gets echoes or a close
+    with a protocol code, never anything else; afterwards the worker is
+    well and every connection is accounted for."""
+    import random
+    echo.configure(ELEARN_NGINX_WORKERS="1")
+    rnd = random.Random(6455)
+    q = Conn(echo.port)
+    q.send(TEXT, "stats")
+    before = json.loads(q.recv_data()[1])
+    for _ in range(300):
+        c = Conn(echo.port)
+        out = b""
+        for _ in range(rnd.randint(1, 6)):
+            kind = rnd.random()
+            if kind < 0.15:
+                out += os.urandom(rnd.randint(1, 40))
+                continue
+            op = rnd.choice([0, 1, 2, 3, 8, 9, 10, 11, 15])
+            n = rnd.choice([0, 1, 2, 125, 126, 127, 1000, 65536, 65537])
+            payload = rnd.choice([os.urandom(n), "é".encode() * (n // 2),
+                                  b"a" * n])[:n]
+            out += c.frame(op, payload, fin=rnd.random() < 0.7,
+                           rsv=rnd.choice([0, 0, 0, 1, 4]),
+                           mask=rnd.random() < 0.9)
+        cut = rnd.randint(1, len(out))
+        try:
+            c.sock.sendall(out[:cut])
+            c.sock.settimeout(0.05)
+            while True:
+                fin, rsv, op, data = c.recv()
+                assert op in (TEXT, BINARY, PONG, CLOSE), op
+                if op == CLOSE:
+                    if data:
+                        code = struct.unpack("!H", data[:2])[0]
+                        # ours (1002, 1007, 1009) or the peer's echoed
+                        assert code in (1000, 1001, 1002, 1003, 1007, 1008,
+                                        1009, 1010, 1011, 1012, 1013,
+                                        1014) or 3000 <= code <= 4999, code
+                    break
+        except (socket.timeout, EOFError, ConnectionResetError,
+                BrokenPipeError):
+            pass
+        c.sock.close()
+    time.sleep(0.5)
+    q.echo(TEXT, "alive")
+    q.send(TEXT, "stats")
+    after = json.loads(q.recv_data()[1])
+    assert after["open"] == before["open"]
+    assert after["upgrades"] == before["upgrades"] + 300
+    assert after["queued"] == 0
+    q.sock.close()
+
+
 # interop with strict independent clients
 
 
