@@ -321,11 +321,6 @@ ngx_http_elearn_ws_upgrade(ngx_http_request_t *r,
         return NULL;
     }
 
-    ws = ngx_pcalloc(c->pool, sizeof(ngx_http_elearn_ws_t));
-    if (ws == NULL) {
-        return NULL;
-    }
-
     ev = ngx_pcalloc(r->pool, sizeof(ngx_event_t));
     if (ev == NULL) {
         return NULL;
@@ -364,6 +359,16 @@ ngx_http_elearn_ws_upgrade(ngx_http_request_t *r,
         return NULL;
     }
 
+    /*
+     * Not from c->pool: its first block is nearly full after the request
+     * (a second 512-byte block would be taken for 136 bytes), and what
+     * room is left there is the caller's, through ngx_http_elearn_ws_alloc.
+     */
+    ws = ngx_calloc(sizeof(ngx_http_elearn_ws_t), c->log);
+    if (ws == NULL) {
+        return NULL;
+    }
+
     ws->connection = c;
     ws->handlers = handlers;
     ws->conf = ngx_http_get_module_loc_conf(r, ngx_http_elearn_module);
@@ -376,12 +381,12 @@ ngx_http_elearn_ws_upgrade(ngx_http_request_t *r,
     r->keepalive = 0;
 
     rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK) {
-        return NULL;
-    }
 
     /* nginx would hold the short header back for postpone_output */
-    if (ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR) {
+    if (rc == NGX_ERROR || rc > NGX_OK
+        || ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR)
+    {
+        ngx_free(ws);
         return NULL;
     }
 
@@ -434,6 +439,8 @@ ngx_http_elearn_ws_request_gone(void *data)
     ngx_http_elearn_ws_stats.open--;
     ngx_http_elearn_ws_drop_queue(ws, 0);
     ws->handlers->on_close(ws, NGX_HTTP_ELEARN_WS_ABNORMAL);
+
+    ngx_free(ws);
 }
 
 
@@ -1746,6 +1753,7 @@ ngx_http_elearn_ws_finalize(ngx_http_elearn_ws_t *ws)
     ngx_http_elearn_ws_free_input(ws);
 
     ngx_http_close_connection(c);
+    ngx_free(ws);
 }
 
 

@@ -132,8 +132,8 @@ typedef struct {
 
 
 /*
- * A connection after the upgrade.  It lives in the connection's pool;
- * fields other than data are this layer's.
+ * A connection after the upgrade: one heap block of its own, freed after
+ * on_close; fields other than data are this layer's.
  */
 struct ngx_http_elearn_ws_s {
     void                             *data;      /* the caller's */
