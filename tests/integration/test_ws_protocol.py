@@ -737,6 +737,9 @@ def test_broadcast_shares_one_frame_with_every_connection(echo):
     conns[-1].send(TEXT, "broadcast:three")
     for c in conns[20:]:
         assert c.recv_data() == (TEXT, b"broadcast:three")
+    conns[-1].send(TEXT, "stats")
+    assert json.loads(conns[-1].recv_data()[1])["sharedFrames"] == 0
+    for c in conns[20:]:
         c.sock.close()
 
 
@@ -758,6 +761,8 @@ def test_broadcast_closes_only_the_slow_reader(echo):
     sender.send(TEXT, "stats")
     stats = json.loads(sender.recv_data()[1])
     assert stats["slowReaders"] >= 1
+    # every queue has let go of every broadcast frame: none is left alive
+    assert stats["sharedFrames"] == 0
 
 
 def test_worker_figures_account_for_every_connection(echo):
