@@ -724,6 +724,9 @@ def test_broadcast_shares_one_frame_with_every_connection(echo):
     conns[0].send(TEXT, "broadcast:one")
     for c in conns:
         assert c.recv_data() == (TEXT, b"broadcast:one")
+    conns[0].send(TEXT, "stats")
+    assert json.loads(conns[0].recv_data()[1])["lastBroadcast"][
+        "receivers"] == 50
     # closed connections leave the list (on_close), the rest still get it
     for c in conns[:10]:
         c.send(CLOSE, close_payload(1000))
