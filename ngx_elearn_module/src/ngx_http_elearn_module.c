@@ -26,6 +26,7 @@
 #include "ngx_http_elearn_session.h"
 #include "ngx_http_elearn_sql.h"
 #include "ngx_http_elearn_search.h"
+#include "ngx_http_elearn_ws.h"
 
 
 static ngx_int_t ngx_http_elearn_api_handler(ngx_http_request_t *r);
@@ -44,6 +45,8 @@ static char *ngx_http_elearn_kafka_brokers(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_elearn_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_elearn_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_elearn_set_alg(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_elearn_init_process(ngx_cycle_t *cycle);
@@ -73,6 +76,7 @@ ngx_str_t  ngx_http_elearn_endpoint_names[] = {
     ngx_string("unenroll"),
     ngx_string("my_enrollments"),
     ngx_string("course_enrollments"),
+    ngx_string("ws_echo"),
     ngx_null_string
 };
 
@@ -504,6 +508,41 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_elearn_loc_conf_t, retry_after),
       &ngx_http_elearn_retry_after_bounds },
+
+    { ngx_string("elearn_ws_echo"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_elearn_ws_echo,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("elearn_ws_max_message"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, ws_max_message),
+      NULL },
+
+    { ngx_string("elearn_ws_max_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, ws_max_queue),
+      NULL },
+
+    { ngx_string("elearn_ws_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, ws_ping_interval),
+      NULL },
+
+    { ngx_string("elearn_ws_close_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, ws_close_timeout),
+      NULL },
 
       ngx_null_command
 };
@@ -988,6 +1027,10 @@ ngx_http_elearn_endpoint_handler(ngx_http_request_t *r)
         ctx->endpoint = NGX_HTTP_ELEARN_EP_JSON_ECHO;
         return ngx_http_elearn_json_echo(r, ctx);
 
+    case NGX_HTTP_ELEARN_LOC_WS_ECHO:
+        ctx->endpoint = NGX_HTTP_ELEARN_EP_WS_ECHO;
+        return ngx_http_elearn_ws_echo_handler(r);
+
     default:
         return ngx_http_elearn_api_handler(r);
     }
@@ -1026,6 +1069,42 @@ ngx_http_elearn_serve(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else {
         elcf->serve = NGX_HTTP_ELEARN_LOC_METRICS;
     }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_elearn_endpoint_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * "elearn_ws_echo on": the location answers WebSocket upgrades with the
+ * echo server of ngx_http_elearn_ws.c; "off" leaves the location alone, so
+ * that a template can switch it with a variable.
+ */
+static char *
+ngx_http_elearn_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_elearn_loc_conf_t *elcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    value = cf->args->elts;
+
+    if (ngx_strcasecmp(value[1].data, (u_char *) "off") == 0) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcasecmp(value[1].data, (u_char *) "on") != 0) {
+        return "must be \"on\" or \"off\"";
+    }
+
+    if (elcf->serve != NGX_HTTP_ELEARN_LOC_NONE) {
+        return "is duplicate: a location serves one elearn endpoint";
+    }
+
+    elcf->serve = NGX_HTTP_ELEARN_LOC_WS_ECHO;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_elearn_endpoint_handler;
@@ -1412,6 +1491,10 @@ ngx_http_elearn_create_loc_conf(ngx_conf_t *cf)
 
     elcf->body_max_size = NGX_CONF_UNSET_SIZE;
     elcf->retry_after = NGX_CONF_UNSET_UINT;
+    elcf->ws_max_message = NGX_CONF_UNSET_SIZE;
+    elcf->ws_max_queue = NGX_CONF_UNSET_SIZE;
+    elcf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
+    elcf->ws_close_timeout = NGX_CONF_UNSET_MSEC;
 
     return elcf;
 }
@@ -1430,6 +1513,36 @@ ngx_http_elearn_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->body_max_size == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"elearn_body_max_size\" must not be zero");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_merge_size_value(conf->ws_max_message, prev->ws_max_message,
+                              64 * 1024);
+    ngx_conf_merge_size_value(conf->ws_max_queue, prev->ws_max_queue,
+                              256 * 1024);
+    ngx_conf_merge_msec_value(conf->ws_ping_interval, prev->ws_ping_interval,
+                              30000);
+    ngx_conf_merge_msec_value(conf->ws_close_timeout, prev->ws_close_timeout,
+                              5000);
+
+    if (conf->ws_max_message < 125 || conf->ws_max_message > 64 * 1024 * 1024)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_ws_max_message\" must be between 125 "
+                           "and 64m");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->ws_max_queue < 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_ws_max_queue\" must be at least 1k");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->ws_ping_interval == 0 || conf->ws_close_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_ws_ping_interval\" and "
+                           "\"elearn_ws_close_timeout\" must not be zero");
         return NGX_CONF_ERROR;
     }
 

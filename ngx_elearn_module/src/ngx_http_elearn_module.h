@@ -62,6 +62,7 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_UNENROLL,
     NGX_HTTP_ELEARN_EP_MY_ENROLLMENTS,
     NGX_HTTP_ELEARN_EP_COURSE_ENROLLMENTS,
+    NGX_HTTP_ELEARN_EP_WS_ECHO,
     NGX_HTTP_ELEARN_EP_MAX
 } ngx_http_elearn_endpoint_e;
 
@@ -76,7 +77,8 @@ typedef enum {
     NGX_HTTP_ELEARN_LOC_HEALTHZ,
     NGX_HTTP_ELEARN_LOC_READYZ,
     NGX_HTTP_ELEARN_LOC_METRICS,
-    NGX_HTTP_ELEARN_LOC_JSON_ECHO
+    NGX_HTTP_ELEARN_LOC_JSON_ECHO,
+    NGX_HTTP_ELEARN_LOC_WS_ECHO
 } ngx_http_elearn_loc_e;
 
 
@@ -172,6 +174,12 @@ typedef struct {
     ngx_http_elearn_loc_e        serve;
     size_t                       body_max_size;
     ngx_uint_t                   retry_after;
+
+    /* WebSocket connections (ngx_http_elearn_ws.c) */
+    size_t                       ws_max_message;
+    size_t                       ws_max_queue;
+    ngx_msec_t                   ws_ping_interval;
+    ngx_msec_t                   ws_close_timeout;
 } ngx_http_elearn_loc_conf_t;
 
 

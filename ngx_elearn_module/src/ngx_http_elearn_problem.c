@@ -37,6 +37,7 @@ static ngx_http_elearn_status_title_t  ngx_http_elearn_titles[] = {
     { 413, "Content Too Large" },
     { 415, "Unsupported Media Type" },
     { 422, "Unprocessable Content" },
+    { 426, "Upgrade Required" },
     { 429, "Too Many Requests" },
     { 500, "Internal Server Error" },
     { 502, "Bad Gateway" },
