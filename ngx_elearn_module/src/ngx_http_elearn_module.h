@@ -62,6 +62,8 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_UNENROLL,
     NGX_HTTP_ELEARN_EP_MY_ENROLLMENTS,
     NGX_HTTP_ELEARN_EP_COURSE_ENROLLMENTS,
+    NGX_HTTP_ELEARN_EP_PROGRESS_REPORT,
+    NGX_HTTP_ELEARN_EP_PROGRESS_GET,
     NGX_HTTP_ELEARN_EP_MAX
 } ngx_http_elearn_endpoint_e;
 
@@ -134,6 +136,14 @@ typedef struct {
     time_t                       search_cache_ttl;
     ngx_msec_t                   cache_lock_timeout;
 
+    /* video progress (ngx_http_elearn_progress.c) */
+    time_t                       video_cache_ttl;
+    time_t                       enroll_cache_ttl;
+    time_t                       enroll_negative_ttl;
+    time_t                       progress_ttl;
+    time_t                       progress_slack;
+    ngx_uint_t                   progress_completion;  /* per million */
+
     /* auth: tokens */
     ngx_uint_t                   jwt_alg;        /* NGX_HTTP_ELEARN_JWT_* */
     ngx_str_t                    jwt_key_file;
@@ -171,7 +181,16 @@ typedef struct {
     ngx_http_elearn_loc_e        serve;
     size_t                       body_max_size;
     ngx_uint_t                   retry_after;
+
+    /* video progress: NGX_HTTP_ELEARN_PROGRESS_ACK_* */
+    ngx_uint_t                   progress_ack;
+    ngx_msec_t                   progress_ack_timeout;
+    ngx_flag_t                   progress_naive;
 } ngx_http_elearn_loc_conf_t;
+
+
+#define NGX_HTTP_ELEARN_PROGRESS_ACK_QUEUED   0
+#define NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE  1
 
 
 /*
@@ -272,6 +291,12 @@ ngx_int_t ngx_http_elearn_enrollment_delete(ngx_http_request_t *r,
 ngx_int_t ngx_http_elearn_enrollment_mine(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 ngx_int_t ngx_http_elearn_enrollment_of_course(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/* ngx_http_elearn_progress.c: video progress (contract section 4) */
+ngx_int_t ngx_http_elearn_progress_report(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_progress_get(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 
 /* ngx_http_elearn_account.c: contract section 2 */

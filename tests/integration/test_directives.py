@@ -67,12 +67,33 @@ BAD = [
     ("elearn_login_failure_window", "x"),
     ("elearn_thread_pool", "nosuchpool"),
     ("elearn_cursor_key_file", "/nonexistent/cursor.key"),
+    ("elearn_video_cache_ttl", "0"),
+    ("elearn_video_cache_ttl", "x"),
+    ("elearn_enrollment_cache_ttl", "0"),
+    ("elearn_enrollment_cache_ttl", "later"),
+    ("elearn_enrollment_negative_ttl", "0"),
+    ("elearn_enrollment_negative_ttl", "1h"),
+    ("elearn_progress_ttl", "0"),
+    ("elearn_progress_ttl", "long"),
+    ("elearn_progress_slack", "2h"),
+    ("elearn_progress_slack", "some"),
+    ("elearn_progress_completion", "0"),
+    ("elearn_progress_completion", "1.5"),
+    ("elearn_progress_completion", "90%"),
+    ("elearn_progress_completion", ".9"),
+    ("elearn_progress_ack", "maybe"),
+    ("elearn_progress_ack", "sync"),
+    ("elearn_progress_ack_timeout", "0"),
+    ("elearn_progress_ack_timeout", "soon"),
+    ("elearn_progress_naive", "yes"),
 ]
 
 # where nginx itself names the fault differently
 EXPECT = {"elearn_thread_pool": 'unknown thread pool "nosuchpool"'}
 
-LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after"}
+LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after",
+                  "elearn_progress_ack", "elearn_progress_ack_timeout",
+                  "elearn_progress_naive"}
 
 
 def run_nginx(stack_env, *args):
