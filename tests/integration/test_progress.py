@@ -511,3 +511,60 @@ def test_durable_mode_answers_503_without_the_broker(stack, base_url, course,
         assert progress_hash(stack, uid, v)["pos"] == "11"
     finally:
         stack.reconfigure(**old)
+
+
+def test_durable_waits_for_the_delivery_report_and_survives_closed_clients(
+        stack, base_url, course, student):
+    """A slow delivery report (linger 1.5 s): a durable 204 waits for it,
+    a client that gives up first leaves a report that arrives for a
+    request that is gone, and a report that arrives after the ack timeout
+    finds its request answered; neither may touch the request (the worker
+    would crash, or answer twice)."""
+    uid, h = student
+    v = course["video"]
+    log_before = len(stack.nginx_error_log())
+    old = stack.reconfigure(ELEARN_PROGRESS_ACK="durable",
+                            ELEARN_PROGRESS_ACK_TIMEOUT="5s",
+                            ELEARN_KAFKA_LINGER="1500ms")
+    try:
+        t = time.time()
+        r = post(base_url, v, h, {"positionSeconds": 1, "watched": [[0, 1]]})
+        assert r.status_code == 204, r.text
+        assert time.time() - t >= 1.2
+        # clients that close before the report (one linger batch may
+        # answer the last few in time)
+        closed = 0
+        for i in range(20):
+            try:
+                requests.post(url(base_url, v), headers=h, timeout=0.2,
+                              json={"positionSeconds": 2 + i,
+                                    "watched": [[1 + i, 2 + i]]})
+            except requests.exceptions.ReadTimeout:
+                closed += 1
+        assert closed >= 10
+        time.sleep(2.5)
+        r = post(base_url, v, h, {"positionSeconds": 30,
+                                  "watched": [[29, 30]]})
+        assert r.status_code == 204, r.text
+    finally:
+        stack.reconfigure(**old)
+    # the ack timeout answers first, the report comes after it
+    old = stack.reconfigure(ELEARN_PROGRESS_ACK="durable",
+                            ELEARN_PROGRESS_ACK_TIMEOUT="500ms",
+                            ELEARN_KAFKA_LINGER="1500ms")
+    try:
+        for _ in range(3):
+            t = time.time()
+            r = post(base_url, v, h, {"positionSeconds": 31,
+                                      "watched": [[30, 31]]})
+            assert r.status_code == 503, r.text
+            assert "Retry-After" in r.headers
+            assert 0.4 <= time.time() - t < 1.4
+        time.sleep(2)
+        assert requests.get(url(base_url, v), headers=h).status_code == 200
+    finally:
+        stack.reconfigure(**old)
+    log = stack.nginx_error_log()[log_before:]
+    assert "exited on signal" not in log, log[-3000:]
+    assert "[alert]" not in log, log[-3000:]
+    assert progress_hash(stack, uid, v)["w"] == "0-21,29-31"
