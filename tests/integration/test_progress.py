@@ -560,7 +560,7 @@ def test_durable_waits_for_the_delivery_report_and_survives_closed_clients(
             assert r.status_code == 503, r.text
             assert "Retry-After" in r.headers
             assert 0.4 <= time.time() - t < 1.4
-        time.sleep(2)
+            time.sleep(2)       # the next one starts a batch of its own
         assert requests.get(url(base_url, v), headers=h).status_code == 200
     finally:
         stack.reconfigure(**old)
