@@ -65,7 +65,7 @@
  * A late report (older reportedAtMs) still adds its intervals but does
  * not move the position back.  Returns ws.
  */
-static const char  ngx_http_elearn_progress_lua[] =
+static const char  ngx_http_elearn_progress_merge_lua[] =
     "local k = KEYS[1]\n"
     "local cur = redis.call('HMGET', k, 'at', 'w')\n"
     "local at = tonumber(cur[1]) or -1\n"
@@ -97,6 +97,40 @@ static const char  ngx_http_elearn_progress_lua[] =
     "redis.call('HSET', k, 'w', table.concat(out, ','), 'ws', ws)\n"
     "redis.call('EXPIRE', k, ARGV[4])\n"
     "return ws\n";
+
+
+/*
+ * Both cache lookups of a report in one round trip: KEYS[1] video:{id},
+ * ARGV[1] the user id.  Returns {courseId, durationSeconds, enrolled},
+ * enrolled being enroll:{user}:{courseId} ("1", "0") or "" when that is
+ * not cached; {} when video:{id} is not cached.  It reads a key it is not
+ * given (enroll:...): fine on one Redis, not on a Redis Cluster.
+ */
+static const char  ngx_http_elearn_progress_lookup_lua[] =
+    "local m = redis.call('HMGET', KEYS[1], 'courseId', 'durationSeconds')\n"
+    "if not m[1] or not m[2] then return {} end\n"
+    "local e = redis.call('GET', 'enroll:' .. ARGV[1] .. ':' .. m[1])\n"
+    "return {m[1], m[2], e or ''}\n";
+
+
+typedef struct {
+    const char                        *name;
+    const char                        *text;
+    size_t                             len;
+    u_char                             sha[2 * SHA_DIGEST_LENGTH];
+    unsigned                           hashed:1;
+} ngx_http_elearn_progress_script_t;
+
+
+#define NGX_HTTP_ELEARN_PROGRESS_MERGE   0
+#define NGX_HTTP_ELEARN_PROGRESS_LOOKUP  1
+
+static ngx_http_elearn_progress_script_t  ngx_http_elearn_progress_scripts[] = {
+    { "merge", ngx_http_elearn_progress_merge_lua,
+      sizeof(ngx_http_elearn_progress_merge_lua) - 1, { 0 }, 0 },
+    { "lookup", ngx_http_elearn_progress_lookup_lua,
+      sizeof(ngx_http_elearn_progress_lookup_lua) - 1, { 0 }, 0 }
+};
 
 
 typedef struct ngx_http_elearn_progress_s  ngx_http_elearn_progress_t;
@@ -132,9 +166,14 @@ struct ngx_http_elearn_progress_s {
     u_char                             course[NGX_INT64_LEN + 1];
     const char                        *values[5];
 
-    /* the merge script's argv, kept for the EVAL retry */
+    /* a script's argv, kept for the EVAL retry */
+    ngx_http_elearn_progress_script_t *script;
+    ngx_http_elearn_redis_handler_pt   handler;
+    int                                argc;
     const char                        *argv[8];
     size_t                             argvlen[8];
+    u_char                             vkey[sizeof("video:")
+                                            + NGX_INT64_LEN];
 
     ngx_http_elearn_progress_ticket_t *ticket;
     ngx_event_t                        ack_timer;
@@ -147,7 +186,11 @@ struct ngx_http_elearn_progress_s {
 
 static ngx_int_t ngx_http_elearn_progress_video(
     ngx_http_elearn_progress_t *p);
-static void ngx_http_elearn_progress_video_cached(ngx_http_request_t *r,
+static void ngx_http_elearn_progress_looked_up(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc, void *data);
+static ngx_int_t ngx_http_elearn_progress_eval(ngx_http_elearn_progress_t *p,
+    ngx_uint_t script, ngx_http_elearn_redis_handler_pt handler);
+static void ngx_http_elearn_progress_script_reply(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc, void *data);
 static ngx_int_t ngx_http_elearn_progress_video_query(
     ngx_http_elearn_progress_t *p);
@@ -656,26 +699,18 @@ ngx_http_elearn_progress_get(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_elearn_progress_video(ngx_http_elearn_progress_t *p)
 {
-    u_char      *last;
-    ngx_int_t    rc;
-    const char  *argv[4];
-    size_t       argvlen[4];
-    u_char       key[sizeof("video:") + NGX_INT64_LEN];
+    ngx_int_t  rc;
 
-    last = ngx_sprintf(key, "video:%L", p->video_id);
+    p->argv[2] = "1";
+    p->argvlen[2] = 1;
+    p->argv[3] = (char *) p->vkey;
+    p->argvlen[3] = ngx_sprintf(p->vkey, "video:%L", p->video_id) - p->vkey;
+    p->argv[4] = (char *) p->user;
+    p->argvlen[4] = ngx_strlen(p->user);
+    p->argc = 5;
 
-    argv[0] = "HMGET";
-    argvlen[0] = sizeof("HMGET") - 1;
-    argv[1] = (char *) key;
-    argvlen[1] = last - key;
-    argv[2] = "courseId";
-    argvlen[2] = sizeof("courseId") - 1;
-    argv[3] = "durationSeconds";
-    argvlen[3] = sizeof("durationSeconds") - 1;
-
-    rc = ngx_http_elearn_redis_command(p->request,
-                                       ngx_http_elearn_progress_video_cached,
-                                       p, 4, argv, argvlen);
+    rc = ngx_http_elearn_progress_eval(p, NGX_HTTP_ELEARN_PROGRESS_LOOKUP,
+                                       ngx_http_elearn_progress_looked_up);
     if (rc == NGX_AGAIN) {
         return NGX_AGAIN;
     }
@@ -701,22 +736,25 @@ ngx_http_elearn_progress_number(const char *s, size_t len, int64_t *n)
 }
 
 
+/* the lookup script's answer: both cached, one, or none */
 static void
-ngx_http_elearn_progress_video_cached(ngx_http_request_t *r,
-    redisReply *reply, ngx_int_t rc, void *data)
+ngx_http_elearn_progress_looked_up(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
 {
     ngx_http_elearn_progress_t *p = data;
 
     int64_t      course, duration;
-    redisReply  *c, *d;
+    redisReply  *c, *d, *e;
 
     if (rc == NGX_OK && reply->type == REDIS_REPLY_ARRAY
-        && reply->elements == 2)
+        && reply->elements == 3)
     {
         c = reply->element[0];
         d = reply->element[1];
+        e = reply->element[2];
 
         if (c->type == REDIS_REPLY_STRING && d->type == REDIS_REPLY_STRING
+            && e->type == REDIS_REPLY_STRING
             && ngx_http_elearn_progress_number(c->str, c->len, &course)
                == NGX_OK
             && ngx_http_elearn_progress_number(d->str, d->len, &duration)
@@ -725,8 +763,16 @@ ngx_http_elearn_progress_video_cached(ngx_http_request_t *r,
         {
             p->course_id = course;
             p->duration = (ngx_int_t) duration;
+            *ngx_sprintf(p->course, "%L", p->course_id) = '\0';
 
-            rc = ngx_http_elearn_progress_enrollment(p);
+            if (e->len == 1 && (e->str[0] == '1' || e->str[0] == '0')) {
+                p->enrolled = (e->str[0] == '1');
+                rc = ngx_http_elearn_progress_decide(p);
+
+            } else {
+                rc = ngx_http_elearn_progress_enroll_query(p);
+            }
+
             ngx_http_elearn_progress_next(r, rc);
             return;
         }
@@ -734,6 +780,82 @@ ngx_http_elearn_progress_video_cached(ngx_http_request_t *r,
 
     rc = ngx_http_elearn_progress_video_query(p);
     ngx_http_elearn_progress_next(r, rc);
+}
+
+
+/*
+ * Runs one of the scripts with p->argv[2 .. p->argc - 1] (numkeys, keys,
+ * args) by its SHA1, and once more by its text when Redis does not know it
+ * (restarted, or SCRIPT FLUSH).  handler gets the reply; an error reply
+ * becomes rc NGX_HTTP_SERVICE_UNAVAILABLE with reply NULL.
+ */
+static ngx_int_t
+ngx_http_elearn_progress_eval(ngx_http_elearn_progress_t *p,
+    ngx_uint_t script, ngx_http_elearn_redis_handler_pt handler)
+{
+    u_char                              digest[SHA_DIGEST_LENGTH];
+    ngx_http_elearn_progress_script_t  *s;
+
+    s = &ngx_http_elearn_progress_scripts[script];
+
+    if (!s->hashed) {
+        SHA1((u_char *) s->text, s->len, digest);
+        ngx_hex_dump(s->sha, digest, sizeof(digest));
+        s->hashed = 1;
+    }
+
+    p->script = s;
+    p->handler = handler;
+    p->retried = 0;
+
+    p->argv[0] = "EVALSHA";
+    p->argvlen[0] = sizeof("EVALSHA") - 1;
+    p->argv[1] = (char *) s->sha;
+    p->argvlen[1] = sizeof(s->sha);
+
+    return ngx_http_elearn_redis_command(p->request,
+                                         ngx_http_elearn_progress_script_reply,
+                                         p, p->argc, p->argv, p->argvlen);
+}
+
+
+static void
+ngx_http_elearn_progress_script_reply(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_progress_t *p = data;
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_ERROR) {
+
+        if (!p->retried
+            && reply->len >= sizeof("NOSCRIPT") - 1
+            && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1)
+               == 0)
+        {
+            p->retried = 1;
+            p->argv[0] = "EVAL";
+            p->argvlen[0] = sizeof("EVAL") - 1;
+            p->argv[1] = p->script->text;
+            p->argvlen[1] = p->script->len;
+
+            rc = ngx_http_elearn_redis_command(r,
+                                         ngx_http_elearn_progress_script_reply,
+                                         p, p->argc, p->argv, p->argvlen);
+            if (rc == NGX_AGAIN) {
+                return;
+            }
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "elearn progress: %s script failed: %*s",
+                          p->script->name, (size_t) reply->len, reply->str);
+            rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+
+        reply = NULL;
+    }
+
+    p->handler(r, reply, rc, p);
 }
 
 
@@ -1205,10 +1327,6 @@ ngx_http_elearn_progress_naive_done(ngx_http_request_t *r, PGresult *res,
 
 /* --- write-behind: Redis, then Kafka ---------------------------------- */
 
-static u_char  ngx_http_elearn_progress_sha[2 * SHA_DIGEST_LENGTH];
-static ngx_uint_t  ngx_http_elearn_progress_hashed;
-
-
 static ngx_int_t
 ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
 {
@@ -1218,7 +1336,6 @@ ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
     ngx_http_request_t           *r;
     ngx_http_elearn_loc_conf_t   *elcf;
     ngx_http_elearn_main_conf_t  *emcf;
-    u_char                        digest[SHA_DIGEST_LENGTH];
 
     r = p->request;
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
@@ -1239,13 +1356,6 @@ ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
                                                "the event broker");
     }
 
-    if (!ngx_http_elearn_progress_hashed) {
-        SHA1((u_char *) ngx_http_elearn_progress_lua,
-             sizeof(ngx_http_elearn_progress_lua) - 1, digest);
-        ngx_hex_dump(ngx_http_elearn_progress_sha, digest, sizeof(digest));
-        ngx_http_elearn_progress_hashed = 1;
-    }
-
     buf = ngx_pnalloc(r->pool, NGX_HTTP_ELEARN_PROGRESS_KEY_LEN
                                + 3 * NGX_INT64_LEN + NGX_TIME_T_LEN
                                + p->niv * (2 * NGX_INT64_LEN + 2));
@@ -1253,10 +1363,6 @@ ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p->argv[0] = "EVALSHA";
-    p->argvlen[0] = sizeof("EVALSHA") - 1;
-    p->argv[1] = (char *) ngx_http_elearn_progress_sha;
-    p->argvlen[1] = sizeof(ngx_http_elearn_progress_sha);
     p->argv[2] = "1";
     p->argvlen[2] = 1;
 
@@ -1286,8 +1392,10 @@ ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
     s = ngx_sprintf(s, "%T", emcf->progress_ttl);
     p->argvlen[7] = s - (u_char *) p->argv[7];
 
-    rc = ngx_http_elearn_redis_command(r, ngx_http_elearn_progress_stored, p,
-                                       8, p->argv, p->argvlen);
+    p->argc = 8;
+
+    rc = ngx_http_elearn_progress_eval(p, NGX_HTTP_ELEARN_PROGRESS_MERGE,
+                                       ngx_http_elearn_progress_stored);
     if (rc == NGX_AGAIN) {
         return NGX_AGAIN;
     }
@@ -1301,38 +1409,6 @@ ngx_http_elearn_progress_stored(ngx_http_request_t *r, redisReply *reply,
     ngx_int_t rc, void *data)
 {
     ngx_http_elearn_progress_t *p = data;
-
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_ERROR) {
-
-        /* Redis restarted or flushed its scripts: send the text once */
-
-        if (!p->retried
-            && reply->len >= sizeof("NOSCRIPT") - 1
-            && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1)
-               == 0)
-        {
-            p->retried = 1;
-            p->argv[0] = "EVAL";
-            p->argvlen[0] = sizeof("EVAL") - 1;
-            p->argv[1] = ngx_http_elearn_progress_lua;
-            p->argvlen[1] = sizeof(ngx_http_elearn_progress_lua) - 1;
-
-            rc = ngx_http_elearn_redis_command(r,
-                                              ngx_http_elearn_progress_stored,
-                                              p, 8, p->argv, p->argvlen);
-            if (rc != NGX_AGAIN) {
-                ngx_http_elearn_finalize(r,
-                    ngx_http_elearn_problem_backend(r, rc, "the cache"));
-            }
-
-            return;
-        }
-
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "elearn progress: merge script failed: %*s",
-                      (size_t) reply->len, reply->str);
-        rc = NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
 
     if (rc != NGX_OK) {
         ngx_http_elearn_finalize(r,

@@ -416,6 +416,22 @@ def test_enrollment_and_video_are_cached(stack, base_url, pg, course,
     assert redis(stack, "EXISTS", "video:%d" % course["queued"]) == "0"
 
 
+def test_scripts_reload_after_a_script_flush(stack, base_url, course,
+                                             student):
+    """Redis forgets its scripts on a restart: EVALSHA's NOSCRIPT makes
+    the module send the text once (both scripts: lookup and merge)."""
+    uid, h = student
+    v = course["video"]
+    assert post(base_url, v, h, {"positionSeconds": 1,
+                                 "watched": [[0, 1]]}).status_code == 204
+    redis(stack, "SCRIPT", "FLUSH")
+    for i in range(4):          # each worker meets NOSCRIPT on its own
+        r = post(base_url, v, h, {"positionSeconds": 2 + i,
+                                  "watched": [[1 + i, 2 + i]]})
+        assert r.status_code == 204, r.text
+    assert progress_hash(stack, uid, v)["w"] == "0-5"
+
+
 # --- the naive location ------------------------------------------------------
 
 def test_naive_location_upserts_postgresql(base_url, pg, course, student):
