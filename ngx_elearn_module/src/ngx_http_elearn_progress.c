@@ -694,6 +694,51 @@ ngx_http_elearn_progress_get(ngx_http_request_t *r,
     }
 
 
+/*
+ * Runs sql with p->values for p's request: NGX_AGAIN (handler follows),
+ * or the 503 answered when the query could not even be queued.
+ */
+static ngx_int_t
+ngx_http_elearn_progress_query(ngx_http_elearn_progress_t *p, const char *sql,
+    int nparams, ngx_http_elearn_pg_handler_pt handler)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_elearn_pg_query(p->request, sql, nparams, p->values,
+                                  handler, p);
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_elearn_problem_backend(p->request, rc, "the database");
+}
+
+
+/*
+ * NGX_OK when a query handler got a result of the expected status;
+ * otherwise the request is answered (503/504) and NGX_ERROR returned.
+ */
+static ngx_int_t
+ngx_http_elearn_progress_result(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, ExecStatusType status, const char *what)
+{
+    if (rc == NGX_OK && PQresultStatus(res) != status) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "elearn progress: %s failed: %s", what,
+                      PQresultErrorMessage(res));
+        rc = NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, rc, "the database"));
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /* --- video metadata: video:{id} -> courseId, durationSeconds ------------ */
 
 static ngx_int_t
@@ -862,19 +907,11 @@ ngx_http_elearn_progress_script_reply(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_elearn_progress_video_query(ngx_http_elearn_progress_t *p)
 {
-    ngx_int_t  rc;
-
     p->values[0] = (char *) p->video;
 
-    rc = ngx_http_elearn_pg_query(p->request,
-                                  NGX_HTTP_ELEARN_SQL_PROGRESS_VIDEO_META, 1,
-                                  p->values,
-                                  ngx_http_elearn_progress_video_done, p);
-    if (rc == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    return ngx_http_elearn_problem_backend(p->request, rc, "the database");
+    return ngx_http_elearn_progress_query(p,
+               NGX_HTTP_ELEARN_SQL_PROGRESS_VIDEO_META, 1,
+               ngx_http_elearn_progress_video_done);
 }
 
 
@@ -930,16 +967,10 @@ ngx_http_elearn_progress_video_done(ngx_http_request_t *r, PGresult *res,
 
     int64_t  n;
 
-    if (rc == NGX_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "elearn progress: video lookup failed: %s",
-                      PQresultErrorMessage(res));
-        rc = NGX_ERROR;
-    }
-
-    if (rc != NGX_OK) {
-        ngx_http_elearn_finalize(r,
-            ngx_http_elearn_problem_backend(r, rc, "the database"));
+    if (ngx_http_elearn_progress_result(r, res, rc, PGRES_TUPLES_OK,
+                                        "video lookup")
+        != NGX_OK)
+    {
         return;
     }
 
@@ -1014,20 +1045,12 @@ ngx_http_elearn_progress_enrollment(ngx_http_elearn_progress_t *p)
 static ngx_int_t
 ngx_http_elearn_progress_enroll_query(ngx_http_elearn_progress_t *p)
 {
-    ngx_int_t  rc;
-
     p->values[0] = (char *) p->user;
     p->values[1] = (char *) p->course;
 
-    rc = ngx_http_elearn_pg_query(p->request,
-                                  NGX_HTTP_ELEARN_SQL_PROGRESS_ENROLLED, 2,
-                                  p->values,
-                                  ngx_http_elearn_progress_enroll_done, p);
-    if (rc == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    return ngx_http_elearn_problem_backend(p->request, rc, "the database");
+    return ngx_http_elearn_progress_query(p,
+               NGX_HTTP_ELEARN_SQL_PROGRESS_ENROLLED, 2,
+               ngx_http_elearn_progress_enroll_done);
 }
 
 
@@ -1064,16 +1087,10 @@ ngx_http_elearn_progress_enroll_done(ngx_http_request_t *r, PGresult *res,
     u_char                        key[sizeof("enroll::") + 2 * NGX_INT64_LEN];
     u_char                        ttl[NGX_TIME_T_LEN];
 
-    if (rc == NGX_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "elearn progress: enrollment lookup failed: %s",
-                      PQresultErrorMessage(res));
-        rc = NGX_ERROR;
-    }
-
-    if (rc != NGX_OK) {
-        ngx_http_elearn_finalize(r,
-            ngx_http_elearn_problem_backend(r, rc, "the database"));
+    if (ngx_http_elearn_progress_result(r, res, rc, PGRES_TUPLES_OK,
+                                        "enrollment lookup")
+        != NGX_OK)
+    {
         return;
     }
 
@@ -1250,7 +1267,6 @@ static ngx_int_t
 ngx_http_elearn_progress_naive(ngx_http_elearn_progress_t *p)
 {
     u_char                       *buf, *s;
-    ngx_int_t                     rc;
     ngx_uint_t                    i;
     ngx_http_request_t           *r;
     ngx_http_elearn_main_conf_t  *emcf;
@@ -1292,14 +1308,9 @@ ngx_http_elearn_progress_naive(ngx_http_elearn_progress_t *p)
     p->values[0] = (char *) p->user;
     p->values[1] = (char *) p->video;
 
-    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_PROGRESS_NAIVE_UPSERT,
-                                  5, p->values,
-                                  ngx_http_elearn_progress_naive_done, p);
-    if (rc == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    return ngx_http_elearn_problem_backend(r, rc, "the database");
+    return ngx_http_elearn_progress_query(p,
+               NGX_HTTP_ELEARN_SQL_PROGRESS_NAIVE_UPSERT, 5,
+               ngx_http_elearn_progress_naive_done);
 }
 
 
@@ -1307,16 +1318,10 @@ static void
 ngx_http_elearn_progress_naive_done(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc, void *data)
 {
-    if (rc == NGX_OK && PQresultStatus(res) != PGRES_COMMAND_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "elearn progress: naive upsert failed: %s",
-                      PQresultErrorMessage(res));
-        rc = NGX_ERROR;
-    }
-
-    if (rc != NGX_OK) {
-        ngx_http_elearn_finalize(r,
-            ngx_http_elearn_problem_backend(r, rc, "the database"));
+    if (ngx_http_elearn_progress_result(r, res, rc, PGRES_COMMAND_OK,
+                                        "naive upsert")
+        != NGX_OK)
+    {
         return;
     }
 
@@ -1649,20 +1654,12 @@ ngx_http_elearn_progress_read(ngx_http_elearn_progress_t *p)
 static ngx_int_t
 ngx_http_elearn_progress_read_query(ngx_http_elearn_progress_t *p)
 {
-    ngx_int_t  rc;
-
     p->values[0] = (char *) p->user;
     p->values[1] = (char *) p->video;
 
-    rc = ngx_http_elearn_pg_query(p->request,
-                                  NGX_HTTP_ELEARN_SQL_PROGRESS_READ, 2,
-                                  p->values,
-                                  ngx_http_elearn_progress_read_done, p);
-    if (rc == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    return ngx_http_elearn_problem_backend(p->request, rc, "the database");
+    return ngx_http_elearn_progress_query(p,
+               NGX_HTTP_ELEARN_SQL_PROGRESS_READ, 2,
+               ngx_http_elearn_progress_read_done);
 }
 
 
@@ -1722,16 +1719,10 @@ ngx_http_elearn_progress_read_done(ngx_http_request_t *r, PGresult *res,
     int64_t    pos, watched;
     ngx_str_t  updated;
 
-    if (rc == NGX_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "elearn progress: progress read failed: %s",
-                      PQresultErrorMessage(res));
-        rc = NGX_ERROR;
-    }
-
-    if (rc != NGX_OK) {
-        ngx_http_elearn_finalize(r,
-            ngx_http_elearn_problem_backend(r, rc, "the database"));
+    if (ngx_http_elearn_progress_result(r, res, rc, PGRES_TUPLES_OK,
+                                        "progress read")
+        != NGX_OK)
+    {
         return;
     }
 
