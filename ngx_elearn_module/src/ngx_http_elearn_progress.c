@@ -55,56 +55,91 @@
 
 
 /*
- * Merges one report into progress:{user}:{video}, a hash:
+ * merge(): merges one report into progress:{user}:{video}, a hash:
  *   pos  the position of the newest report (by reportedAtMs)
  *   at   that report's reportedAtMs (the resource's updatedAt)
  *   w    the union of watched intervals, "from-to,from-to", sorted
  *   ws   the seconds the union covers
- * KEYS[1] the key; ARGV[1] position, ARGV[2] reportedAtMs, ARGV[3] the
- * report's intervals in the same form as w, ARGV[4] the TTL in seconds.
- * A late report (older reportedAtMs) still adds its intervals but does
- * not move the position back.  Returns ws.
+ * k the key; pos the position; at reportedAtMs; list the report's
+ * intervals in the same form as w; ttl in seconds; d the duration, which
+ * clamps positions and intervals.  A late report (older reportedAtMs)
+ * still adds its intervals but does not move the position back.
  */
-static const char  ngx_http_elearn_progress_merge_lua[] =
-    "local k = KEYS[1]\n"
-    "local cur = redis.call('HMGET', k, 'at', 'w')\n"
-    "local at = tonumber(cur[1]) or -1\n"
-    "if tonumber(ARGV[2]) >= at then\n"
-    "  redis.call('HSET', k, 'pos', ARGV[1], 'at', ARGV[2])\n"
+#define NGX_HTTP_ELEARN_PROGRESS_MERGE_FN                                     \
+    "local function merge(k, pos, at, list, ttl, d)\n"                        \
+    "  local cur = redis.call('HMGET', k, 'at', 'w')\n"                       \
+    "  if tonumber(at) >= (tonumber(cur[1]) or -1) then\n"                    \
+    "    redis.call('HSET', k, 'pos', math.min(tonumber(pos), d), 'at', at)\n"\
+    "  end\n"                                                                 \
+    "  local iv = {}\n"                                                       \
+    "  for a, b in string.gmatch((cur[2] or '') .. ',' .. list,\n"            \
+    "                            '(%d+)-(%d+)') do\n"                         \
+    "    a, b = math.min(tonumber(a), d), math.min(tonumber(b), d)\n"         \
+    "    if a < b then iv[#iv + 1] = {a, b} end\n"                            \
+    "  end\n"                                                                 \
+    "  table.sort(iv, function(x, y) return x[1] < y[1] end)\n"               \
+    "  local out, ws, f, t = {}, 0, nil, nil\n"                               \
+    "  for _, v in ipairs(iv) do\n"                                           \
+    "    if f ~= nil and v[1] <= t then\n"                                    \
+    "      if v[2] > t then t = v[2] end\n"                                   \
+    "    else\n"                                                              \
+    "      if f ~= nil then\n"                                                \
+    "        out[#out + 1] = f .. '-' .. t\n"                                 \
+    "        ws = ws + t - f\n"                                               \
+    "      end\n"                                                             \
+    "      f, t = v[1], v[2]\n"                                               \
+    "    end\n"                                                               \
+    "  end\n"                                                                 \
+    "  if f ~= nil then\n"                                                    \
+    "    out[#out + 1] = f .. '-' .. t\n"                                     \
+    "    ws = ws + t - f\n"                                                   \
+    "  end\n"                                                                 \
+    "  redis.call('HSET', k, 'w', table.concat(out, ','), 'ws', ws)\n"        \
+    "  redis.call('EXPIRE', k, ttl)\n"                                        \
     "end\n"
-    "local iv = {}\n"
-    "for a, b in string.gmatch((cur[2] or '') .. ',' .. ARGV[3],\n"
-    "                          '(%d+)-(%d+)') do\n"
-    "  iv[#iv + 1] = {tonumber(a), tonumber(b)}\n"
-    "end\n"
-    "table.sort(iv, function(x, y) return x[1] < y[1] end)\n"
-    "local out, ws, f, t = {}, 0, nil, nil\n"
-    "for _, v in ipairs(iv) do\n"
-    "  if f ~= nil and v[1] <= t then\n"
-    "    if v[2] > t then t = v[2] end\n"
-    "  else\n"
-    "    if f ~= nil then\n"
-    "      out[#out + 1] = f .. '-' .. t\n"
-    "      ws = ws + t - f\n"
-    "    end\n"
-    "    f, t = v[1], v[2]\n"
-    "  end\n"
-    "end\n"
-    "if f ~= nil then\n"
-    "  out[#out + 1] = f .. '-' .. t\n"
-    "  ws = ws + t - f\n"
-    "end\n"
-    "redis.call('HSET', k, 'w', table.concat(out, ','), 'ws', ws)\n"
-    "redis.call('EXPIRE', k, ARGV[4])\n"
-    "return ws\n";
 
 
 /*
- * Both cache lookups of a report in one round trip: KEYS[1] video:{id},
- * ARGV[1] the user id.  Returns {courseId, durationSeconds, enrolled},
- * enrolled being enroll:{user}:{courseId} ("1", "0") or "" when that is
- * not cached; {} when video:{id} is not cached.  It reads a key it is not
- * given (enroll:...): fine on one Redis, not on a Redis Cluster.
+ * The merge alone, for a report whose lookups went to PostgreSQL: KEYS[1]
+ * progress:{user}:{video}; ARGV[1] position, ARGV[2] reportedAtMs,
+ * ARGV[3] intervals, ARGV[4] TTL, ARGV[5] duration.
+ */
+static const char  ngx_http_elearn_progress_merge_lua[] =
+    NGX_HTTP_ELEARN_PROGRESS_MERGE_FN
+    "merge(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))\n"
+    "return 1\n";
+
+
+/*
+ * A report in one round trip when both lookups hit: KEYS[1] video:{id},
+ * KEYS[2] progress:{user}:{video}; ARGV[1] user id, ARGV[2] position,
+ * ARGV[3] reportedAtMs, ARGV[4] intervals (rounded, not clamped yet),
+ * ARGV[5] TTL, ARGV[6] the largest number of the report as sent (rounded
+ * up to 1 ms), ARGV[7] elearn_progress_slack.  Returns {} when video:{id}
+ * is not cached, else {courseId, durationSeconds, what}: what is "" when
+ * enroll:{user}:{course} is not cached, "0" when not enrolled, "bounds"
+ * when the report reaches past the video, all three without writing;
+ * "ok" when merged.  It reads a key it is not given (enroll:...): fine on
+ * one Redis, not on a Redis Cluster.
+ */
+static const char  ngx_http_elearn_progress_report_lua[] =
+    NGX_HTTP_ELEARN_PROGRESS_MERGE_FN
+    "local m = redis.call('HMGET', KEYS[1], 'courseId', 'durationSeconds')\n"
+    "if not m[1] or not m[2] then return {} end\n"
+    "local e = redis.call('GET', 'enroll:' .. ARGV[1] .. ':' .. m[1])\n"
+    "if e ~= '1' then return {m[1], m[2], e or ''} end\n"
+    "local d = tonumber(m[2])\n"
+    "if tonumber(ARGV[6]) > d + tonumber(ARGV[7]) then\n"
+    "  return {m[1], m[2], 'bounds'}\n"
+    "end\n"
+    "merge(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], d)\n"
+    "return {m[1], m[2], 'ok'}\n";
+
+
+/*
+ * Both lookups for GET and the naive location: KEYS[1] video:{id},
+ * ARGV[1] the user id.  Returns {} or {courseId, durationSeconds,
+ * enrolled}, enrolled "1", "0" or "" (not cached).
  */
 static const char  ngx_http_elearn_progress_lookup_lua[] =
     "local m = redis.call('HMGET', KEYS[1], 'courseId', 'durationSeconds')\n"
@@ -124,12 +159,15 @@ typedef struct {
 
 #define NGX_HTTP_ELEARN_PROGRESS_MERGE   0
 #define NGX_HTTP_ELEARN_PROGRESS_LOOKUP  1
+#define NGX_HTTP_ELEARN_PROGRESS_REPORT  2
 
 static ngx_http_elearn_progress_script_t  ngx_http_elearn_progress_scripts[] = {
     { "merge", ngx_http_elearn_progress_merge_lua,
       sizeof(ngx_http_elearn_progress_merge_lua) - 1, { 0 }, 0 },
     { "lookup", ngx_http_elearn_progress_lookup_lua,
-      sizeof(ngx_http_elearn_progress_lookup_lua) - 1, { 0 }, 0 }
+      sizeof(ngx_http_elearn_progress_lookup_lua) - 1, { 0 }, 0 },
+    { "report", ngx_http_elearn_progress_report_lua,
+      sizeof(ngx_http_elearn_progress_report_lua) - 1, { 0 }, 0 }
 };
 
 
@@ -170,8 +208,8 @@ struct ngx_http_elearn_progress_s {
     ngx_http_elearn_progress_script_t *script;
     ngx_http_elearn_redis_handler_pt   handler;
     int                                argc;
-    const char                        *argv[8];
-    size_t                             argvlen[8];
+    const char                        *argv[12];
+    size_t                             argvlen[12];
     u_char                             vkey[sizeof("video:")
                                             + NGX_INT64_LEN];
 
@@ -209,6 +247,12 @@ static ngx_int_t ngx_http_elearn_progress_decide(
 static ngx_int_t ngx_http_elearn_progress_check(
     ngx_http_elearn_progress_t *p, ngx_int_t *answer);
 static void ngx_http_elearn_progress_normalize(ngx_http_elearn_progress_t *p);
+static void ngx_http_elearn_progress_clamp(ngx_http_elearn_progress_t *p);
+static ngx_int_t ngx_http_elearn_progress_broker(
+    ngx_http_elearn_progress_t *p);
+static ngx_int_t ngx_http_elearn_progress_fast(ngx_http_elearn_progress_t *p);
+static void ngx_http_elearn_progress_reported(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc, void *data);
 static ngx_int_t ngx_http_elearn_progress_naive(
     ngx_http_elearn_progress_t *p);
 static void ngx_http_elearn_progress_naive_done(ngx_http_request_t *r,
@@ -447,7 +491,9 @@ ngx_http_elearn_progress_cleanup(void *data)
 
 
 /*
- * Adds a field error; message is copied.  At most ERR_MAX are kept.
+ * Adds a field error: field, or "field[index]" (built in r->pool) when
+ * index >= 0; message must live as long as the request.  At most ERR_MAX
+ * are kept.
  */
 static void
 ngx_http_elearn_progress_error(ngx_http_request_t *r,
@@ -590,6 +636,7 @@ ngx_http_elearn_progress_body(ngx_http_request_t *r, json_t *body)
     size_t                       len;
     ngx_int_t                    rc, answer;
     ngx_chain_t                 *cl;
+    ngx_http_elearn_loc_conf_t  *elcf;
     ngx_http_elearn_ctx_t       *ctx;
     ngx_http_elearn_progress_t  *p;
 
@@ -624,7 +671,21 @@ ngx_http_elearn_progress_body(ngx_http_request_t *r, json_t *body)
     rc = ngx_http_elearn_progress_parse(p, body, &answer);
     json_decref(body);
 
-    rc = (rc == NGX_OK) ? ngx_http_elearn_progress_video(p) : answer;
+    elcf = ngx_http_get_module_loc_conf(r, ngx_http_elearn_module);
+
+    if (rc != NGX_OK) {
+        rc = answer;
+
+    } else if (elcf->progress_naive) {
+        rc = ngx_http_elearn_progress_video(p);
+
+    } else {
+        rc = ngx_http_elearn_progress_broker(p);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_elearn_progress_fast(p);
+        }
+    }
 
     if (rc != NGX_AGAIN) {
         ngx_http_elearn_finalize(r, rc);
@@ -1154,6 +1215,7 @@ ngx_http_elearn_progress_decide(ngx_http_elearn_progress_t *p)
     }
 
     ngx_http_elearn_progress_normalize(p);
+    ngx_http_elearn_progress_clamp(p);
 
     elcf = ngx_http_get_module_loc_conf(r, ngx_http_elearn_module);
 
@@ -1217,29 +1279,33 @@ ngx_http_elearn_progress_check(ngx_http_elearn_progress_t *p,
 
 
 static int64_t
-ngx_http_elearn_progress_round(double v, ngx_int_t max)
+ngx_http_elearn_progress_round(double v)
 {
-    int64_t  n;
+    /* beyond any video: the bounds check refuses it, still an integer */
+    if (v > 1e12) {
+        v = 1e12;
+    }
 
-    n = (int64_t) floor(v + 0.5);
-
-    return n > max ? max : n;
+    return (int64_t) floor(v + 0.5);
 }
 
 
-/* whole seconds, clamped to the video, empty ones dropped, merged */
+/*
+ * Whole seconds, empty intervals dropped, touching ones joined; not yet
+ * clamped to the video (its duration may not be known yet).
+ */
 static void
 ngx_http_elearn_progress_normalize(ngx_http_elearn_progress_t *p)
 {
     int64_t     from, to;
     ngx_uint_t  i;
 
-    p->pos = ngx_http_elearn_progress_round(p->position, p->duration);
+    p->pos = ngx_http_elearn_progress_round(p->position);
     p->niv = 0;
 
     for (i = 0; i < p->nraw; i++) {
-        from = ngx_http_elearn_progress_round(p->raw[i][0], p->duration);
-        to = ngx_http_elearn_progress_round(p->raw[i][1], p->duration);
+        from = ngx_http_elearn_progress_round(p->raw[i][0]);
+        to = ngx_http_elearn_progress_round(p->raw[i][1]);
 
         if (from >= to) {
             continue;
@@ -1258,6 +1324,58 @@ ngx_http_elearn_progress_normalize(ngx_http_elearn_progress_t *p)
         p->iv[p->niv][1] = to;
         p->niv++;
     }
+}
+
+
+/*
+ * Clamps the normalized report to [0, duration], as the merge script
+ * does: an interval past the end becomes empty and goes.  Sorted,
+ * disjoint, non-touching intervals stay so.
+ */
+static void
+ngx_http_elearn_progress_clamp(ngx_http_elearn_progress_t *p)
+{
+    int64_t     d;
+    ngx_uint_t  i, n;
+
+    d = p->duration;
+
+    p->pos = ngx_min(p->pos, d);
+
+    for (i = 0, n = 0; i < p->niv; i++) {
+        if (p->iv[i][0] >= d) {
+            continue;
+        }
+
+        p->iv[n][0] = p->iv[i][0];
+        p->iv[n][1] = ngx_min(p->iv[i][1], d);
+        n++;
+    }
+
+    p->niv = n;
+}
+
+
+/*
+ * The largest number of the report as sent, rounded up to a millisecond,
+ * for the report script's bounds check ("605.001" refuses 605.0004 with
+ * a duration of 600 and 5 s of slack, as the check here does).
+ */
+static u_char *
+ngx_http_elearn_progress_max(ngx_http_elearn_progress_t *p, u_char *s)
+{
+    double      mx;
+    ngx_uint_t  i;
+
+    mx = p->position;
+
+    for (i = 0; i < p->nraw; i++) {
+        mx = ngx_max(mx, p->raw[i][1]);
+    }
+
+    mx = ceil(ngx_min(mx, 1e12) * 1000) / 1000;
+
+    return ngx_sprintf(s, "%.3f", mx);
 }
 
 
@@ -1332,12 +1450,60 @@ ngx_http_elearn_progress_naive_done(ngx_http_request_t *r, PGresult *res,
 
 /* --- write-behind: Redis, then Kafka ---------------------------------- */
 
-static ngx_int_t
-ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
+/*
+ * Appends one argument to p->argv, printed into *s (which moves on).
+ */
+#define ngx_http_elearn_progress_arg(p, s, ...)                               \
+    (p)->argv[(p)->argc] = (char *) (s);                                      \
+    (s) = ngx_sprintf((s), __VA_ARGS__);                                      \
+    (p)->argvlen[(p)->argc] = (s) - (u_char *) (p)->argv[(p)->argc];          \
+    (p)->argc++
+
+
+/*
+ * The report's part of a script's arguments: position, reportedAtMs, the
+ * intervals, the TTL.  A buffer of ARGS_LEN(p) holds them, the keys and
+ * three more numbers.
+ */
+#define NGX_HTTP_ELEARN_PROGRESS_ARGS_LEN(p)                                  \
+    (NGX_HTTP_ELEARN_PROGRESS_KEY_LEN + 6 * NGX_INT64_LEN + NGX_TIME_T_LEN   \
+     + (p)->niv * (2 * NGX_INT64_LEN + 2))
+
+static u_char *
+ngx_http_elearn_progress_report_args(ngx_http_elearn_progress_t *p,
+    u_char *s)
 {
-    u_char                       *buf, *s;
-    ngx_int_t                     rc;
     ngx_uint_t                    i;
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(p->request, ngx_http_elearn_module);
+
+    ngx_http_elearn_progress_arg(p, s, "%L", p->pos);
+    ngx_http_elearn_progress_arg(p, s, "%L", p->reported_ms);
+
+    p->argv[p->argc] = (char *) s;
+
+    for (i = 0; i < p->niv; i++) {
+        s = ngx_sprintf(s, "%s%L-%L", i ? "," : "", p->iv[i][0],
+                        p->iv[i][1]);
+    }
+
+    p->argvlen[p->argc] = s - (u_char *) p->argv[p->argc];
+    p->argc++;
+
+    ngx_http_elearn_progress_arg(p, s, "%T", emcf->progress_ttl);
+
+    return s;
+}
+
+
+/*
+ * Before anything is written: a durable report is refused at once while
+ * the producer sees no broker up; NGX_OK, or the 503 answered.
+ */
+static ngx_int_t
+ngx_http_elearn_progress_broker(ngx_http_elearn_progress_t *p)
+{
     ngx_http_request_t           *r;
     ngx_http_elearn_loc_conf_t   *elcf;
     ngx_http_elearn_main_conf_t  *emcf;
@@ -1346,7 +1512,12 @@ ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
     elcf = ngx_http_get_module_loc_conf(r, ngx_http_elearn_module);
 
-    /* durable: refuse at once what cannot be acknowledged */
+    if (emcf->kafka == NULL) {
+        return ngx_http_elearn_problem_backend(r,
+                                               NGX_HTTP_SERVICE_UNAVAILABLE,
+                                               "the event broker");
+    }
+
     if (elcf->progress_ack == NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE
         && ngx_http_elearn_kafka_ready(emcf->kafka) != NGX_OK)
     {
@@ -1355,49 +1526,136 @@ ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
                                        "unreachable: retry later");
     }
 
-    if (emcf->kafka == NULL) {
-        return ngx_http_elearn_problem_backend(r,
-                                               NGX_HTTP_SERVICE_UNAVAILABLE,
-                                               "the event broker");
-    }
+    return NGX_OK;
+}
 
-    buf = ngx_pnalloc(r->pool, NGX_HTTP_ELEARN_PROGRESS_KEY_LEN
-                               + 3 * NGX_INT64_LEN + NGX_TIME_T_LEN
-                               + p->niv * (2 * NGX_INT64_LEN + 2));
-    if (buf == NULL) {
+
+/*
+ * The usual report: both lookups, the bounds and the merge in one script
+ * (see the report script); whatever it cannot decide alone goes the long
+ * way, through ngx_http_elearn_progress_video().
+ */
+static ngx_int_t
+ngx_http_elearn_progress_fast(ngx_http_elearn_progress_t *p)
+{
+    u_char                       *s;
+    ngx_int_t                     rc;
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(p->request, ngx_http_elearn_module);
+
+    ngx_http_elearn_progress_normalize(p);
+
+    s = ngx_pnalloc(p->request->pool, NGX_HTTP_ELEARN_PROGRESS_ARGS_LEN(p)
+                                      + 2 * NGX_INT64_LEN);
+    if (s == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p->argv[2] = "1";
-    p->argvlen[2] = 1;
+    p->argc = 2;
+    ngx_http_elearn_progress_arg(p, s, "2");
+    ngx_http_elearn_progress_arg(p, s, "video:%L", p->video_id);
+    ngx_http_elearn_progress_arg(p, s, "progress:%L:%L", p->user_id,
+                                 p->video_id);
+    ngx_http_elearn_progress_arg(p, s, "%L", p->user_id);
+    s = ngx_http_elearn_progress_report_args(p, s);
+    p->argv[p->argc] = (char *) s;
+    s = ngx_http_elearn_progress_max(p, s);
+    p->argvlen[p->argc] = s - (u_char *) p->argv[p->argc];
+    p->argc++;
+    ngx_http_elearn_progress_arg(p, s, "%T", emcf->progress_slack);
 
-    s = buf;
-    p->argv[3] = (char *) s;
-    s = ngx_sprintf(s, "progress:%L:%L", p->user_id, p->video_id);
-    p->argvlen[3] = s - (u_char *) p->argv[3];
-
-    p->argv[4] = (char *) s;
-    s = ngx_sprintf(s, "%L", p->pos);
-    p->argvlen[4] = s - (u_char *) p->argv[4];
-
-    p->argv[5] = (char *) s;
-    s = ngx_sprintf(s, "%L", p->reported_ms);
-    p->argvlen[5] = s - (u_char *) p->argv[5];
-
-    p->argv[6] = (char *) s;
-
-    for (i = 0; i < p->niv; i++) {
-        s = ngx_sprintf(s, "%s%L-%L", i ? "," : "", p->iv[i][0],
-                        p->iv[i][1]);
+    rc = ngx_http_elearn_progress_eval(p, NGX_HTTP_ELEARN_PROGRESS_REPORT,
+                                       ngx_http_elearn_progress_reported);
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
     }
 
-    p->argvlen[6] = s - (u_char *) p->argv[6];
+    /* Redis down: the lookups go to PostgreSQL, the merge then fails */
+    return ngx_http_elearn_progress_video_query(p);
+}
 
-    p->argv[7] = (char *) s;
-    s = ngx_sprintf(s, "%T", emcf->progress_ttl);
-    p->argvlen[7] = s - (u_char *) p->argv[7];
 
-    p->argc = 8;
+static void
+ngx_http_elearn_progress_reported(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_progress_t *p = data;
+
+    int64_t      course, duration;
+    redisReply  *c, *d, *e;
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 3)
+    {
+        /* video:{id} not cached (or Redis failed): the long way */
+        rc = ngx_http_elearn_progress_video_query(p);
+        ngx_http_elearn_progress_next(r, rc);
+        return;
+    }
+
+    c = reply->element[0];
+    d = reply->element[1];
+    e = reply->element[2];
+
+    if (c->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING
+        || e->type != REDIS_REPLY_STRING
+        || ngx_http_elearn_progress_number(c->str, c->len, &course) != NGX_OK
+        || ngx_http_elearn_progress_number(d->str, d->len, &duration)
+           != NGX_OK
+        || duration > NGX_MAX_INT32_VALUE)
+    {
+        rc = ngx_http_elearn_progress_video_query(p);
+        ngx_http_elearn_progress_next(r, rc);
+        return;
+    }
+
+    p->course_id = course;
+    p->duration = (ngx_int_t) duration;
+    *ngx_sprintf(p->course, "%L", p->course_id) = '\0';
+
+    if (e->len == 2 && ngx_strncmp(e->str, "ok", 2) == 0) {
+        p->enrolled = 1;
+        ngx_http_elearn_progress_clamp(p);
+        rc = ngx_http_elearn_progress_produce(p);
+
+    } else if (e->len == 1 && e->str[0] == '0') {
+        p->enrolled = 0;
+        rc = ngx_http_elearn_progress_decide(p);
+
+    } else if (e->len == sizeof("bounds") - 1
+               && ngx_strncmp(e->str, "bounds", e->len) == 0)
+    {
+        /* the 422 with its field errors (decide() checks the bounds) */
+        p->enrolled = 1;
+        rc = ngx_http_elearn_progress_decide(p);
+
+    } else {
+        /* enroll:{user}:{course} not cached */
+        rc = ngx_http_elearn_progress_enroll_query(p);
+    }
+
+    ngx_http_elearn_progress_next(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
+{
+    u_char     *s;
+    ngx_int_t   rc;
+
+    s = ngx_pnalloc(p->request->pool, NGX_HTTP_ELEARN_PROGRESS_ARGS_LEN(p));
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p->argc = 2;
+    ngx_http_elearn_progress_arg(p, s, "1");
+    ngx_http_elearn_progress_arg(p, s, "progress:%L:%L", p->user_id,
+                                 p->video_id);
+    s = ngx_http_elearn_progress_report_args(p, s);
+    ngx_http_elearn_progress_arg(p, s, "%i", p->duration);
 
     rc = ngx_http_elearn_progress_eval(p, NGX_HTTP_ELEARN_PROGRESS_MERGE,
                                        ngx_http_elearn_progress_stored);
@@ -1405,7 +1663,7 @@ ngx_http_elearn_progress_store(ngx_http_elearn_progress_t *p)
         return NGX_AGAIN;
     }
 
-    return ngx_http_elearn_problem_backend(r, rc, "the cache");
+    return ngx_http_elearn_problem_backend(p->request, rc, "the cache");
 }
 
 
@@ -1568,8 +1826,12 @@ ngx_http_elearn_progress_delivered(ngx_http_elearn_kafka_report_t *report,
     p = t->progress;
     ngx_free(t);
 
-    if (p == NULL) {
-        /* the request answered already (timeout) or is gone */
+    /*
+     * p NULL: the request answered already (timeout) or is gone.  A fast
+     * shutdown (ngx_terminate) gets here from the producer's flush in
+     * exit_process, with requests abandoned, not finalized: leave them.
+     */
+    if (p == NULL || ngx_terminate) {
         return;
     }
 

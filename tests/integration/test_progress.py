@@ -225,6 +225,38 @@ def test_bad_report_is_a_problem_and_writes_nothing(stack, base_url, course,
     assert progress_hash(stack, uid, course["video"]) == {}
 
 
+@pytest.mark.parametrize("body,fields", [
+    ({"positionSeconds": DURATION + 5.0004, "watched": []},
+     ["positionSeconds"]),
+    ({"positionSeconds": 1, "watched": [[0, 1], [DURATION, DURATION + 5.01]]},
+     ["watched[1]"]),
+    ({"positionSeconds": 1e300, "watched": [[0, 1e300]]},
+     ["positionSeconds", "watched[0]"]),
+])
+def test_bounds_with_everything_cached(stack, base_url, course, student,
+                                       body, fields):
+    """With video:{id} and enroll:{user}:{course} cached a report takes
+    one script, which refuses what reaches past the video (with the same
+    field errors) and writes nothing."""
+    uid, h = student
+    v = course["video"]
+    for pos in (1, 2):          # the second one finds both keys cached
+        assert post(base_url, v, h, {"positionSeconds": pos,
+                                     "watched": []}).status_code == 204
+    before = progress_hash(stack, uid, v)
+    r = post(base_url, v, h, body)
+    assert r.status_code == 422, r.text
+    assert sorted(e["field"] for e in r.json()["errors"]) == fields
+    assert progress_hash(stack, uid, v) == before
+    # exactly at duration + slack is fine, and clamped to the duration
+    r = post(base_url, v, h, {"positionSeconds": DURATION + 5,
+                              "watched": [[DURATION - 1, DURATION + 5]]})
+    assert r.status_code == 204
+    hsh = progress_hash(stack, uid, v)
+    assert (hsh["pos"], hsh["w"]) == (str(DURATION),
+                                      "%d-%d" % (DURATION - 1, DURATION))
+
+
 def test_body_limits(stack, base_url, course, student):
     uid, h = student
     big = {"positionSeconds": 1, "watched": [], "pad": "x" * 4100}
