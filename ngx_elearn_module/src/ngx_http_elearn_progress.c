@@ -842,6 +842,46 @@ ngx_http_elearn_progress_number(const char *s, size_t len, int64_t *n)
 }
 
 
+/*
+ * The {courseId, durationSeconds, x} answer of the lookup and report
+ * scripts: sets p's course and duration and returns x, or NULL when the
+ * video is not cached (or the answer is not that).
+ */
+static redisReply *
+ngx_http_elearn_progress_meta(ngx_http_elearn_progress_t *p,
+    redisReply *reply, ngx_int_t rc)
+{
+    int64_t      course, duration;
+    redisReply  *c, *d, *e;
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 3)
+    {
+        return NULL;
+    }
+
+    c = reply->element[0];
+    d = reply->element[1];
+    e = reply->element[2];
+
+    if (c->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING
+        || e->type != REDIS_REPLY_STRING
+        || ngx_http_elearn_progress_number(c->str, c->len, &course) != NGX_OK
+        || ngx_http_elearn_progress_number(d->str, d->len, &duration)
+           != NGX_OK
+        || duration > NGX_MAX_INT32_VALUE)
+    {
+        return NULL;
+    }
+
+    p->course_id = course;
+    p->duration = (ngx_int_t) duration;
+    *ngx_sprintf(p->course, "%L", p->course_id) = '\0';
+
+    return e;
+}
+
+
 /* the lookup script's answer: both cached, one, or none */
 static void
 ngx_http_elearn_progress_looked_up(ngx_http_request_t *r, redisReply *reply,
@@ -849,42 +889,21 @@ ngx_http_elearn_progress_looked_up(ngx_http_request_t *r, redisReply *reply,
 {
     ngx_http_elearn_progress_t *p = data;
 
-    int64_t      course, duration;
-    redisReply  *c, *d, *e;
+    redisReply  *e;
 
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_ARRAY
-        && reply->elements == 3)
-    {
-        c = reply->element[0];
-        d = reply->element[1];
-        e = reply->element[2];
+    e = ngx_http_elearn_progress_meta(p, reply, rc);
 
-        if (c->type == REDIS_REPLY_STRING && d->type == REDIS_REPLY_STRING
-            && e->type == REDIS_REPLY_STRING
-            && ngx_http_elearn_progress_number(c->str, c->len, &course)
-               == NGX_OK
-            && ngx_http_elearn_progress_number(d->str, d->len, &duration)
-               == NGX_OK
-            && duration <= NGX_MAX_INT32_VALUE)
-        {
-            p->course_id = course;
-            p->duration = (ngx_int_t) duration;
-            *ngx_sprintf(p->course, "%L", p->course_id) = '\0';
+    if (e == NULL) {
+        rc = ngx_http_elearn_progress_video_query(p);
 
-            if (e->len == 1 && (e->str[0] == '1' || e->str[0] == '0')) {
-                p->enrolled = (e->str[0] == '1');
-                rc = ngx_http_elearn_progress_decide(p);
+    } else if (e->len == 1 && (e->str[0] == '1' || e->str[0] == '0')) {
+        p->enrolled = (e->str[0] == '1');
+        rc = ngx_http_elearn_progress_decide(p);
 
-            } else {
-                rc = ngx_http_elearn_progress_enroll_query(p);
-            }
-
-            ngx_http_elearn_progress_next(r, rc);
-            return;
-        }
+    } else {
+        rc = ngx_http_elearn_progress_enroll_query(p);
     }
 
-    rc = ngx_http_elearn_progress_video_query(p);
     ngx_http_elearn_progress_next(r, rc);
 }
 
@@ -1582,39 +1601,15 @@ ngx_http_elearn_progress_reported(ngx_http_request_t *r, redisReply *reply,
 {
     ngx_http_elearn_progress_t *p = data;
 
-    int64_t      course, duration;
-    redisReply  *c, *d, *e;
+    redisReply  *e;
 
-    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3)
-    {
+    e = ngx_http_elearn_progress_meta(p, reply, rc);
+
+    if (e == NULL) {
         /* video:{id} not cached (or Redis failed): the long way */
         rc = ngx_http_elearn_progress_video_query(p);
-        ngx_http_elearn_progress_next(r, rc);
-        return;
-    }
 
-    c = reply->element[0];
-    d = reply->element[1];
-    e = reply->element[2];
-
-    if (c->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING
-        || e->type != REDIS_REPLY_STRING
-        || ngx_http_elearn_progress_number(c->str, c->len, &course) != NGX_OK
-        || ngx_http_elearn_progress_number(d->str, d->len, &duration)
-           != NGX_OK
-        || duration > NGX_MAX_INT32_VALUE)
-    {
-        rc = ngx_http_elearn_progress_video_query(p);
-        ngx_http_elearn_progress_next(r, rc);
-        return;
-    }
-
-    p->course_id = course;
-    p->duration = (ngx_int_t) duration;
-    *ngx_sprintf(p->course, "%L", p->course_id) = '\0';
-
-    if (e->len == 2 && ngx_strncmp(e->str, "ok", 2) == 0) {
+    } else if (e->len == 2 && ngx_strncmp(e->str, "ok", 2) == 0) {
         p->enrolled = 1;
         ngx_http_elearn_progress_clamp(p);
         rc = ngx_http_elearn_progress_produce(p);
