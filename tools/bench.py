@@ -506,8 +506,37 @@ def post_json(path, body, token=None):
         return e.code, e.read()
 
 
+def nginx_cpu_seconds():
+    """CPU time so far of the nginx workers (with their librdkafka
+    threads), from /proc: less at the mercy of a shared machine than
+    requests per second."""
+    pid = open(os.path.join(os.environ["ELEARN_VAR"], "nginx",
+                            "nginx.pid")).read().strip()
+    out = subprocess.run(["pgrep", "-P", pid], capture_output=True,
+                         text=True).stdout.split()
+    ticks = 0
+    for w in out:
+        try:
+            f = open("/proc/%s/stat" % w).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(f[11]) + int(f[12])        # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(path, **kw):
+    """wrk's figures plus the nginx workers' CPU microseconds per
+    request."""
+    t0 = nginx_cpu_seconds()
+    r = wrk(path, **kw)
+    used = nginx_cpu_seconds() - t0
+    r["cpu_us"] = used * 1e6 / max(r["rps"] * (kw.get("seconds")
+                                               or SECONDS), 1)
+    return r
+
+
 def progress_scenarios(rows, notes):
-    """Issue 5's ingest figures; about 60 s at BENCH_SECONDS=10."""
+    """Issue 5's ingest figures; about 70 s at BENCH_SECONDS=10."""
     course = get_json("/api/v1/courses/1")
     videos = ",".join("%d:%d" % (v["videoId"], v["durationSeconds"])
                       for v in course["videos"]
@@ -545,6 +574,17 @@ def progress_scenarios(rows, notes):
     naive = wrk("/", args=[toks, videos, "/bench/naive"], **kw)
     rows.append(("progress ingest, naive (1 upsert/report, reference)",
                  naive, naive["rps"], "naive"))
+
+    # what each costs nginx itself, the machine's other load aside
+    cpu = [("return 204", cpu_per_request("/bench/204"))]
+    for name, prefix in (("queued", ""), ("durable", "/bench/durable"),
+                         ("naive", "/bench/naive")):
+        cpu.append((name, cpu_per_request("/", args=[toks, videos, prefix],
+                                          **kw)))
+    notes.append("progress ingest, nginx CPU per request (workers and "
+                 "their librdkafka threads, from /proc): "
+                 + ", ".join("%s %.1f us" % (n, r["cpu_us"])
+                             for n, r in cpu))
     for name, r in (("queued", queued), ("durable", durable)):
         r = dict(r, ratio=r["rps"] / naive["rps"])
         rows.append(("progress ingest, %s, against naive" % name, r, None,
