@@ -22,15 +22,21 @@ SELECT 1
    AND course_id = $2::bigint;
 
 -- name: progress_read
--- GET /api/v1/videos/{id}/progress when Redis has nothing: $1 user id,
--- $2 video id.  No row: nothing reported yet (or not flushed yet by the
--- daemon).  Index: video_progress_pkey.
+-- GET /api/v1/videos/{id}/progress when Redis has not seen this row yet:
+-- $1 user id, $2 video id.  No row: nothing reported yet (or not flushed
+-- yet by the daemon).  The watched union as "from-to,from-to" (the Redis
+-- hash's form) and updated_at in milliseconds, to seed Redis with.
+-- Index: video_progress_pkey.
 -- params: [3, 1]
 SELECT position_seconds,
        watched_seconds,
        (completed_at IS NOT NULL)::text,
        to_char(updated_at AT TIME ZONE 'UTC',
-               'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+               'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       (extract(epoch FROM updated_at) * 1000)::bigint,
+       (SELECT coalesce(string_agg(lower(r) || '-' || upper(r), ','
+                                   ORDER BY lower(r)), '')
+          FROM unnest(watched) AS r)
   FROM video_progress
  WHERE user_id = $1::bigint
    AND video_id = $2::bigint;

@@ -137,6 +137,33 @@ static const char  ngx_http_elearn_progress_report_lua[] =
 
 
 /*
+ * GET seeds progress:{user}:{video} from PostgreSQL once (a key that
+ * reports created after it expired knows only those reports): KEYS[1] the
+ * key; ARGV[1] PostgreSQL's position, ARGV[2] its updated_at in ms,
+ * ARGV[3] its union, ARGV[4] TTL, ARGV[5] duration, ARGV[6] "1" when it
+ * has completed_at, ARGV[7] "1" when it has a row at all.  The union is
+ * merged in; the position only when Redis has none (PostgreSQL's
+ * updated_at is when the daemon wrote, not when the report was made);
+ * c = 1 keeps PostgreSQL's completion; s = 1 marks the key seeded.
+ * Returns {pos, at, ws, c}, or {} when neither had anything.
+ */
+static const char  ngx_http_elearn_progress_seed_lua[] =
+    NGX_HTTP_ELEARN_PROGRESS_MERGE_FN
+    "local k, d = KEYS[1], tonumber(ARGV[5])\n"
+    "if ARGV[7] == '1' then\n"
+    "  if redis.call('HEXISTS', k, 'at') == 0 then\n"
+    "    merge(k, ARGV[1], ARGV[2], ARGV[3], ARGV[4], d)\n"
+    "  else\n"
+    "    merge(k, 0, -2, ARGV[3], ARGV[4], d)\n"
+    "  end\n"
+    "  if ARGV[6] == '1' then redis.call('HSET', k, 'c', 1) end\n"
+    "end\n"
+    "if redis.call('EXISTS', k) == 0 then return {} end\n"
+    "redis.call('HSET', k, 's', 1)\n"
+    "return redis.call('HMGET', k, 'pos', 'at', 'ws', 'c')\n";
+
+
+/*
  * Both lookups for GET and the naive location: KEYS[1] video:{id},
  * ARGV[1] the user id.  Returns {} or {courseId, durationSeconds,
  * enrolled}, enrolled "1", "0" or "" (not cached).
@@ -160,6 +187,7 @@ typedef struct {
 #define NGX_HTTP_ELEARN_PROGRESS_MERGE   0
 #define NGX_HTTP_ELEARN_PROGRESS_LOOKUP  1
 #define NGX_HTTP_ELEARN_PROGRESS_REPORT  2
+#define NGX_HTTP_ELEARN_PROGRESS_SEED    3
 
 static ngx_http_elearn_progress_script_t  ngx_http_elearn_progress_scripts[] = {
     { "merge", ngx_http_elearn_progress_merge_lua,
@@ -167,7 +195,9 @@ static ngx_http_elearn_progress_script_t  ngx_http_elearn_progress_scripts[] = {
     { "lookup", ngx_http_elearn_progress_lookup_lua,
       sizeof(ngx_http_elearn_progress_lookup_lua) - 1, { 0 }, 0 },
     { "report", ngx_http_elearn_progress_report_lua,
-      sizeof(ngx_http_elearn_progress_report_lua) - 1, { 0 }, 0 }
+      sizeof(ngx_http_elearn_progress_report_lua) - 1, { 0 }, 0 },
+    { "seed", ngx_http_elearn_progress_seed_lua,
+      sizeof(ngx_http_elearn_progress_seed_lua) - 1, { 0 }, 0 }
 };
 
 
@@ -215,6 +245,13 @@ struct ngx_http_elearn_progress_s {
 
     ngx_http_elearn_progress_ticket_t *ticket;
     ngx_event_t                        ack_timer;
+
+    /* GET: what PostgreSQL said, for when Redis fails meanwhile */
+    int64_t                            pg_pos;
+    int64_t                            pg_watched;
+    ngx_str_t                          pg_updated;
+    unsigned                           pg_completed:1;
+    unsigned                           had:1;      /* Redis had the key */
 
     unsigned                           report:1;   /* POST, not GET */
     unsigned                           enrolled:1;
@@ -272,6 +309,8 @@ static void ngx_http_elearn_progress_read_cached(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc, void *data);
 static ngx_int_t ngx_http_elearn_progress_read_query(
     ngx_http_elearn_progress_t *p);
+static void ngx_http_elearn_progress_seeded(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc, void *data);
 static void ngx_http_elearn_progress_read_done(ngx_http_request_t *r,
     PGresult *res, ngx_int_t rc, void *data);
 static ngx_int_t ngx_http_elearn_progress_answer(
@@ -1873,15 +1912,15 @@ ngx_http_elearn_progress_ack_timeout(ngx_event_t *ev)
 }
 
 
-/* --- GET: Redis, else PostgreSQL ----------------------------------------- */
+/* --- GET: Redis, seeded once from PostgreSQL ---------------------------- */
 
 static ngx_int_t
 ngx_http_elearn_progress_read(ngx_http_elearn_progress_t *p)
 {
     u_char      *last;
     ngx_int_t    rc;
-    const char  *argv[5];
-    size_t       argvlen[5];
+    const char  *argv[7];
+    size_t       argvlen[7];
     u_char       key[NGX_HTTP_ELEARN_PROGRESS_KEY_LEN];
 
     last = ngx_sprintf(key, "progress:%L:%L", p->user_id, p->video_id);
@@ -1896,10 +1935,14 @@ ngx_http_elearn_progress_read(ngx_http_elearn_progress_t *p)
     argvlen[3] = 2;
     argv[4] = "ws";
     argvlen[4] = 2;
+    argv[5] = "c";
+    argvlen[5] = 1;
+    argv[6] = "s";
+    argvlen[6] = 1;
 
     rc = ngx_http_elearn_redis_command(p->request,
                                        ngx_http_elearn_progress_read_cached,
-                                       p, 5, argv, argvlen);
+                                       p, 7, argv, argvlen);
     if (rc == NGX_AGAIN) {
         return NGX_AGAIN;
     }
@@ -1920,48 +1963,80 @@ ngx_http_elearn_progress_read_query(ngx_http_elearn_progress_t *p)
 }
 
 
+/*
+ * Answers from {pos, at, ws, c, ...} of the hash; NGX_DECLINED when the
+ * reply is not that (no key).
+ */
+static ngx_int_t
+ngx_http_elearn_progress_answer_hash(ngx_http_elearn_progress_t *p,
+    redisReply *reply, ngx_int_t *answer)
+{
+    u_char      *s;
+    int64_t      v[3];
+    ngx_str_t    updated;
+    ngx_uint_t   i;
+    redisReply  *e;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 4) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < 3; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING
+            || ngx_http_elearn_progress_number(e->str, e->len, &v[i])
+               != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    s = ngx_pnalloc(p->request->pool, sizeof("YYYY-MM-DDTHH:MM:SS.mmmZ"));
+    if (s == NULL) {
+        *answer = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_OK;
+    }
+
+    updated.data = s;
+    updated.len = ngx_http_elearn_progress_time(s, v[1]) - s;
+
+    e = reply->element[3];
+
+    *answer = ngx_http_elearn_progress_answer(p, v[0], v[2],
+                                              e->type == REDIS_REPLY_STRING
+                                              && e->len == 1
+                                              && e->str[0] == '1',
+                                              &updated);
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_elearn_progress_read_cached(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc, void *data)
 {
     ngx_http_elearn_progress_t *p = data;
 
-    int64_t      v[3];
-    u_char      *s;
-    ngx_str_t    updated;
-    ngx_uint_t   i;
+    ngx_int_t    answer;
     redisReply  *e;
 
     if (rc == NGX_OK && reply->type == REDIS_REPLY_ARRAY
-        && reply->elements == 3)
+        && reply->elements == 5)
     {
-        for (i = 0; i < 3; i++) {
-            e = reply->element[i];
+        e = reply->element[4];
+        p->had = (reply->element[0]->type == REDIS_REPLY_STRING);
 
-            if (e->type != REDIS_REPLY_STRING
-                || ngx_http_elearn_progress_number(e->str, e->len, &v[i])
-                   != NGX_OK)
-            {
-                break;
-            }
-        }
-
-        if (i == 3) {
-            s = ngx_pnalloc(r->pool, sizeof("YYYY-MM-DDTHH:MM:SS.mmmZ"));
-            if (s == NULL) {
-                ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-                return;
-            }
-
-            updated.data = s;
-            updated.len = ngx_http_elearn_progress_time(s, v[1]) - s;
-
-            ngx_http_elearn_finalize(r,
-                ngx_http_elearn_progress_answer(p, v[0], v[2], 0, &updated));
+        if (e->type == REDIS_REPLY_STRING && e->len == 1 && e->str[0] == '1'
+            && ngx_http_elearn_progress_answer_hash(p, reply, &answer)
+               == NGX_OK)
+        {
+            ngx_http_elearn_finalize(r, answer);
             return;
         }
     }
 
+    /* no key, or one never seeded: PostgreSQL's row joins it */
     rc = ngx_http_elearn_progress_read_query(p);
     ngx_http_elearn_progress_next(r, rc);
 }
@@ -1973,8 +2048,10 @@ ngx_http_elearn_progress_read_done(ngx_http_request_t *r, PGresult *res,
 {
     ngx_http_elearn_progress_t *p = data;
 
-    int64_t    pos, watched;
-    ngx_str_t  updated;
+    u_char                       *s, *list;
+    int64_t                       at;
+    ngx_uint_t                    row;
+    ngx_http_elearn_main_conf_t  *emcf;
 
     if (ngx_http_elearn_progress_result(r, res, rc, PGRES_TUPLES_OK,
                                         "progress read")
@@ -1983,27 +2060,105 @@ ngx_http_elearn_progress_read_done(ngx_http_request_t *r, PGresult *res,
         return;
     }
 
-    if (PQntuples(res) != 1
-        || ngx_http_elearn_progress_number(PQgetvalue(res, 0, 0),
-                                           PQgetlength(res, 0, 0), &pos)
-           != NGX_OK
-        || ngx_http_elearn_progress_number(PQgetvalue(res, 0, 1),
-                                           PQgetlength(res, 0, 1), &watched)
-           != NGX_OK)
-    {
-        /* nothing reported yet */
+    row = (PQntuples(res) == 1
+           && ngx_http_elearn_progress_number(PQgetvalue(res, 0, 0),
+                                              PQgetlength(res, 0, 0),
+                                              &p->pg_pos)
+              == NGX_OK
+           && ngx_http_elearn_progress_number(PQgetvalue(res, 0, 1),
+                                              PQgetlength(res, 0, 1),
+                                              &p->pg_watched)
+              == NGX_OK
+           && ngx_http_elearn_progress_number(PQgetvalue(res, 0, 4),
+                                              PQgetlength(res, 0, 4), &at)
+              == NGX_OK);
+
+    if (!row && !p->had) {
+        /* nothing reported yet, anywhere */
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_progress_answer(p, 0, 0, 0, NULL));
         return;
     }
 
-    updated.data = (u_char *) PQgetvalue(res, 0, 3);
-    updated.len = PQgetlength(res, 0, 3);
+    if (row) {
+        p->pg_completed = (PQgetvalue(res, 0, 2)[0] == 't');
+        p->pg_updated.len = PQgetlength(res, 0, 3);
+        p->pg_updated.data = ngx_pnalloc(r->pool, p->pg_updated.len);
+        list = ngx_pnalloc(r->pool, PQgetlength(res, 0, 5) + 1);
+        if (p->pg_updated.data == NULL || list == NULL) {
+            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
 
-    ngx_http_elearn_finalize(r,
-        ngx_http_elearn_progress_answer(p, pos, watched,
-                                        PQgetvalue(res, 0, 2)[0] == 't',
-                                        &updated));
+        ngx_memcpy(p->pg_updated.data, PQgetvalue(res, 0, 3),
+                   p->pg_updated.len);
+        *ngx_cpymem(list, PQgetvalue(res, 0, 5), PQgetlength(res, 0, 5))
+            = '\0';
+
+    } else {
+        at = -2;
+        list = (u_char *) "";
+    }
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    s = ngx_pnalloc(r->pool, NGX_HTTP_ELEARN_PROGRESS_KEY_LEN
+                             + 3 * NGX_INT64_LEN + NGX_TIME_T_LEN + 8);
+    if (s == NULL) {
+        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    p->argc = 2;
+    ngx_http_elearn_progress_arg(p, s, "1");
+    ngx_http_elearn_progress_arg(p, s, "progress:%L:%L", p->user_id,
+                                 p->video_id);
+    ngx_http_elearn_progress_arg(p, s, "%L", ngx_min(p->pg_pos,
+                                                     p->duration));
+    ngx_http_elearn_progress_arg(p, s, "%L", at);
+    p->argv[p->argc] = (char *) list;
+    p->argvlen[p->argc++] = ngx_strlen(list);
+    ngx_http_elearn_progress_arg(p, s, "%T", emcf->progress_ttl);
+    ngx_http_elearn_progress_arg(p, s, "%i", p->duration);
+    p->argv[p->argc] = p->pg_completed ? "1" : "0";
+    p->argvlen[p->argc++] = 1;
+    p->argv[p->argc] = row ? "1" : "0";
+    p->argvlen[p->argc++] = 1;
+
+    rc = ngx_http_elearn_progress_eval(p, NGX_HTTP_ELEARN_PROGRESS_SEED,
+                                       ngx_http_elearn_progress_seeded);
+    if (rc != NGX_AGAIN) {
+        ngx_http_elearn_progress_seeded(r, NULL, rc, p);
+    }
+}
+
+
+static void
+ngx_http_elearn_progress_seeded(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_progress_t *p = data;
+
+    ngx_int_t  answer;
+
+    if (rc == NGX_OK
+        && ngx_http_elearn_progress_answer_hash(p, reply, &answer) == NGX_OK)
+    {
+        ngx_http_elearn_finalize(r, answer);
+        return;
+    }
+
+    /* Redis failed meanwhile (or the key expired): PostgreSQL's view */
+    if (p->pg_updated.data == NULL) {
+        answer = ngx_http_elearn_progress_answer(p, 0, 0, 0, NULL);
+
+    } else {
+        answer = ngx_http_elearn_progress_answer(p, p->pg_pos, p->pg_watched,
+                                                 p->pg_completed,
+                                                 &p->pg_updated);
+    }
+
+    ngx_http_elearn_finalize(r, answer);
 }
 
 

@@ -136,7 +136,11 @@
     "       watched_seconds,\n" \
     "       (completed_at IS NOT NULL)::text,\n" \
     "       to_char(updated_at AT TIME ZONE 'UTC',\n" \
-    "               'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')\n" \
+    "               'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),\n" \
+    "       (extract(epoch FROM updated_at) * 1000)::bigint,\n" \
+    "       (SELECT coalesce(string_agg(lower(r) || '-' || upper(r), ','\n" \
+    "                                   ORDER BY lower(r)), '')\n" \
+    "          FROM unnest(watched) AS r)\n" \
     "  FROM video_progress\n" \
     " WHERE user_id = $1::bigint\n" \
     "   AND video_id = $2::bigint\n"

@@ -408,6 +408,39 @@ def test_get_falls_back_to_postgresql(stack, base_url, pg, course, student):
                         "updatedAt": "2026-01-02T03:04:05.678Z"}
 
 
+def test_get_seeds_an_expired_key_from_postgresql(stack, base_url, pg,
+                                                  course, student):
+    """A key created by reports after the old one expired knows only those
+    reports: the first GET merges PostgreSQL's row into it once, so the
+    union and the completion survive the expiry."""
+    uid, h = student
+    v = course["video"]
+    with pg.cursor() as c:
+        c.execute("INSERT INTO video_progress (user_id, video_id, "
+                  "position_seconds, watched, completed_at, updated_at) "
+                  "VALUES (%s, %s, 550, '{[0,540)}', "
+                  "'2026-01-02T03:04:05Z', '2026-01-02T03:04:05Z')",
+                  (uid, v))
+    # the Redis key expired; the student comes back and watches a bit more
+    assert post(base_url, v, h, {"positionSeconds": 580,
+                                 "watched": [[570, 580]]}).status_code == 204
+    assert progress_hash(stack, uid, v)["ws"] == "10"
+    for _ in range(2):          # seeds, then answers from the seeded key
+        r = requests.get(url(base_url, v), headers=h)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["positionSeconds"] == 580       # Redis's is newer
+        assert body["watchedSeconds"] == 550
+        assert body["completed"] is True
+    hsh = progress_hash(stack, uid, v)
+    assert (hsh["w"], hsh["s"], hsh["c"]) == ("0-540,570-580", "1", "1")
+    # later reports merge into the seeded union
+    assert post(base_url, v, h, {"positionSeconds": 590,
+                                 "watched": [[580, 590]]}).status_code == 204
+    assert requests.get(url(base_url, v), headers=h).json()[
+        "watchedSeconds"] == 560
+
+
 # --- the enrollment cache ---------------------------------------------------
 
 def test_unenroll_drops_the_enrollment_cache(stack, base_url, course,
