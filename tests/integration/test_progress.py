@@ -257,6 +257,24 @@ def test_bounds_with_everything_cached(stack, base_url, course, student,
                                       "%d-%d" % (DURATION - 1, DURATION))
 
 
+def test_bad_reports_produce_no_event(stack, base_url, course, student,
+                                      kafka_brokers):
+    """Every refused report of BAD, then one good one: the topic gets
+    exactly one event of this user, the good one's."""
+    uid, h = student
+    consumer = consumer_on(kafka_brokers, "elearn.progress")
+    try:
+        for body, status, _ in BAD:
+            assert post(base_url, course["video"], h, body).status_code \
+                == status
+        assert post(base_url, course["video"], h, {
+            "positionSeconds": 42, "watched": [[40, 42]]}).status_code == 204
+        got = events_of(consumer, uid, 2, timeout=10)
+    finally:
+        consumer.close()
+    assert [ev["data"]["positionSeconds"] for _, ev in got] == [42]
+
+
 def test_body_limits(stack, base_url, course, student):
     uid, h = student
     big = {"positionSeconds": 1, "watched": [], "pad": "x" * 4100}
