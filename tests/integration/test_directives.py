@@ -223,3 +223,17 @@ def test_example_configs_pass(stack_env, tmp_path):
     conf = os.path.join(stack_env["ELEARN_VAR"], "nginx", "nginx.conf")
     r = run_nginx(stack_env, "-t", "-p", os.path.dirname(conf), "-c", conf)
     assert r.returncode == 0, r.stderr
+
+
+def test_progress_directives_accept_good_values(stack_env, tmp_path):
+    r = nginx_t(stack_env, tmp_path,
+                ["elearn_progress_completion 0.95;",
+                 "elearn_progress_slack 0;",
+                 "elearn_progress_ttl 7d;",
+                 "elearn_enrollment_negative_ttl 5m;"],
+                ["elearn_progress_ack durable;",
+                 "elearn_progress_ack_timeout 250ms;",
+                 "elearn_progress_naive on;"])
+    assert r.returncode == 0, r.stderr
+    r = nginx_t(stack_env, tmp_path, ["elearn_progress_completion 1;"])
+    assert r.returncode == 0, r.stderr
