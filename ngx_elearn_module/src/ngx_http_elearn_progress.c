@@ -233,6 +233,7 @@ struct ngx_http_elearn_progress_s {
     u_char                             video[NGX_INT64_LEN + 1];
     u_char                             course[NGX_INT64_LEN + 1];
     const char                        *values[5];
+    int                                nvalues;
 
     /* a script's argv, kept for the EVAL retry */
     ngx_http_elearn_progress_script_t *script;
@@ -795,22 +796,51 @@ ngx_http_elearn_progress_get(ngx_http_request_t *r,
 
 
 /*
- * Runs sql with p->values for p's request: NGX_AGAIN (handler follows),
- * or the 503 answered when the query could not even be queued.
+ * Runs sql for p's request with $1 the user and $2 second, or, second
+ * NULL, with the p->nvalues parameters in p->values:
+ * NGX_AGAIN (handler follows), or the 503 answered when the query could
+ * not even be queued.
  */
 static ngx_int_t
-ngx_http_elearn_progress_query(ngx_http_elearn_progress_t *p, const char *sql,
-    int nparams, ngx_http_elearn_pg_handler_pt handler)
+ngx_http_elearn_progress_query(ngx_http_elearn_progress_t *p, u_char *second,
+    const char *sql, ngx_http_elearn_pg_handler_pt handler)
 {
     ngx_int_t  rc;
 
-    rc = ngx_http_elearn_pg_query(p->request, sql, nparams, p->values,
+    if (second != NULL) {
+        p->values[0] = (char *) p->user;
+        p->values[1] = (char *) second;
+        p->nvalues = 2;
+    }
+
+    rc = ngx_http_elearn_pg_query(p->request, sql, p->nvalues, p->values,
                                   handler, p);
     if (rc == NGX_AGAIN) {
         return NGX_AGAIN;
     }
 
     return ngx_http_elearn_problem_backend(p->request, rc, "the database");
+}
+
+
+/*
+ * A cache read: the Redis command, whose handler goes on; or, with Redis
+ * not connected, what fallback (the PostgreSQL query) returns.
+ */
+static ngx_int_t
+ngx_http_elearn_progress_cached(ngx_http_elearn_progress_t *p, int argc,
+    const char **argv, const size_t *argvlen,
+    ngx_http_elearn_redis_handler_pt handler,
+    ngx_int_t (*fallback)(ngx_http_elearn_progress_t *p))
+{
+    if (ngx_http_elearn_redis_command(p->request, handler, p, argc, argv,
+                                      argvlen)
+        == NGX_AGAIN)
+    {
+        return NGX_AGAIN;
+    }
+
+    return fallback(p);
 }
 
 
@@ -1027,9 +1057,10 @@ static ngx_int_t
 ngx_http_elearn_progress_video_query(ngx_http_elearn_progress_t *p)
 {
     p->values[0] = (char *) p->video;
+    p->nvalues = 1;
 
-    return ngx_http_elearn_progress_query(p,
-               NGX_HTTP_ELEARN_SQL_PROGRESS_VIDEO_META, 1,
+    return ngx_http_elearn_progress_query(p, NULL,
+               NGX_HTTP_ELEARN_SQL_PROGRESS_VIDEO_META,
                ngx_http_elearn_progress_video_done);
 }
 
@@ -1138,7 +1169,6 @@ ngx_http_elearn_progress_enroll_key(ngx_http_elearn_progress_t *p,
 static ngx_int_t
 ngx_http_elearn_progress_enrollment(ngx_http_elearn_progress_t *p)
 {
-    ngx_int_t    rc;
     const char  *argv[2];
     size_t       argvlen[2];
     u_char       key[sizeof("enroll::") + 2 * NGX_INT64_LEN];
@@ -1150,25 +1180,17 @@ ngx_http_elearn_progress_enrollment(ngx_http_elearn_progress_t *p)
     argv[1] = (char *) key;
     argvlen[1] = ngx_http_elearn_progress_enroll_key(p, key);
 
-    rc = ngx_http_elearn_redis_command(p->request,
+    return ngx_http_elearn_progress_cached(p, 2, argv, argvlen,
                                        ngx_http_elearn_progress_enroll_cached,
-                                       p, 2, argv, argvlen);
-    if (rc == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    return ngx_http_elearn_progress_enroll_query(p);
+                                       ngx_http_elearn_progress_enroll_query);
 }
 
 
 static ngx_int_t
 ngx_http_elearn_progress_enroll_query(ngx_http_elearn_progress_t *p)
 {
-    p->values[0] = (char *) p->user;
-    p->values[1] = (char *) p->course;
-
-    return ngx_http_elearn_progress_query(p,
-               NGX_HTTP_ELEARN_SQL_PROGRESS_ENROLLED, 2,
+    return ngx_http_elearn_progress_query(p, p->course,
+               NGX_HTTP_ELEARN_SQL_PROGRESS_ENROLLED,
                ngx_http_elearn_progress_enroll_done);
 }
 
@@ -1483,9 +1505,10 @@ ngx_http_elearn_progress_naive(ngx_http_elearn_progress_t *p)
 
     p->values[0] = (char *) p->user;
     p->values[1] = (char *) p->video;
+    p->nvalues = 5;
 
-    return ngx_http_elearn_progress_query(p,
-               NGX_HTTP_ELEARN_SQL_PROGRESS_NAIVE_UPSERT, 5,
+    return ngx_http_elearn_progress_query(p, NULL,
+               NGX_HTTP_ELEARN_SQL_PROGRESS_NAIVE_UPSERT,
                ngx_http_elearn_progress_naive_done);
 }
 
@@ -1918,7 +1941,6 @@ static ngx_int_t
 ngx_http_elearn_progress_read(ngx_http_elearn_progress_t *p)
 {
     u_char      *last;
-    ngx_int_t    rc;
     const char  *argv[7];
     size_t       argvlen[7];
     u_char       key[NGX_HTTP_ELEARN_PROGRESS_KEY_LEN];
@@ -1940,25 +1962,17 @@ ngx_http_elearn_progress_read(ngx_http_elearn_progress_t *p)
     argv[6] = "s";
     argvlen[6] = 1;
 
-    rc = ngx_http_elearn_redis_command(p->request,
-                                       ngx_http_elearn_progress_read_cached,
-                                       p, 7, argv, argvlen);
-    if (rc == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    return ngx_http_elearn_progress_read_query(p);
+    return ngx_http_elearn_progress_cached(p, 7, argv, argvlen,
+                                           ngx_http_elearn_progress_read_cached,
+                                           ngx_http_elearn_progress_read_query);
 }
 
 
 static ngx_int_t
 ngx_http_elearn_progress_read_query(ngx_http_elearn_progress_t *p)
 {
-    p->values[0] = (char *) p->user;
-    p->values[1] = (char *) p->video;
-
-    return ngx_http_elearn_progress_query(p,
-               NGX_HTTP_ELEARN_SQL_PROGRESS_READ, 2,
+    return ngx_http_elearn_progress_query(p, p->video,
+               NGX_HTTP_ELEARN_SQL_PROGRESS_READ,
                ngx_http_elearn_progress_read_done);
 }
 
