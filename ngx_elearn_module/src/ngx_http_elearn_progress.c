@@ -12,7 +12,10 @@
  * writes PostgreSQL in batches.  PostgreSQL is never touched on the
  * report path, except for cache misses of the two lookups and in the
  * bench-only naive location (elearn_progress_naive), which upserts one
- * row per report to show what write-behind saves.
+ * row per report to show what write-behind saves.  When both lookups
+ * hit, the whole report (lookups, bounds, merge) is one Redis script.
+ * GET answers from the Redis hash, which its first read of a key seeds
+ * once from video_progress.
  *
  * elearn_progress_ack chooses when the 204 is sent: "queued" once Redis
  * has the report and librdkafka accepted the event; "durable" only after
