@@ -19,6 +19,12 @@ a browse by newest at cursor page 500 against page 1 with offset page
 500 beside them, and suggest over 2-4 letter prefixes of the mix.  The
 targets are printed in a note after the table.
 
+The progress scenarios (issue 5) post reports of 32 enrolled bench
+students over course 1's videos, each request a new token and position:
+write-behind with the default (queued) acknowledgement and with durable
+ones, both against `return 204`, and the naive location (one PostgreSQL
+upsert a report) as the reference write-behind is compared with.
+
 The progress daemon scenarios (issue 5) measure elearn-progress, the
 stack's write-behind daemon, against pgbench running the naive
 single-row progress upsert with 16 clients: the rows per second it drains
@@ -28,7 +34,8 @@ its lag while reports arrive at a steady rate (PROGRESS_RATE, default
 every 30 s send) for BENCH_SECONDS, with the rows per statement.
 
 Environment: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64),
-BENCH_ONLY=search or progress (only those scenarios, for working on them).
+BENCH_ONLY=search or BENCH_ONLY=progress (only those scenarios, for
+working on them).
 """
 
 import base64
@@ -142,6 +149,40 @@ function request()
     return wrk.format("GET", path)
 end
 """
+
+# progress reports: each thread walks the tokens of args[1] and the
+# "videoId:duration" pairs of args[2] from its own start, posting one new
+# 10-second interval each time to args[3] .. "/api/v1/videos/{id}/progress"
+PROGRESS_LUA = """
+tokens, videos, k, prefix = {}, {}, 0, ""
+local threads = {}
+function setup(thread)
+    table.insert(threads, thread)
+    thread:set("k", #threads * 7919)
+end
+function init(args)
+    for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+    for pair in string.gmatch(args[2], "[^,]+") do
+        local id, dur = pair:match("(%d+):(%d+)")
+        videos[#videos + 1] = {id, tonumber(dur)}
+    end
+    prefix = args[3] or ""
+end
+function request()
+    k = k + 1
+    local v = videos[k % #videos + 1]
+    local span = math.max(v[2] - 10, 1)
+    local p = (k * 10) % span
+    local body = '{"positionSeconds":' .. (p + 10)
+                 .. ',"watched":[[' .. p .. ',' .. (p + 10) .. ']]}'
+    return wrk.format("POST", prefix .. "/api/v1/videos/" .. v[1]
+                      .. "/progress",
+                      {["Authorization"] = "Bearer "
+                                           .. tokens[k % #tokens + 1],
+                       ["Content-Type"] = "application/json"}, body)
+end
+"""
+PROGRESS_STUDENTS = 32
 
 HEADER = []     # extra wrk headers (the bearer token)
 
@@ -515,6 +556,108 @@ def search_scenarios(rows, notes):
                  "(%d misses of %d lookups)" % (total - hit, total))
 
 
+def post_json(path, body, token=None):
+    req = urllib.request.Request(
+        BASE + path, data=json.dumps(body).encode(), method="POST",
+        headers=dict({"Content-Type": "application/json"},
+                     **({"Authorization": "Bearer " + token}
+                        if token else {})))
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def nginx_cpu_seconds():
+    """CPU time so far of the nginx workers (with their librdkafka
+    threads), from /proc: less at the mercy of a shared machine than
+    requests per second."""
+    pid = open(os.path.join(os.environ["ELEARN_VAR"], "nginx",
+                            "nginx.pid")).read().strip()
+    out = subprocess.run(["pgrep", "-P", pid], capture_output=True,
+                         text=True).stdout.split()
+    ticks = 0
+    for w in out:
+        try:
+            f = open("/proc/%s/stat" % w).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(f[11]) + int(f[12])        # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(path, **kw):
+    """wrk's figures plus the nginx workers' CPU microseconds per
+    request."""
+    t0 = nginx_cpu_seconds()
+    r = wrk(path, **kw)
+    used = nginx_cpu_seconds() - t0
+    r["cpu_us"] = used * 1e6 / max(r["rps"] * (kw.get("seconds")
+                                               or SECONDS), 1)
+    return r
+
+
+def progress_scenarios(rows, notes):
+    """Issue 5's ingest figures; about 70 s at BENCH_SECONDS=10."""
+    course = get_json("/api/v1/courses/1")
+    videos = ",".join("%d:%d" % (v["videoId"], v["durationSeconds"])
+                      for v in course["videos"]
+                      if v.get("durationSeconds"))
+    tokens = []
+    for i in range(1, PROGRESS_STUDENTS + 1):
+        email = "bench-progress-%d@bench.elearn.dev" % i
+        password = "bench-password-%d" % i
+        # 201 the first time, 409 after: either way the account exists
+        post_json("/api/v1/auth/register", {"email": email,
+                                            "password": password,
+                                            "displayName": "Bench P%d" % i})
+        for _ in range(50):     # the dev config rate-limits logins
+            status, body = post_json("/api/v1/auth/login",
+                                     {"email": email, "password": password})
+            if status != 429:
+                break
+            time.sleep(0.2)
+        token = json.loads(body)["accessToken"]
+        status, _ = post_json("/api/v1/courses/1/enrollments", {}, token)
+        assert status in (200, 201), status
+        tokens.append(token)
+    toks = write_lines("progress-tokens.txt", tokens)
+    lua = os.path.join(OUT, "progress.lua")
+    open(lua, "w").write(PROGRESS_LUA)
+
+    kw = dict(script=lua, header=False)
+    queued, ref = near_204("/", args=[toks, videos, ""], **kw)
+    rows.append(("progress ingest, queued (default)", queued, ref,
+                 "return 204 around it"))
+    durable, ref = near_204("/", args=[toks, videos, "/bench/durable"],
+                            **kw)
+    rows.append(("progress ingest, durable (broker ack)", durable, ref,
+                 "return 204 around it"))
+    naive = wrk("/", args=[toks, videos, "/bench/naive"], **kw)
+    rows.append(("progress ingest, naive (1 upsert/report, reference)",
+                 naive, naive["rps"], "naive"))
+
+    # what each costs nginx itself, the machine's other load aside
+    cpu = [("return 204", cpu_per_request("/bench/204"))]
+    for name, prefix in (("queued", ""), ("durable", "/bench/durable"),
+                         ("naive", "/bench/naive")):
+        cpu.append((name, cpu_per_request("/", args=[toks, videos, prefix],
+                                          **kw)))
+    notes.append("progress ingest, nginx CPU per request (workers and "
+                 "their librdkafka threads, from /proc): "
+                 + ", ".join("%s %.1f us" % (n, r["cpu_us"])
+                             for n, r in cpu))
+    for name, r in (("queued", queued), ("durable", durable)):
+        r = dict(r, ratio=r["rps"] / naive["rps"])
+        rows.append(("progress ingest, %s, against naive" % name, r, None,
+                     "naive"))
+    notes.append("progress ingest: targets >= 0.5 of return 204 (queued) "
+                 "and >= 5x the naive location; %d students x %d videos "
+                 "of course 1, a new 10 s interval per report"
+                 % (len(tokens), len(videos.split(","))))
+
+
 def other_scenarios(rows, lua, pool, workers):
     """The request path, auth and login scenarios."""
     base = wrk("/bench/204")
@@ -708,7 +851,7 @@ def progress_wait_drained(timeout):
     return m
 
 
-def progress_scenarios(rows, notes):
+def progress_daemon_scenarios(rows, notes):
     """elearn-progress: drain rate of a backlog, lag under a steady rate."""
     stack("start", "progress")
     progress_wait_drained(60)
@@ -807,8 +950,9 @@ def main():
                      + login("student@elearn.dev", "student-dev-pass")]
     if ONLY != "progress":
         search_scenarios(rows, notes)
-    if ONLY in ("", "progress"):
+    if ONLY != "search":
         progress_scenarios(rows, notes)
+        progress_daemon_scenarios(rows, notes)
 
     lines = ["| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio | to |",
              "|---|---:|---:|---:|---:|---:|---|"]

@@ -52,6 +52,11 @@ typedef struct {
     u_char                         course[NGX_INT64_LEN + 1];
     const char                    *values[2];
     ngx_uint_t                     retried;
+
+    /* the answer, sent once enroll:{user}:{course} is dropped */
+    ngx_uint_t                     status;
+    u_char                        *body;
+    size_t                         body_len;
 } ngx_http_elearn_enroll_t;
 
 
@@ -77,7 +82,24 @@ typedef struct {
 
 /* --- the enrollment cache ------------------------------------------------ */
 
-/* drops enroll:{user}:{course}, fire and forget (the TTL bounds a miss) */
+static void
+ngx_http_elearn_enrollment_uncached(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_enroll_t *e = data;
+
+    ngx_http_elearn_finalize(r,
+        ngx_http_elearn_send_json(r, e->status, (char *) e->body,
+                                  e->body_len));
+}
+
+
+/*
+ * Drops enroll:{user}:{course} (the progress endpoints' enrollment cache)
+ * and then answers e's status and body: the student's very next request
+ * sees the change, whichever worker serves it.  With Redis down it
+ * answers at once (the key then lives at most elearn_enrollment_cache_ttl).
+ */
 static void
 ngx_http_elearn_enrollment_uncache(ngx_http_request_t *r,
     ngx_http_elearn_enroll_t *e)
@@ -91,18 +113,24 @@ ngx_http_elearn_enrollment_uncache(ngx_http_request_t *r,
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
-    if (emcf->redis == NULL) {
-        return;
+    if (emcf->redis != NULL) {
+        p = ngx_sprintf(key, "enroll:%L:%L", e->user_id, e->course_id);
+
+        argv[0] = "DEL";
+        argvlen[0] = 3;
+        argv[1] = (char *) key;
+        argvlen[1] = p - key;
+
+        if (ngx_http_elearn_redis_command(r,
+                                          ngx_http_elearn_enrollment_uncached,
+                                          e, 2, argv, argvlen)
+            == NGX_AGAIN)
+        {
+            return;
+        }
     }
 
-    p = ngx_sprintf(key, "enroll:%L:%L", e->user_id, e->course_id);
-
-    argv[0] = "DEL";
-    argvlen[0] = 3;
-    argv[1] = (char *) key;
-    argvlen[1] = p - key;
-
-    (void) ngx_http_elearn_redis_command(NULL, NULL, NULL, 2, argv, argvlen);
+    ngx_http_elearn_enrollment_uncached(r, NULL, NGX_OK, e);
 }
 
 
@@ -199,13 +227,17 @@ ngx_http_elearn_enrollment_create_done(ngx_http_request_t *r, PGresult *res,
     p = ngx_cpymem(p, at, at_len);
     p = ngx_sprintf(p, "\",\"status\":\"%s\"}", PQgetvalue(res, 0, 2));
 
+    e->status = created ? NGX_HTTP_CREATED : NGX_HTTP_OK;
+    e->body = buf;
+    e->body_len = p - buf;
+
     if (created) {
         ngx_http_elearn_enrollment_uncache(r, e);
+        return;
     }
 
     ngx_http_elearn_finalize(r,
-        ngx_http_elearn_send_json(r, created ? NGX_HTTP_CREATED : NGX_HTTP_OK,
-                                  (char *) buf, p - buf));
+        ngx_http_elearn_send_json(r, e->status, (char *) buf, p - buf));
 }
 
 
@@ -268,10 +300,11 @@ ngx_http_elearn_enrollment_delete_done(ngx_http_request_t *r, PGresult *res,
         return;
     }
 
-    ngx_http_elearn_enrollment_uncache(r, e);
+    e->status = NGX_HTTP_NO_CONTENT;
+    e->body = (u_char *) "";
+    e->body_len = 0;
 
-    ngx_http_elearn_finalize(r,
-        ngx_http_elearn_send_json(r, NGX_HTTP_NO_CONTENT, "", 0));
+    ngx_http_elearn_enrollment_uncache(r, e);
 }
 
 

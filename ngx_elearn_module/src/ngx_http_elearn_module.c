@@ -27,6 +27,7 @@
 #include "ngx_http_elearn_sql.h"
 #include "ngx_http_elearn_search.h"
 #include "ngx_http_elearn_ws.h"
+#include "ngx_http_elearn_progress.h"
 
 
 static ngx_int_t ngx_http_elearn_api_handler(ngx_http_request_t *r);
@@ -77,6 +78,8 @@ ngx_str_t  ngx_http_elearn_endpoint_names[] = {
     ngx_string("my_enrollments"),
     ngx_string("course_enrollments"),
     ngx_string("ws_echo"),
+    ngx_string("progress_report"),
+    ngx_string("progress_get"),
     ngx_null_string
 };
 
@@ -167,6 +170,17 @@ static ngx_http_elearn_route_t  ngx_http_elearn_routes[] = {
       NGX_HTTP_ELEARN_TEACHER, ngx_http_elearn_enrollment_of_course,
       NGX_HTTP_ELEARN_OWNER_COURSE },
 
+    /* enrollment is checked by the endpoint (cached), not by roles */
+    { "videos/#/progress", NGX_HTTP_POST,
+      NGX_HTTP_ELEARN_EP_PROGRESS_REPORT,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_progress_report,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
+    { "videos/#/progress", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_PROGRESS_GET,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_progress_get,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
     { NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -208,6 +222,12 @@ static ngx_conf_enum_t  ngx_http_elearn_jwt_algs[] = {
     { ngx_string("HS256"), NGX_HTTP_ELEARN_JWT_HS256 },
     { ngx_string("RS256"), NGX_HTTP_ELEARN_JWT_RS256 },
     { ngx_string("ES256"), NGX_HTTP_ELEARN_JWT_ES256 },
+    { ngx_null_string, 0 }
+};
+
+static ngx_conf_enum_t  ngx_http_elearn_progress_acks[] = {
+    { ngx_string("queued"), NGX_HTTP_ELEARN_PROGRESS_ACK_QUEUED },
+    { ngx_string("durable"), NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE },
     { ngx_null_string, 0 }
 };
 
@@ -542,6 +562,69 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_elearn_loc_conf_t, ws_close_timeout),
+      NULL },
+
+    { ngx_string("elearn_video_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, video_cache_ttl),
+      NULL },
+
+    { ngx_string("elearn_enrollment_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, enroll_cache_ttl),
+      NULL },
+
+    { ngx_string("elearn_enrollment_negative_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, enroll_negative_ttl),
+      NULL },
+
+    { ngx_string("elearn_progress_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, progress_ttl),
+      NULL },
+
+    { ngx_string("elearn_progress_slack"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, progress_slack),
+      NULL },
+
+    { ngx_string("elearn_progress_completion"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_elearn_progress_set_ratio,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, progress_completion),
+      NULL },
+
+    { ngx_string("elearn_progress_ack"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_elearn_progress_set_ack,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, progress_ack),
+      &ngx_http_elearn_progress_acks },
+
+    { ngx_string("elearn_progress_ack_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, progress_ack_timeout),
+      NULL },
+
+    { ngx_string("elearn_progress_naive"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, progress_naive),
       NULL },
 
       ngx_null_command
@@ -1363,6 +1446,12 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->search_cache_ttl = NGX_CONF_UNSET;
     emcf->cache_lock_timeout = NGX_CONF_UNSET_MSEC;
     emcf->cache_warm = NGX_CONF_UNSET_UINT;
+    emcf->video_cache_ttl = NGX_CONF_UNSET;
+    emcf->enroll_cache_ttl = NGX_CONF_UNSET;
+    emcf->enroll_negative_ttl = NGX_CONF_UNSET;
+    emcf->progress_ttl = NGX_CONF_UNSET;
+    emcf->progress_slack = NGX_CONF_UNSET;
+    emcf->progress_completion = NGX_CONF_UNSET_UINT;
     emcf->jwt_alg = NGX_CONF_UNSET_UINT;
     emcf->jwt_ttl = NGX_CONF_UNSET;
     emcf->jwt_leeway = NGX_CONF_UNSET;
@@ -1434,6 +1523,10 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_elearn_progress_init_conf(cf, emcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (emcf->pg_query_timeout == 0 || emcf->pg_connect_timeout == 0
         || emcf->redis_timeout == 0)
     {
@@ -1495,6 +1588,9 @@ ngx_http_elearn_create_loc_conf(ngx_conf_t *cf)
     elcf->ws_max_queue = NGX_CONF_UNSET_SIZE;
     elcf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
     elcf->ws_close_timeout = NGX_CONF_UNSET_MSEC;
+    elcf->progress_ack = NGX_CONF_UNSET_UINT;
+    elcf->progress_ack_timeout = NGX_CONF_UNSET_MSEC;
+    elcf->progress_naive = NGX_CONF_UNSET;
 
     return elcf;
 }
@@ -1509,6 +1605,18 @@ ngx_http_elearn_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->body_max_size, prev->body_max_size,
                               64 * 1024);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 2);
+    ngx_conf_merge_uint_value(conf->progress_ack, prev->progress_ack,
+                              NGX_HTTP_ELEARN_PROGRESS_ACK_QUEUED);
+    ngx_conf_merge_msec_value(conf->progress_ack_timeout,
+                              prev->progress_ack_timeout, 5000);
+    ngx_conf_merge_value(conf->progress_naive, prev->progress_naive, 0);
+
+    if (conf->progress_ack_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_progress_ack_timeout\" must not be "
+                           "zero");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->body_max_size == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -63,6 +63,8 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_MY_ENROLLMENTS,
     NGX_HTTP_ELEARN_EP_COURSE_ENROLLMENTS,
     NGX_HTTP_ELEARN_EP_WS_ECHO,
+    NGX_HTTP_ELEARN_EP_PROGRESS_REPORT,
+    NGX_HTTP_ELEARN_EP_PROGRESS_GET,
     NGX_HTTP_ELEARN_EP_MAX
 } ngx_http_elearn_endpoint_e;
 
@@ -137,6 +139,14 @@ typedef struct {
     ngx_msec_t                   cache_lock_timeout;
     ngx_uint_t                   cache_warm;     /* courses at start */
 
+    /* video progress (ngx_http_elearn_progress.c) */
+    time_t                       video_cache_ttl;
+    time_t                       enroll_cache_ttl;
+    time_t                       enroll_negative_ttl;
+    time_t                       progress_ttl;
+    time_t                       progress_slack;
+    ngx_uint_t                   progress_completion;  /* per million */
+
     /* auth: tokens */
     ngx_uint_t                   jwt_alg;        /* NGX_HTTP_ELEARN_JWT_* */
     ngx_str_t                    jwt_key_file;
@@ -180,7 +190,15 @@ typedef struct {
     size_t                       ws_max_queue;
     ngx_msec_t                   ws_ping_interval;
     ngx_msec_t                   ws_close_timeout;
+    /* video progress: NGX_HTTP_ELEARN_PROGRESS_ACK_* */
+    ngx_uint_t                   progress_ack;
+    ngx_msec_t                   progress_ack_timeout;
+    ngx_flag_t                   progress_naive;
 } ngx_http_elearn_loc_conf_t;
+
+
+#define NGX_HTTP_ELEARN_PROGRESS_ACK_QUEUED   0
+#define NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE  1
 
 
 /*
@@ -284,6 +302,12 @@ ngx_int_t ngx_http_elearn_enrollment_delete(ngx_http_request_t *r,
 ngx_int_t ngx_http_elearn_enrollment_mine(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 ngx_int_t ngx_http_elearn_enrollment_of_course(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/* ngx_http_elearn_progress.c: video progress (contract section 4) */
+ngx_int_t ngx_http_elearn_progress_report(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_progress_get(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 
 /* ngx_http_elearn_account.c: contract section 2 */

@@ -81,6 +81,25 @@ BAD = [
     ("elearn_ws_close_timeout", "0"),
     ("elearn_ws_close_timeout", "x"),
     ("elearn_ws_echo", "maybe"),
+    ("elearn_video_cache_ttl", "0"),
+    ("elearn_video_cache_ttl", "x"),
+    ("elearn_enrollment_cache_ttl", "0"),
+    ("elearn_enrollment_cache_ttl", "later"),
+    ("elearn_enrollment_negative_ttl", "0"),
+    ("elearn_enrollment_negative_ttl", "1h"),
+    ("elearn_progress_ttl", "0"),
+    ("elearn_progress_ttl", "long"),
+    ("elearn_progress_slack", "2h"),
+    ("elearn_progress_slack", "some"),
+    ("elearn_progress_completion", "0"),
+    ("elearn_progress_completion", "1.5"),
+    ("elearn_progress_completion", "90%"),
+    ("elearn_progress_completion", ".9"),
+    ("elearn_progress_ack", "maybe"),
+    ("elearn_progress_ack", "sync"),
+    ("elearn_progress_ack_timeout", "0"),
+    ("elearn_progress_ack_timeout", "soon"),
+    ("elearn_progress_naive", "yes"),
 ]
 
 # where nginx itself names the fault differently
@@ -88,6 +107,8 @@ EXPECT = {"elearn_thread_pool": 'unknown thread pool "nosuchpool"'}
 
 LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after",
                   "elearn_ws_echo"}
+                  "elearn_progress_ack", "elearn_progress_ack_timeout",
+                  "elearn_progress_naive"}
 
 
 def run_nginx(stack_env, *args):
@@ -216,4 +237,18 @@ def test_every_directive_is_tested_and_documented():
 def test_example_configs_pass(stack_env, tmp_path):
     conf = os.path.join(stack_env["ELEARN_VAR"], "nginx", "nginx.conf")
     r = run_nginx(stack_env, "-t", "-p", os.path.dirname(conf), "-c", conf)
+    assert r.returncode == 0, r.stderr
+
+
+def test_progress_directives_accept_good_values(stack_env, tmp_path):
+    r = nginx_t(stack_env, tmp_path,
+                ["elearn_progress_completion 0.95;",
+                 "elearn_progress_slack 0;",
+                 "elearn_progress_ttl 7d;",
+                 "elearn_enrollment_negative_ttl 5m;"],
+                ["elearn_progress_ack durable;",
+                 "elearn_progress_ack_timeout 250ms;",
+                 "elearn_progress_naive on;"])
+    assert r.returncode == 0, r.stderr
+    r = nginx_t(stack_env, tmp_path, ["elearn_progress_completion 1;"])
     assert r.returncode == 0, r.stderr
