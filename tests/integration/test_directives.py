@@ -106,9 +106,8 @@ BAD = [
 EXPECT = {"elearn_thread_pool": 'unknown thread pool "nosuchpool"'}
 
 LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after",
-                  "elearn_ws_echo"}
-                  "elearn_progress_ack", "elearn_progress_ack_timeout",
-                  "elearn_progress_naive"}
+                  "elearn_ws_echo", "elearn_progress_ack",
+                  "elearn_progress_ack_timeout", "elearn_progress_naive"}
 
 
 def run_nginx(stack_env, *args):
