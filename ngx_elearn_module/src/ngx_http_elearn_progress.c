@@ -290,7 +290,7 @@ static ngx_int_t ngx_http_elearn_progress_check(
 static void ngx_http_elearn_progress_normalize(ngx_http_elearn_progress_t *p);
 static void ngx_http_elearn_progress_clamp(ngx_http_elearn_progress_t *p);
 static ngx_int_t ngx_http_elearn_progress_broker(
-    ngx_http_elearn_progress_t *p);
+    ngx_http_elearn_progress_t *p, ngx_int_t *answer);
 static ngx_int_t ngx_http_elearn_progress_fast(ngx_http_elearn_progress_t *p);
 static void ngx_http_elearn_progress_reported(ngx_http_request_t *r,
     redisReply *reply, ngx_int_t rc, void *data);
@@ -723,9 +723,7 @@ ngx_http_elearn_progress_body(ngx_http_request_t *r, json_t *body)
         rc = ngx_http_elearn_progress_video(p);
 
     } else {
-        rc = ngx_http_elearn_progress_broker(p);
-
-        if (rc == NGX_OK) {
+        if (ngx_http_elearn_progress_broker(p, &rc) == NGX_OK) {
             rc = ngx_http_elearn_progress_fast(p);
         }
     }
@@ -1583,10 +1581,14 @@ ngx_http_elearn_progress_report_args(ngx_http_elearn_progress_t *p,
 
 /*
  * Before anything is written: a durable report is refused at once while
- * the producer sees no broker up; NGX_OK, or the 503 answered.
+ * the producer sees no broker up.  NGX_OK to go on, or NGX_DECLINED once
+ * the 503 is sent (the caller finalizes with *answer).  A problem's own
+ * return value is the output filter's, NGX_OK included: it cannot tell
+ * "go on" from "answered".
  */
 static ngx_int_t
-ngx_http_elearn_progress_broker(ngx_http_elearn_progress_t *p)
+ngx_http_elearn_progress_broker(ngx_http_elearn_progress_t *p,
+    ngx_int_t *answer)
 {
     ngx_http_request_t           *r;
     ngx_http_elearn_loc_conf_t   *elcf;
@@ -1597,17 +1599,19 @@ ngx_http_elearn_progress_broker(ngx_http_elearn_progress_t *p)
     elcf = ngx_http_get_module_loc_conf(r, ngx_http_elearn_module);
 
     if (emcf->kafka == NULL) {
-        return ngx_http_elearn_problem_backend(r,
+        *answer = ngx_http_elearn_problem_backend(r,
                                                NGX_HTTP_SERVICE_UNAVAILABLE,
                                                "the event broker");
+        return NGX_DECLINED;
     }
 
     if (elcf->progress_ack == NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE
         && ngx_http_elearn_kafka_ready(emcf->kafka) != NGX_OK)
     {
-        return ngx_http_elearn_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       "unavailable", "the event broker is "
-                                       "unreachable: retry later");
+        *answer = ngx_http_elearn_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "unavailable", "the event broker "
+                                          "is unreachable: retry later");
+        return NGX_DECLINED;
     }
 
     return NGX_OK;
