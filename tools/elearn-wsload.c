@@ -109,6 +109,7 @@ typedef struct {
     uint8_t role;
     uint8_t close_sent;
     uint8_t frag_op;
+    uint8_t opened;  /* the handshake succeeded once */
     uint32_t src;    /* source address, host order */
     int64_t started; /* monotonic ns, for the handshake timeout */
     char *in;        /* bytes not parsed yet */
@@ -168,6 +169,8 @@ static long fails[F_COUNT], failed;
 static long closed_clean;
 static long published, pub_acks, pub_errors;
 static long expected, delivered, dups, other_frames, pings;
+static long *per_seq_expected; /* by message: open subscribers at its send */
+static long *per_seq_delivered;
 static int64_t *samples;
 static long nsamples, max_samples;
 static int64_t first_connect_ns, all_tried_ns;
@@ -489,6 +492,7 @@ on_open(conn_t *c)
 {
     pending--;
     c->state = ST_OPEN;
+    c->opened = 1;
     if (c->role == ROLE_SUB || c->role == ROLE_HTTP) {
         established++;
         if (c->role == ROLE_SUB) {
@@ -607,6 +611,9 @@ on_message(conn_t *c, const char *p, size_t len, int64_t now)
     c->last_seq = seq;
     c->received++;
     delivered++;
+    if (seq <= o.messages) {
+        per_seq_delivered[seq - 1]++;
+    }
     if (nsamples < max_samples) {
         samples[nsamples++] = now - ts;
     }
@@ -1009,6 +1016,7 @@ publish(long seq)
     }
     body[n] = '\0';
     expected += open_subs;
+    per_seq_expected[seq - 1] = open_subs;
     published++;
     if (o.target == TARGET_NCHAN) {
         m = snprintf(msg, sizeof(msg),
@@ -1379,6 +1387,30 @@ json_str(const char *s)
     putchar('"');
 }
 
+/* where the losses are: the messages that missed subscribers (the first
+ * 20), and how many of the subscribers that opened missed any */
+static void
+report_losses(void)
+{
+    long i, n, short_subs;
+
+    printf(",\"missing_by_seq\":{");
+    n = 0;
+    for (i = 0; i < published && n < 20; i++) {
+        if (per_seq_delivered[i] < per_seq_expected[i]) {
+            printf("%s\"%ld\":%ld", n++ ? "," : "", i + 1,
+                per_seq_expected[i] - per_seq_delivered[i]);
+        }
+    }
+    short_subs = 0;
+    for (i = 0; i < o.conns; i++) {
+        if (conns[i].opened && conns[i].received < published) {
+            short_subs++;
+        }
+    }
+    printf("},\"subscribers_short\":%ld", short_subs);
+}
+
 static int
 report(int64_t t0, int64_t t_end, const char *stopped)
 {
@@ -1440,6 +1472,9 @@ report(int64_t t0, int64_t t_end, const char *stopped)
             nsamples ? (double) samples[0] / 1e6 : 0, pct(0.5), pct(0.9),
             pct(0.99), nsamples ? (double) samples[nsamples - 1] / 1e6 : 0,
             mean);
+    }
+    if (o.mode == MODE_FANOUT) {
+        report_losses();
     }
     printf(",\"stopped\":\"%s\",\"error\":", stopped);
     json_str(first_error);
@@ -1581,9 +1616,14 @@ main(int argc, char **argv)
             max_samples = MAX_SAMPLES;
         }
         samples = malloc(sizeof(int64_t) * (size_t) max_samples);
+        per_seq_expected = calloc((size_t) o.messages, sizeof(long));
+        per_seq_delivered = calloc((size_t) o.messages, sizeof(long));
     }
     ep = epoll_create1(EPOLL_CLOEXEC);
-    if (conns == NULL || ep < 0 || (o.mode == MODE_FANOUT && !samples)) {
+    if (conns == NULL || ep < 0
+        || (o.mode == MODE_FANOUT
+            && (!samples || !per_seq_expected || !per_seq_delivered)))
+    {
         perror("elearn-wsload: setup");
         return 2;
     }

@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# WebSocket figures of `make bench` (issue 6), measured by
+# build/bin/elearn-wsload against nchan (Debian's libnginx-mod-nchan on the
+# stock nginx, tools/bench/nchan.conf.in, a prefix of its own under var/)
+# and against elearn's live sessions, in the same run:
+#
+#   idle    BENCH_WS_IDLE (50,000) idle WebSocket connections: the nginx
+#           workers' RSS delta per connection (VmRSS summed over the
+#           workers from /proc/<pid>/status, fresh nginx, before and after),
+#           kernel TCP memory apart (/proc/net/sockstat "mem" pages: both
+#           ends of every loopback connection, and every other TCP socket
+#           of the machine); beside it the RSS per idle keep-alive HTTP
+#           connection to a plain `return 204` (same nginx, same count).
+#   fanout  one publish to each size of BENCH_WS_FANOUT ("1000 10000"),
+#           repeated BENCH_WS_MESSAGES (20) times: delivery latency
+#           percentiles over all deliveries, lost messages.
+#
+# Prints a table and writes var/bench/ws.{md,json}.  The elearn side needs
+# the running stack (`make run`, as `make bench` does) with live sessions
+# (contract s7); when the module has none yet, its cells say "pending live
+# sessions" instead of a figure.  Never fails on a figure.
+#
+#   tools/bench-ws.sh                  both targets
+#   BENCH_WS_TARGETS=nchan tools/bench-ws.sh
+#
+# Environment: BENCH_WS_TARGETS ("nchan elearn"), BENCH_WS_IDLE (50000,
+# 0 skips), BENCH_WS_FANOUT ("1000 10000"), BENCH_WS_MESSAGES (20),
+# BENCH_WS_RATE (connections per second per load process, 2500),
+# BENCH_WS_WORKERS (nchan's worker processes, 4), BENCH_NCHAN_PORT
+# (ELEARN_HTTP_PORT + 1000).
+set -euo pipefail
+ELEARN_TOP=$(cd "$(dirname "$0")/.." && pwd)
+export ELEARN_TOP
+. "$ELEARN_TOP/config/elearn.env"
+
+TOOL=${ELEARN_BUILD:-$ELEARN_TOP/build}/bin/elearn-wsload
+OUT=$(dirname "$ELEARN_VAR")/bench       # var/bench, as tools/bench.py
+WORK=$OUT/ws
+NCHAN=$(dirname "$ELEARN_VAR")/bench-ws/nchan
+TARGETS=${BENCH_WS_TARGETS:-nchan elearn}
+IDLE=${BENCH_WS_IDLE:-50000}
+FANOUT=${BENCH_WS_FANOUT:-1000 10000}
+MESSAGES=${BENCH_WS_MESSAGES:-20}
+RATE=${BENCH_WS_RATE:-2500}
+WORKERS=${BENCH_WS_WORKERS:-4}
+NPORT=${BENCH_NCHAN_PORT:-$((ELEARN_HTTP_PORT + 1000))}
+BASE=http://127.0.0.1:$ELEARN_HTTP_PORT
+PER_PROC=16000          # connections per load process (20,000 files cap)
+MAX_IDLE=100000         # hard cap of the idle figure
+
+log() { echo "bench-ws: $*" >&2; }
+
+[ -x "$TOOL" ] || { log "$TOOL missing: make all first"; exit 1; }
+[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] \
+    || { log "libnginx-mod-nchan is not installed (tools/deps.sh)"; exit 1; }
+[ "$IDLE" -le "$MAX_IDLE" ] || { log "BENCH_WS_IDLE over $MAX_IDLE"; exit 1; }
+mkdir -p "$OUT" "$WORK"
+rm -f "$WORK"/*.json "$WORK"/*.err "$WORK"/ready.*
+
+LOADERS=()
+cleanup() {
+    local p
+    for p in "${LOADERS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    nchan_stop
+}
+trap cleanup EXIT
+
+# --- nchan -------------------------------------------------------------
+
+nchan_start() {
+    local user=${ELEARN_NGINX_USER:-www-data} i
+    nchan_stop
+    if [ -n "$(ss -Hltn "sport = :$NPORT")" ]; then
+        log "port $NPORT is taken (BENCH_NCHAN_PORT)"
+        return 1
+    fi
+    mkdir -p "$NCHAN/tmp"
+    [ "$(id -u)" -eq 0 ] && chown "$user" "$NCHAN/tmp"
+    sed -e "s|@PREFIX@|$NCHAN|g; s|@PORT@|$NPORT|g" \
+        -e "s|@WORKERS@|$WORKERS|g; s|@SHM@|256m|g; s|@USER@|$user|g" \
+        "$ELEARN_TOP/tools/bench/nchan.conf.in" > "$NCHAN/nginx.conf"
+    /usr/sbin/nginx -p "$NCHAN" -c "$NCHAN/nginx.conf" -e "$NCHAN/error.log"
+    for ((i = 0; i < 100; i++)); do
+        curl -fso /dev/null "http://127.0.0.1:$NPORT/204" && return 0
+        sleep 0.1
+    done
+    log "nchan's nginx did not answer on port $NPORT"
+    return 1
+}
+
+# stops the master and waits for every worker too: a worker left behind
+# would keep its `reuseport` socket and take connections from the next
+# nginx (subscribers that never see its messages)
+nchan_stop() {
+    local pid pids i
+    [ -f "$NCHAN/nginx.pid" ] || return 0
+    pid=$(cat "$NCHAN/nginx.pid")
+    pids="$pid $(pgrep -P "$pid" | tr '\n' ' ')"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 600; i++)); do
+        # shellcheck disable=SC2086
+        kill -0 $pids 2>/dev/null || break
+        sleep 0.1
+    done
+    # shellcheck disable=SC2086
+    [ "$i" -lt 10 ] || log "nchan's nginx took $((i / 10)) s to stop"
+    if kill -0 $pids 2>/dev/null; then
+        log "nchan's nginx ignored SIGTERM for 60 s, killing"
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
+    fi
+    rm -f "$NCHAN/nginx.pid"
+}
+
+# --- measuring ---------------------------------------------------------
+
+# VmRSS RssAnon RssShmem (kB) summed over the children of master pid $1
+workers_rss() {
+    local c f a b s
+    local rss=0 anon=0 shm=0
+    for c in $(pgrep -P "$1"); do
+        f=/proc/$c/status
+        [ -r "$f" ] || continue
+        read -r a b s < <(awk '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2}
+                              /^RssShmem:/ {s=$2} END {print r, a, s}' "$f")
+        rss=$((rss + a)) anon=$((anon + b)) shm=$((shm + s))
+    done
+    echo "$rss $anon $shm"
+}
+
+# kernel memory: TCP buffers (pages) and all slabs (kB; socket structures)
+tcp_mem_pages() { awk '/^TCP:/ {print $NF}' /proc/net/sockstat; }
+slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+
+# runs $1 idle connections in processes of at most PER_PROC, waits until
+# each has tried all of its own; the rest of the arguments go to the tool
+idle_start() {   # n label srcbase args...
+    local n=$1 label=$2 src=$3 procs i each
+    shift 3
+    procs=$(((n + PER_PROC - 1) / PER_PROC))
+    LOADERS=()
+    for ((i = 0; i < procs; i++)); do
+        each=$((n / procs + (i < n % procs ? 1 : 0)))
+        "$TOOL" --mode idle -c "$each" -d 600 -r "$RATE" --timeout-ms 30000 \
+            --max-pending 1000 --sources 32 --src-base "$src" \
+            --proc-index "$i" --label "$label" -q \
+            --ready-file "$WORK/ready.$label.$i" "$@" \
+            > "$WORK/$label.$i.json" 2> "$WORK/$label.$i.err" &
+        LOADERS+=($!)
+    done
+    for ((i = 0; i < 1200; i++)); do
+        [ "$(ls "$WORK"/ready."$label".* 2>/dev/null | wc -l)" -ge "$procs" ] \
+            && return 0
+        sleep 0.1
+    done
+    log "$label: the load processes did not finish connecting in 120 s"
+}
+
+idle_stop() {   # label -> one JSON object summing the processes
+    local p
+    for p in "${LOADERS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${LOADERS[@]}"; do wait "$p" || true; done
+    LOADERS=()
+    cat "$WORK/$1".*.json | jq -s '{established: (map(.established) | add),
+        failed: (map(.failed) | add), dropped: (map(.dropped) | add),
+        processes: length, error: (map(.error) | map(select(. != ""))
+        | first // ""), sources: (map(.sources) | add),
+        source_first: .[0].source_first, source_last: .[-1].source_last,
+        connect_s: (map(.connect_s // 0) | max)}'
+}
+
+# one idle figure: master pid, n, label, srcbase, tool args...
+idle_figure() {
+    local master=$1 n=$2 label=$3 src=$4 r0 r1 m0 m1 k0 k1 agg
+    shift 4
+    sleep 1
+    read -r -a r0 < <(workers_rss "$master")
+    m0=$(tcp_mem_pages)
+    k0=$(slab_kb)
+    idle_start "$n" "$label" "$src" "$@"
+    sleep 2
+    read -r -a r1 < <(workers_rss "$master")
+    m1=$(tcp_mem_pages)
+    k1=$(slab_kb)
+    # not in a subshell: `wait` needs the load processes as its children
+    idle_stop "$label" > "$WORK/$label.sum.json"
+    agg=$(cat "$WORK/$label.sum.json")
+    jq -n --argjson a "$agg" --argjson n "$n" \
+        --argjson r0 "${r0[0]}" --argjson r1 "${r1[0]}" \
+        --argjson a0 "${r0[1]}" --argjson a1 "${r1[1]}" \
+        --argjson s0 "${r0[2]}" --argjson s1 "${r1[2]}" \
+        --argjson m0 "$m0" --argjson m1 "$m1" \
+        --argjson k0 "$k0" --argjson k1 "$k1" '$a + {connections: $n,
+        rss_kb_before: $r0, rss_kb_after: $r1,
+        rss_bytes_per_conn: (if $a.established > 0
+            then (($r1 - $r0) * 1024 / $a.established | floor) else null end),
+        anon_bytes_per_conn: (if $a.established > 0
+            then (($a1 - $a0) * 1024 / $a.established | floor) else null end),
+        shmem_bytes_per_conn: (if $a.established > 0
+            then (($s1 - $s0) * 1024 / $a.established | floor) else null end),
+        tcp_mem_pages_before: $m0, tcp_mem_pages_after: $m1,
+        tcp_mem_bytes_per_conn: (if $a.established > 0
+            then (($m1 - $m0) * 4096 / $a.established | floor) else null end),
+        slab_kb_before: $k0, slab_kb_after: $k1,
+        slab_bytes_per_conn: (if $a.established > 0
+            then (($k1 - $k0) * 1024 / $a.established | floor) else null end)}'
+}
+
+# one fanout figure: size label args... -> the tool's JSON line
+fanout_figure() {
+    local n=$1 label=$2 interval
+    shift 2
+    # publishes spaced beyond the slowest delivery, so they do not overlap
+    interval=$((100 + n / 20))
+    "$TOOL" --mode fanout -c "$n" -m "$MESSAGES" -i "$interval" -d 300 \
+        -r 5000 --settle-ms 500 --drain-ms 10000 --sources 32 \
+        --src-base 127.3.0.1 --label "$label" -q "$@" \
+        2> "$WORK/$label.err" || true
+}
+
+pending_json() { jq -n --arg r "$1" '{pending: $r}'; }
+
+# --- the nchan side ----------------------------------------------------
+
+nchan_run() {
+    local res='{}' j run n
+    run=r$$
+    log "nchan: $WORKERS workers on port $NPORT"
+    if [ "$IDLE" -gt 0 ]; then
+        nchan_start
+        log "nchan: $IDLE idle keep-alive HTTP connections (reference)"
+        j=$(idle_figure "$(cat "$NCHAN/nginx.pid")" "$IDLE" nchan-http \
+                127.1.0.1 --target http --port "$NPORT" --path /204)
+        res=$(jq -n --argjson r "$res" --argjson j "$j" '$r + {http_ref: $j}')
+        nchan_start
+        log "nchan: $IDLE idle WebSocket subscribers"
+        j=$(idle_figure "$(cat "$NCHAN/nginx.pid")" "$IDLE" nchan-idle \
+                127.2.0.1 --target nchan --port "$NPORT" \
+                --path "/sub/idle$run")
+        res=$(jq -n --argjson r "$res" --argjson j "$j" '$r + {idle: $j}')
+    fi
+    nchan_start
+    for n in $FANOUT; do
+        log "nchan: one publish to $n subscribers, $MESSAGES times"
+        j=$(fanout_figure "$n" "nchan-fanout-$n" --target nchan \
+                --port "$NPORT" --path "/sub/f$n$run" \
+                --pub-path "/pub/f$n$run")
+        res=$(jq -n --argjson r "$res" --argjson j "${j:-null}" --arg n "$n" \
+            '$r + {("fanout_" + $n): $j}')
+    done
+    nchan_stop
+    echo "$res"
+}
+
+# --- the elearn side ---------------------------------------------------
+
+elearn_login() {
+    curl -fsS -H 'Content-Type: application/json' \
+        -d "{\"email\":\"$1\",\"password\":\"$2\"}" \
+        "$BASE/api/v1/auth/login" | jq -r .accessToken
+}
+
+# creates a live session of course 2 (owned by the dev instructor, the dev
+# student enrolled); prints its id, or nothing with the reason on stderr
+elearn_session() {   # owner-token capacity
+    local out code
+    out=$(curl -sS -o - -w '\n%{http_code}' -X POST \
+        -H "Authorization: Bearer $1" -H 'Content-Type: application/json' \
+        -d "{\"title\":\"bench-ws\",\"capacity\":$2}" \
+        "$BASE/api/v1/courses/2/live-sessions" 2>/dev/null) || true
+    code=${out##*$'\n'}
+    if [ "$code" != 201 ]; then
+        echo "POST /api/v1/courses/2/live-sessions answered $code" >&2
+        return 0
+    fi
+    echo "${out%$'\n'*}" | jq -r '.sessionId // empty'
+}
+
+elearn_run() {
+    local res='{}' owner student sid n j paths i why master sessions
+    if ! curl -fso /dev/null "$BASE/readyz"; then
+        pending_json "pending: the elearn stack is not running (make run)"
+        return
+    fi
+    owner=$(elearn_login instructor@elearn.dev instructor-dev-pass)
+    student=$(elearn_login student@elearn.dev student-dev-pass)
+    sid=$(elearn_session "$owner" 1000 2> "$WORK/elearn-session.err")
+    if [ -z "$sid" ]; then
+        why=$(cat "$WORK/elearn-session.err")
+        log "elearn: no live sessions ($why)"
+        pending_json "pending live sessions ($why)"
+        return
+    fi
+    master=$(cat "$ELEARN_VAR/nginx/nginx.pid")
+    if [ "$IDLE" -gt 0 ]; then
+        # sessions of 1,000 (the default capacity), the dev student in all
+        sessions=$(((IDLE + 999) / 1000))
+        paths=$WORK/elearn-idle.paths
+        : > "$paths"
+        for ((i = 0; i < sessions; i++)); do
+            sid=$(elearn_session "$owner" 1000 2>/dev/null)
+            [ -n "$sid" ] || break
+            echo "/live/$sid?access_token=$student" >> "$paths"
+        done
+        log "elearn: $IDLE idle participants in $sessions sessions"
+        j=$(idle_figure "$master" "$IDLE" elearn-idle 127.4.0.1 \
+                --target elearn --port "$ELEARN_HTTP_PORT" --paths "$paths")
+        res=$(jq -n --argjson r "$res" --argjson j "$j" '$r + {idle: $j}')
+    fi
+    for n in $FANOUT; do
+        sid=$(elearn_session "$owner" "$n" 2> "$WORK/elearn-session.err")
+        if [ -z "$sid" ]; then
+            j=$(pending_json "pending: a session of $n ($(cat \
+                "$WORK/elearn-session.err"))")
+        else
+            log "elearn: one broadcast to $n participants, $MESSAGES times"
+            j=$(fanout_figure "$n" "elearn-fanout-$n" --target elearn \
+                    --port "$ELEARN_HTTP_PORT" \
+                    --path "/live/$sid?access_token=$student" \
+                    --pub-path "/live/$sid?access_token=$owner")
+        fi
+        res=$(jq -n --argjson r "$res" --argjson j "${j:-null}" --arg n "$n" \
+            '$r + {("fanout_" + $n): $j}')
+    done
+    echo "$res"
+}
+
+# --- the run -----------------------------------------------------------
+
+nchan='{"pending": "not run (BENCH_WS_TARGETS)"}'
+elearn='{"pending": "not run (BENCH_WS_TARGETS)"}'
+for t in $TARGETS; do
+    case $t in
+        nchan) nchan=$(nchan_run) ;;
+        elearn) elearn=$(elearn_run) ;;
+        *) log "unknown target $t (nchan, elearn)"; exit 1 ;;
+    esac
+done
+
+settings="elearn-wsload, $(nproc) cores, nchan $WORKERS workers; idle $IDLE \
+connections; fanout $FANOUT subscribers x $MESSAGES publishes"
+jq -n --arg s "$settings" --argjson n "$nchan" --argjson e "$elearn" \
+    --arg fan "$FANOUT" \
+    '{settings: $s, fanout_sizes: ($fan | split(" ") | map(select(. != ""))),
+      nchan: $n, elearn: $e}' > "$OUT/ws.json"
+
+# the table: one row per figure, nchan and elearn side by side
+jq -r -f /dev/stdin "$OUT/ws.json" > "$OUT/ws.md" <<'JQ'
+def cell($t; $f):
+  if $t.pending then $t.pending
+  elif $f == null then "-"
+  elif ($f | type) == "number" then ($f | tostring)
+  else $f end;
+def ratio($a; $b):
+  if ($a | type) == "number" and ($b | type) == "number" and $b > 0
+  then ($a / $b * 100 | round / 100 | tostring) else "-" end;
+def lat($t; $n):
+  $t["fanout_" + $n] as $f |
+  if $t.pending then [$t.pending, null]
+  elif $f == null then ["-", null]
+  elif $f.pending then [$f.pending, null]
+  else ["\($f.latency_ms.p50) / \($f.latency_ms.p99) (\($f.delivered)/\($f.expected), lost \($f.lost))",
+        $f.latency_ms.p99] end;
+. as $r |
+"# WebSocket bench: \($r.settings)\n",
+"| figure | nchan | elearn | elearn / nchan |",
+"|---|---:|---:|---:|",
+( ["idle connections held (of asked)",
+   ($r.nchan.idle // {}), ($r.elearn.idle // {})] as [$n, $a, $b] |
+  "| \($n) | \(cell($r.nchan; if $a.established then "\($a.established) (\($a.connections))" else null end)) | \(cell($r.elearn; if $b.established then "\($b.established) (\($b.connections))" else null end)) | - |"),
+( "| nginx workers' RSS per idle WebSocket connection, bytes | \(cell($r.nchan; $r.nchan.idle.rss_bytes_per_conn)) | \(cell($r.elearn; $r.elearn.idle.rss_bytes_per_conn)) | \(ratio($r.elearn.idle.rss_bytes_per_conn; $r.nchan.idle.rss_bytes_per_conn)) |"),
+( "| of which anonymous / shared memory, bytes | \(cell($r.nchan; if $r.nchan.idle then "\($r.nchan.idle.anon_bytes_per_conn) / \($r.nchan.idle.shmem_bytes_per_conn)" else null end)) | \(cell($r.elearn; if $r.elearn.idle then "\($r.elearn.idle.anon_bytes_per_conn) / \($r.elearn.idle.shmem_bytes_per_conn)" else null end)) | - |"),
+( "| kernel, per connection (both ends): TCP buffers / slab, bytes | \(cell($r.nchan; if $r.nchan.idle then "\($r.nchan.idle.tcp_mem_bytes_per_conn) / \($r.nchan.idle.slab_bytes_per_conn)" else null end)) | \(cell($r.elearn; if $r.elearn.idle then "\($r.elearn.idle.tcp_mem_bytes_per_conn) / \($r.elearn.idle.slab_bytes_per_conn)" else null end)) | - |"),
+( "| reference: RSS per idle keep-alive HTTP connection (return 204), bytes | \(cell($r.nchan; $r.nchan.http_ref.rss_bytes_per_conn)) | - | - |"),
+( $r.fanout_sizes[] as $n | lat($r.nchan; $n) as $a | lat($r.elearn; $n) as $b |
+  "| one publish to \($n): p50 / p99 ms (delivered) | \($a[0]) | \($b[0]) | \(ratio($b[1]; $a[1])) |")
+JQ
+cat "$OUT/ws.md"
+log "written to $OUT/ws.{md,json}"
