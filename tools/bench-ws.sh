@@ -62,6 +62,11 @@ cleanup() {
     local p
     for p in "${LOADERS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     nchan_stop
+    # elearn's nginx back to the stack's own configuration
+    if [ -f "$WORK/elearn-restarted" ]; then
+        rm -f "$WORK/elearn-restarted" "$WORK/elearn-idle.paths"
+        elearn_restart stock || true
+    fi
 }
 trap cleanup EXIT
 
@@ -273,7 +278,49 @@ elearn_session() {   # owner-token capacity
         echo "POST /api/v1/courses/2/live-sessions answered $code" >&2
         return 0
     fi
-    echo "${out%$'\n'*}" | jq -r '.sessionId // empty'
+    echo "${out%$'\n'*}" | jq -r '.sessionId // empty' \
+        | tee -a "$WORK/elearn-sessions"
+}
+
+# elearn's nginx as nchan's above: as many workers, 19,000 connections
+# each, `reuseport`, and a capacity cap that admits the largest fan-out;
+# the stack's own template is copied with those lines changed (bench only)
+elearn_bench_conf() {
+    local src=${ELEARN_NGINX_CONF:-$ELEARN_TOP/nginx-conf/elearn.conf.in}
+    sed -e 's/^\( *worker_connections\) [0-9]*;/\1 19000;/' \
+        -e 's/^\( *listen 127\.0\.0\.1:${ELEARN_HTTP_PORT}\);/\1 reuseport backlog=8192;/' \
+        "$src" > "$WORK/elearn-bench.conf.in"
+    grep -q 'worker_connections 19000;' "$WORK/elearn-bench.conf.in" \
+        && grep -q 'reuseport' "$WORK/elearn-bench.conf.in"
+}
+
+elearn_restart() {   # bench|stock
+    local cap=1000 n i
+    for n in $FANOUT; do [ "$n" -gt "$cap" ] && cap=$n; done
+    "$ELEARN_TOP/tools/stack.sh" stop nginx >/dev/null
+    if [ "$1" = bench ]; then
+        ELEARN_NGINX_CONF=$WORK/elearn-bench.conf.in \
+        ELEARN_NGINX_WORKERS=$WORKERS ELEARN_LIVE_CAPACITY_MAX=$cap \
+            "$ELEARN_TOP/tools/stack.sh" start nginx >/dev/null
+    else
+        "$ELEARN_TOP/tools/stack.sh" start nginx >/dev/null
+    fi
+    for ((i = 0; i < 100; i++)); do
+        curl -fso /dev/null "$BASE/readyz" && return 0
+        sleep 0.1
+    done
+    log "elearn's nginx is not ready after a restart"
+    return 1
+}
+
+elearn_close_sessions() {   # owner-token
+    local sid
+    [ -f "$WORK/elearn-sessions" ] || return 0
+    while read -r sid; do
+        curl -fso /dev/null -X POST -H "Authorization: Bearer $1" \
+            "$BASE/api/v1/live-sessions/$sid/close" || true
+    done < "$WORK/elearn-sessions"
+    rm -f "$WORK/elearn-sessions"
 }
 
 elearn_run() {
@@ -291,10 +338,18 @@ elearn_run() {
         pending_json "pending live sessions ($why)"
         return
     fi
+    if ! elearn_bench_conf; then
+        log "elearn: cannot set worker_connections/reuseport in its config"
+        pending_json "pending: the elearn config could not be adapted"
+        return
+    fi
+    touch "$WORK/elearn-restarted"
+    elearn_restart bench
     master=$(cat "$ELEARN_VAR/nginx/nginx.pid")
     if [ "$IDLE" -gt 0 ]; then
-        # sessions of 1,000 (the default capacity), the dev student in all
-        sessions=$(((IDLE + 999) / 1000))
+        # sessions of 1,000 (the default capacity), the dev student in
+        # all; one session more than needed so that no session is full
+        sessions=$(((IDLE + 999) / 1000 + 1))
         paths=$WORK/elearn-idle.paths
         : > "$paths"
         for ((i = 0; i < sessions; i++)); do
@@ -306,6 +361,8 @@ elearn_run() {
         j=$(idle_figure "$master" "$IDLE" elearn-idle 127.4.0.1 \
                 --target elearn --port "$ELEARN_HTTP_PORT" --paths "$paths")
         res=$(jq -n --argjson r "$res" --argjson j "$j" '$r + {idle: $j}')
+        rm -f "$paths"
+        elearn_restart bench
     fi
     for n in $FANOUT; do
         sid=$(elearn_session "$owner" "$n" 2> "$WORK/elearn-session.err")
@@ -322,6 +379,7 @@ elearn_run() {
         res=$(jq -n --argjson r "$res" --argjson j "${j:-null}" --arg n "$n" \
             '$r + {("fanout_" + $n): $j}')
     done
+    elearn_close_sessions "$owner"
     echo "$res"
 }
 

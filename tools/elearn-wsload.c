@@ -1456,8 +1456,10 @@ report(int64_t t0, int64_t t_end, const char *stopped)
         printf("%.3f", connect_s);
     }
     printf(",\"elapsed_s\":%.3f,\"closed_clean\":%ld,\"pings\":%ld,"
-           "\"client_maxrss_kb\":%ld",
-        (double) (t_end - t0) / 1e9, closed_clean, pings, ru.ru_maxrss);
+           "\"client_maxrss_kb\":%ld,\"client_cpu_s\":%.3f",
+        (double) (t_end - t0) / 1e9, closed_clean, pings, ru.ru_maxrss,
+        (double) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec)
+            + (double) (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
     if (o.mode == MODE_FANOUT) {
         printf(",\"messages\":%ld,\"published\":%ld,\"publish_acks\":%ld,"
                "\"publish_errors\":%ld,\"publisher_failed\":%s,"
