@@ -296,7 +296,8 @@ elearn_bench_conf() {
 
 elearn_restart() {   # bench|stock
     local cap=1000 n i
-    for n in $FANOUT; do [ "$n" -gt "$cap" ] && cap=$n; done
+    # the owner takes a place too
+    for n in $FANOUT; do [ "$n" -ge "$cap" ] && cap=$((n + 1)); done
     "$ELEARN_TOP/tools/stack.sh" stop nginx >/dev/null
     if [ "$1" = bench ]; then
         ELEARN_NGINX_CONF=$WORK/elearn-bench.conf.in \
@@ -365,7 +366,8 @@ elearn_run() {
         elearn_restart bench
     fi
     for n in $FANOUT; do
-        sid=$(elearn_session "$owner" "$n" 2> "$WORK/elearn-session.err")
+        sid=$(elearn_session "$owner" $((n + 1)) \
+                  2> "$WORK/elearn-session.err")
         if [ -z "$sid" ]; then
             j=$(pending_json "pending: a session of $n ($(cat \
                 "$WORK/elearn-session.err"))")
@@ -417,7 +419,7 @@ def lat($t; $n):
   if $t.pending then [$t.pending, null]
   elif $f == null then ["-", null]
   elif $f.pending then [$f.pending, null]
-  else ["\($f.latency_ms.p50) / \($f.latency_ms.p99) (\($f.delivered)/\($f.expected), lost \($f.lost))",
+  else ["\($f.latency_ms.p50) / \($f.latency_ms.p99) (\($f.established) subscribed, \($f.delivered)/\($f.expected) delivered, \($f.lost) lost)",
         $f.latency_ms.p99] end;
 . as $r |
 "# WebSocket bench: \($r.settings)\n",
