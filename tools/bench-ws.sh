@@ -25,7 +25,9 @@
 #
 # Environment: BENCH_WS_TARGETS ("nchan elearn"), BENCH_WS_IDLE (50000,
 # 0 skips), BENCH_WS_FANOUT ("1000 10000"), BENCH_WS_MESSAGES (20),
-# BENCH_WS_RATE (connections per second per load process, 2500),
+# BENCH_WS_RATE (connections per second per load process, 2500, against
+# nchan), BENCH_WS_ELEARN_RATE (the same against elearn, 250: every join
+# is a token check, a PostgreSQL query and a Redis lease),
 # BENCH_WS_WORKERS (nchan's worker processes, 4), BENCH_NCHAN_PORT
 # (ELEARN_HTTP_PORT + 1000).
 set -euo pipefail
@@ -42,6 +44,7 @@ IDLE=${BENCH_WS_IDLE:-50000}
 FANOUT=${BENCH_WS_FANOUT:-1000 10000}
 MESSAGES=${BENCH_WS_MESSAGES:-20}
 RATE=${BENCH_WS_RATE:-2500}
+ELEARN_RATE=${BENCH_WS_ELEARN_RATE:-250}
 WORKERS=${BENCH_WS_WORKERS:-4}
 NPORT=${BENCH_NCHAN_PORT:-$((ELEARN_HTTP_PORT + 1000))}
 BASE=http://127.0.0.1:$ELEARN_HTTP_PORT
@@ -139,26 +142,28 @@ slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 
 # runs $1 idle connections in processes of at most PER_PROC, waits until
 # each has tried all of its own; the rest of the arguments go to the tool
-idle_start() {   # n label srcbase args...
-    local n=$1 label=$2 src=$3 procs i each
-    shift 3
+idle_start() {   # n rate label srcbase args...
+    local n=$1 rate=$2 label=$3 src=$4 procs i each wait
+    shift 4
     procs=$(((n + PER_PROC - 1) / PER_PROC))
     LOADERS=()
     for ((i = 0; i < procs; i++)); do
         each=$((n / procs + (i < n % procs ? 1 : 0)))
-        "$TOOL" --mode idle -c "$each" -d 600 -r "$RATE" --timeout-ms 30000 \
-            --max-pending 1000 --sources 32 --src-base "$src" \
+        "$TOOL" --mode idle -c "$each" -d 900 -r "$rate" --timeout-ms 30000 \
+            --max-pending 1000 --retries 5 --sources 32 --src-base "$src" \
             --proc-index "$i" --label "$label" -q \
             --ready-file "$WORK/ready.$label.$i" "$@" \
             > "$WORK/$label.$i.json" 2> "$WORK/$label.$i.err" &
         LOADERS+=($!)
     done
-    for ((i = 0; i < 1200; i++)); do
+    # twice the time the rate needs, and a minute
+    wait=$((2 * (n / procs) / rate + 60))
+    for ((i = 0; i < wait * 10; i++)); do
         [ "$(ls "$WORK"/ready."$label".* 2>/dev/null | wc -l)" -ge "$procs" ] \
             && return 0
         sleep 0.1
     done
-    log "$label: the load processes did not finish connecting in 120 s"
+    log "$label: the load processes did not finish connecting in $wait s"
 }
 
 idle_stop() {   # label -> one JSON object summing the processes
@@ -168,21 +173,22 @@ idle_stop() {   # label -> one JSON object summing the processes
     LOADERS=()
     cat "$WORK/$1".*.json | jq -s '{established: (map(.established) | add),
         failed: (map(.failed) | add), dropped: (map(.dropped) | add),
+        retried: (map(.retried) | add),
         processes: length, error: (map(.error) | map(select(. != ""))
         | first // ""), sources: (map(.sources) | add),
         source_first: .[0].source_first, source_last: .[-1].source_last,
         connect_s: (map(.connect_s // 0) | max)}'
 }
 
-# one idle figure: master pid, n, label, srcbase, tool args...
+# one idle figure: master pid, n, rate, label, srcbase, tool args...
 idle_figure() {
-    local master=$1 n=$2 label=$3 src=$4 r0 r1 m0 m1 k0 k1 agg
-    shift 4
+    local master=$1 n=$2 rate=$3 label=$4 src=$5 r0 r1 m0 m1 k0 k1 agg
+    shift 5
     sleep 1
     read -r -a r0 < <(workers_rss "$master")
     m0=$(tcp_mem_pages)
     k0=$(slab_kb)
-    idle_start "$n" "$label" "$src" "$@"
+    idle_start "$n" "$rate" "$label" "$src" "$@"
     sleep 2
     read -r -a r1 < <(workers_rss "$master")
     m1=$(tcp_mem_pages)
@@ -234,13 +240,13 @@ nchan_run() {
     if [ "$IDLE" -gt 0 ]; then
         nchan_start
         log "nchan: $IDLE idle keep-alive HTTP connections (reference)"
-        j=$(idle_figure "$(cat "$NCHAN/nginx.pid")" "$IDLE" nchan-http \
-                127.1.0.1 --target http --port "$NPORT" --path /204)
+        j=$(idle_figure "$(cat "$NCHAN/nginx.pid")" "$IDLE" "$RATE" \
+                nchan-http 127.1.0.1 --target http --port "$NPORT" --path /204)
         res=$(jq -n --argjson r "$res" --argjson j "$j" '$r + {http_ref: $j}')
         nchan_start
         log "nchan: $IDLE idle WebSocket subscribers"
-        j=$(idle_figure "$(cat "$NCHAN/nginx.pid")" "$IDLE" nchan-idle \
-                127.2.0.1 --target nchan --port "$NPORT" \
+        j=$(idle_figure "$(cat "$NCHAN/nginx.pid")" "$IDLE" "$RATE" \
+                nchan-idle 127.2.0.1 --target nchan --port "$NPORT" \
                 --path "/sub/idle$run")
         res=$(jq -n --argjson r "$res" --argjson j "$j" '$r + {idle: $j}')
     fi
@@ -359,7 +365,8 @@ elearn_run() {
             echo "/live/$sid?access_token=$student" >> "$paths"
         done
         log "elearn: $IDLE idle participants in $sessions sessions"
-        j=$(idle_figure "$master" "$IDLE" elearn-idle 127.4.0.1 \
+        j=$(idle_figure "$master" "$IDLE" "$ELEARN_RATE" elearn-idle \
+                127.4.0.1 \
                 --target elearn --port "$ELEARN_HTTP_PORT" --paths "$paths")
         res=$(jq -n --argjson r "$res" --argjson j "$j" '$r + {idle: $j}')
         rm -f "$paths"
@@ -374,6 +381,7 @@ elearn_run() {
         else
             log "elearn: one broadcast to $n participants, $MESSAGES times"
             j=$(fanout_figure "$n" "elearn-fanout-$n" --target elearn \
+                    -r $((ELEARN_RATE * 4)) --retries 5 \
                     --port "$ELEARN_HTTP_PORT" \
                     --path "/live/$sid?access_token=$student" \
                     --pub-path "/live/$sid?access_token=$owner")

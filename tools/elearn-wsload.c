@@ -76,13 +76,22 @@
 #define FD_RESERVE 16         /* files kept for stdio, epoll, ... */
 #define RBUF_SIZE 65536
 #define CLOSE_WAIT_NS 2000000000 /* for the server's close at the end */
+#define RETRY_DELAY_NS 1000000000
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define MARK "wsload "
 
 enum { MODE_IDLE, MODE_FANOUT };
 enum { TARGET_NCHAN, TARGET_ELEARN, TARGET_HTTP };
 enum { ROLE_SUB, ROLE_PUB_WS, ROLE_PUB_HTTP, ROLE_HTTP };
-enum { ST_NEW, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_DONE };
+enum {
+    ST_NEW,
+    ST_CONNECTING,
+    ST_HANDSHAKE,
+    ST_OPEN,
+    ST_CLOSING,
+    ST_RETRY, /* failed before the upgrade, waiting to try again */
+    ST_DONE
+};
 
 /* why a connection failed or ended */
 enum {
@@ -110,6 +119,8 @@ typedef struct {
     uint8_t close_sent;
     uint8_t frag_op;
     uint8_t opened;  /* the handshake succeeded once */
+    uint8_t tries;   /* retries made */
+    uint8_t why;     /* of the last failure, while retrying */
     uint32_t src;    /* source address, host order */
     int64_t started; /* monotonic ns, for the handshake timeout */
     char *in;        /* bytes not parsed yet */
@@ -146,6 +157,7 @@ typedef struct {
     long settle_ms;
     long drain_ms;
     long timeout_ms;
+    long retries;
     long proc_index;
     long sources;
     uint32_t src_base;
@@ -176,6 +188,9 @@ static long nsamples, max_samples;
 static int64_t first_connect_ns, all_tried_ns;
 static char first_error[256];
 static int pub_failed;
+static int last_status; /* of the last refused upgrade */
+static long *retry_q;   /* subscribers to try again, due in order */
+static long retry_head, retry_tail, retried;
 
 static int64_t
 mono_ns(void)
@@ -264,6 +279,20 @@ conn_fail(conn_t *c, int why, int err)
     int open;
 
     open = c->state == ST_OPEN || c->state == ST_CLOSING;
+    if (!open && c != pub && c->tries < o.retries
+        && (why == F_TIMEOUT || why == F_RESET || why == F_EOF
+            || (why == F_STATUS && last_status == 503)))
+    {
+        /* as a client would after Retry-After: again in a second */
+        c->tries++;
+        c->why = (uint8_t) why;
+        retried++;
+        conn_free(c);
+        c->state = ST_RETRY;
+        c->started = mono_ns() + RETRY_DELAY_NS;
+        retry_q[retry_tail++ % o.conns] = c - conns;
+        return;
+    }
     if (open) {
         /* it was established: the server (or the network) ended it */
         if (c->state == ST_OPEN && c != pub) {
@@ -522,6 +551,7 @@ parse_handshake(conn_t *c, const char *d, size_t len)
     }
     hl = (size_t) (end - d) + 4;
     st = http_status(d, hl);
+    last_status = st;
     if (c->role == ROLE_HTTP) {
         body = content_length(d, hl);
         if (st < 200 || st > 299) {
@@ -1055,6 +1085,9 @@ usage(FILE *f)
         "  --settle-ms MS            after the last subscriber (200)\n"
         "  --drain-ms MS             wait for stragglers (5000)\n"
         "  --timeout-ms MS           handshake timeout (10000)\n"
+        "  --retries K               a subscriber refused with 503, timed\n"
+        "                            out or cut before the upgrade tries\n"
+        "                            again a second later, K times (0)\n"
         "  --proc-index I            this process's block of sources (0)\n"
         "  --sources K               source addresses per process (16)\n"
         "  --src-base A.B.C.D        first source address (127.0.1.1)\n"
@@ -1093,10 +1126,10 @@ parse_opts(int argc, char **argv)
         {"messages", 1, NULL, 'm'}, {"interval-ms", 1, NULL, 'i'},
         {"size", 1, NULL, 's'}, {"settle-ms", 1, NULL, 'S'},
         {"drain-ms", 1, NULL, 'D'}, {"timeout-ms", 1, NULL, 'O'},
-        {"proc-index", 1, NULL, 'I'}, {"sources", 1, NULL, 'k'},
-        {"src-base", 1, NULL, 'B'}, {"ready-file", 1, NULL, 'R'},
-        {"label", 1, NULL, 'L'}, {"quiet", 0, NULL, 'q'},
-        {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
+        {"retries", 1, NULL, 'Y'}, {"proc-index", 1, NULL, 'I'},
+        {"sources", 1, NULL, 'k'}, {"src-base", 1, NULL, 'B'},
+        {"ready-file", 1, NULL, 'R'}, {"label", 1, NULL, 'L'},
+        {"quiet", 0, NULL, 'q'}, {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
     struct in_addr a;
     long port;
     int ch, rc;
@@ -1186,6 +1219,9 @@ parse_opts(int argc, char **argv)
             break;
         case 'O':
             rc |= num_opt("--timeout-ms", optarg, 1, 600000, &o.timeout_ms);
+            break;
+        case 'Y':
+            rc |= num_opt("--retries", optarg, 0, 100, &o.retries);
             break;
         case 'I':
             rc |= num_opt("--proc-index", optarg, 0, 255, &o.proc_index);
@@ -1443,9 +1479,10 @@ report(int64_t t0, int64_t t_end, const char *stopped)
     printf(",\"mode\":\"%s\",\"target\":\"%s\",\"port\":%d,"
            "\"proc_index\":%ld,\"sources\":%ld,\"source_first\":\"%s\","
            "\"source_last\":\"%s\",\"connections\":%ld,\"established\":%ld,"
-           "\"failed\":%ld,\"dropped\":%ld,\"fail_reasons\":{",
+           "\"failed\":%ld,\"dropped\":%ld,\"retried\":%ld,"
+           "\"fail_reasons\":{",
         modes[o.mode], targets[o.target], o.port, o.proc_index, o.sources,
-        first, last, o.conns, established, failed, dropped);
+        first, last, o.conns, established, failed, dropped, retried);
     for (i = 0; i < F_COUNT; i++) {
         printf("%s\"%s\":%ld", i ? "," : "", fail_names[i], fails[i]);
     }
@@ -1558,6 +1595,11 @@ close_all(void)
             if (ws_close(c, 1000) == 0) {
                 open++;
             }
+        } else if (c->state == ST_RETRY) {
+            /* its retry did not come before the end */
+            failed++;
+            fails[c->why]++;
+            conn_free(c);
         } else if (c->state != ST_DONE && c->state != ST_NEW
             && c->state != ST_CLOSING) {
             conn_free(c);
@@ -1612,6 +1654,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     conns = calloc((size_t) o.conns + 1, sizeof(conn_t));
+    retry_q = calloc((size_t) o.conns, sizeof(long));
     if (o.mode == MODE_FANOUT) {
         max_samples = o.conns * o.messages;
         if (max_samples > MAX_SAMPLES) {
@@ -1622,7 +1665,7 @@ main(int argc, char **argv)
         per_seq_delivered = calloc((size_t) o.messages, sizeof(long));
     }
     ep = epoll_create1(EPOLL_CLOEXEC);
-    if (conns == NULL || ep < 0
+    if (conns == NULL || retry_q == NULL || ep < 0
         || (o.mode == MODE_FANOUT
             && (!samples || !per_seq_expected || !per_seq_delivered)))
     {
@@ -1671,6 +1714,16 @@ main(int argc, char **argv)
             want = o.conns;
         }
         nstart = 0;
+        while (retry_head < retry_tail && pending < o.max_pending
+            && nstart < 1024) {
+            i = retry_q[retry_head % o.conns];
+            if (conns[i].started > now) {
+                break;
+            }
+            retry_head++;
+            conn_start(&conns[i], src0 + (uint32_t) (i % o.sources));
+            nstart++;
+        }
         while (next_sub < want && pending < o.max_pending && nstart < 1024) {
             conn_start(
                 &conns[next_sub], src0 + (uint32_t) (next_sub % o.sources));
@@ -1681,7 +1734,9 @@ main(int argc, char **argv)
             stopped = "no connection";
             break;
         }
-        if (all_tried_ns == 0 && next_sub == o.conns && pending == 0) {
+        if (all_tried_ns == 0 && next_sub == o.conns && pending == 0
+            && retry_head == retry_tail)
+        {
             all_tried_ns = now;
             write_ready();
             if (!o.quiet) {
@@ -1725,6 +1780,8 @@ main(int argc, char **argv)
         timeout = 100;
         if (next_sub < o.conns) {
             timeout = 1;
+        } else if (retry_head < retry_tail) {
+            timeout = 10;
         } else if (pub_at != 0 && published < o.messages) {
             k = (int) ((pub_at - now) / 1000000);
             timeout = k < 0 ? 0 : k < 100 ? k : 100;

@@ -259,9 +259,10 @@ class FakeLive(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, bad_accept=False):
+    def __init__(self, bad_accept=False, refuse_first=0):
         super().__init__(("127.0.0.1", 0), LiveHandler)
         self.bad_accept = bad_accept
+        self.refuse = refuse_first       # full: 503 to the first ones
         self.lock = threading.Lock()
         self.subs = []
         self.pongs = []
@@ -283,6 +284,13 @@ class LiveHandler(socketserver.StreamRequestHandler):
                 return
             head += line
         text = head.decode()
+        with srv.lock:
+            full = srv.refuse > 0
+            srv.refuse -= 1
+        if full:
+            self.wfile.write(b"HTTP/1.1 503 Service Unavailable\r\n"
+                             b"Retry-After: 1\r\nContent-Length: 0\r\n\r\n")
+            return
         key = re.search(r"Sec-WebSocket-Key: (\S+)", text).group(1)
         accept = base64.b64encode(hashlib.sha1(
             (key + GUID).encode()).digest()).decode()
@@ -372,3 +380,19 @@ def test_wrong_accept_is_refused(fake_live):
     assert rc == 1
     assert r["fail_reasons"]["bad_accept"] == 3 and r["established"] == 0
     assert "wrong Sec-WebSocket-Accept" in err
+
+
+def test_full_session_retried(fake_live):
+    srv = fake_live(refuse_first=4)
+    args = ["--mode", "idle", "--target", "elearn", "--port",
+            srv.server_address[1], "--path", "/live/7", "-c", 10, "-d", 4]
+    rc, r, err = run_tool(*args, "--retries", 2)
+    assert rc == 0, err
+    assert r["established"] == 10 and r["failed"] == 0
+    assert r["retried"] == 4
+    # without retries a 503 is a failure, with its reason
+    srv.refuse = 3
+    rc, r, err = run_tool(*args)
+    assert rc == 1
+    assert r["established"] == 7 and r["fail_reasons"]["http_status"] == 3
+    assert "answered 503" in err
