@@ -156,8 +156,8 @@ idle_start() {   # n rate label srcbase args...
             > "$WORK/$label.$i.json" 2> "$WORK/$label.$i.err" &
         LOADERS+=($!)
     done
-    # twice the time the rate needs, and a minute
-    wait=$((2 * (n / procs) / rate + 60))
+    # four times what the rate needs, and a minute (a busy machine)
+    wait=$((4 * (n / procs) / rate + 60))
     for ((i = 0; i < wait * 10; i++)); do
         [ "$(ls "$WORK"/ready."$label".* 2>/dev/null | wc -l)" -ge "$procs" ] \
             && return 0
@@ -177,7 +177,8 @@ idle_stop() {   # label -> one JSON object summing the processes
         processes: length, error: (map(.error) | map(select(. != ""))
         | first // ""), sources: (map(.sources) | add),
         source_first: .[0].source_first, source_last: .[-1].source_last,
-        connect_s: (map(.connect_s // 0) | max)}'
+        connect_s: (map(.connect_s)
+                    | if any(. == null) then null else max end)}'
 }
 
 # one idle figure: master pid, n, rate, label, srcbase, tool args...
