@@ -26,6 +26,9 @@
  *           delivery latency (send to receipt).  Reported: delivered and
  *           expected (the open subscribers at each publish), lost,
  *           duplicates, and the latency percentiles over all deliveries.
+ *           With --pub-paths, one publisher per line, each the owner of
+ *           a session (or channel) whose subscribers take the same line
+ *           of --paths; the publishers are spread over --interval-ms.
  *
  * Targets:
  *   nchan   subscribe: a WebSocket GET of --path (nchan_subscriber);
@@ -118,12 +121,13 @@ typedef struct {
     uint8_t role;
     uint8_t close_sent;
     uint8_t frag_op;
-    uint8_t opened;  /* the handshake succeeded once */
-    uint8_t tries;   /* retries made */
-    uint8_t why;     /* of the last failure, while retrying */
-    uint32_t src;    /* source address, host order */
-    int64_t started; /* monotonic ns, for the handshake timeout */
-    char *in;        /* bytes not parsed yet */
+    uint8_t opened;   /* the handshake succeeded once */
+    uint8_t tries;    /* retries made */
+    uint8_t why;      /* of the last failure, while retrying */
+    uint16_t session; /* with --pub-paths: the publisher's line */
+    uint32_t src;     /* source address, host order */
+    int64_t started;  /* monotonic ns, for the handshake timeout */
+    char *in;         /* bytes not parsed yet */
     size_t in_len;
     size_t in_cap;
     char *out; /* bytes not written yet */
@@ -146,6 +150,8 @@ typedef struct {
     const char *pub_path;
     const char *paths_file;
     const char *ready_file;
+    const char *pub_paths_file;
+    const char *samples_file;
     const char *label;
     long conns;
     long seconds;
@@ -166,7 +172,14 @@ typedef struct {
 
 static opts_t o;
 static conn_t *conns; /* o.conns subscribers, then the publisher */
-static conn_t *pub;
+static conn_t *pubs;  /* npubs publishers after the subscribers */
+static long npubs = 1;
+static char **pub_paths; /* --pub-paths: one per session */
+static long npub_paths;
+static long *open_by_session;
+static int64_t *pub_next; /* when each publisher sends next */
+static long *pub_sent;
+static long pubs_down;
 static int ep = -1;
 static struct sockaddr_in dst;
 static char **paths; /* --paths: connection i takes line i % npaths */
@@ -250,6 +263,21 @@ role_name(const conn_t *c)
 
 /* --- connection bookkeeping ------------------------------------------- */
 
+static int
+is_pub(const conn_t *c)
+{
+    return c->role == ROLE_PUB_WS || c->role == ROLE_PUB_HTTP;
+}
+
+static void
+sub_opened(conn_t *c, int delta)
+{
+    open_subs += delta;
+    if (open_by_session != NULL) {
+        open_by_session[c->session] += delta;
+    }
+}
+
 static void
 conn_free(conn_t *c)
 {
@@ -261,7 +289,10 @@ conn_free(conn_t *c)
         pending--;
     }
     if (c->state == ST_OPEN && c->role == ROLE_SUB) {
-        open_subs--;
+        sub_opened(c, -1);
+    }
+    if (is_pub(c) && c->state != ST_DONE) {
+        pubs_down++;
     }
     c->state = ST_DONE;
     free(c->in);
@@ -279,7 +310,7 @@ conn_fail(conn_t *c, int why, int err)
     int open;
 
     open = c->state == ST_OPEN || c->state == ST_CLOSING;
-    if (!open && c != pub && c->tries < o.retries
+    if (!open && !is_pub(c) && c->tries < o.retries
         && (why == F_TIMEOUT || why == F_RESET || why == F_EOF
             || (why == F_STATUS && last_status == 503)))
     {
@@ -295,14 +326,14 @@ conn_fail(conn_t *c, int why, int err)
     }
     if (open) {
         /* it was established: the server (or the network) ended it */
-        if (c->state == ST_OPEN && c != pub) {
+        if (c->state == ST_OPEN && !is_pub(c)) {
             dropped++;
         }
     } else {
         failed++;
         fails[why]++;
     }
-    if (c == pub) {
+    if (is_pub(c)) {
         pub_failed = 1;
     }
     snprintf(what, sizeof(what), "%s %s:%d%s%s%s", role_name(c),
@@ -404,7 +435,7 @@ ws_close(conn_t *c, int code)
     b[1] = (char) code;
     c->close_sent = 1;
     if (c->state == ST_OPEN && c->role == ROLE_SUB) {
-        open_subs--;
+        sub_opened(c, -1);
     }
     c->state = ST_CLOSING;
     return ws_send(c, 0x8, b, 2);
@@ -440,9 +471,10 @@ send_request(conn_t *c, long i)
     if (c->role == ROLE_PUB_HTTP) {
         return 0; /* the POSTs come later */
     }
-    path = c->role == ROLE_PUB_WS ? o.pub_path
-        : npaths > 0              ? paths[i % npaths]
-                                  : o.path;
+    path = c->role == ROLE_PUB_WS
+        ? (pub_paths ? pub_paths[c->session] : o.pub_path)
+        : npaths > 0 ? paths[i % npaths]
+                     : o.path;
     if (c->role == ROLE_HTTP) {
         n = snprintf(req, sizeof(req),
             "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
@@ -525,7 +557,7 @@ on_open(conn_t *c)
     if (c->role == ROLE_SUB || c->role == ROLE_HTTP) {
         established++;
         if (c->role == ROLE_SUB) {
-            open_subs++;
+            sub_opened(c, 1);
         }
     }
 }
@@ -749,7 +781,7 @@ parse_frames(conn_t *c, const char *d, size_t len)
             if (ws_close(c, plen >= 2 ? (u[h] << 8) | u[h + 1] : 1000) == 0) {
                 conn_free(c);
             }
-            if (c == pub) {
+            if (is_pub(c)) {
                 pub_failed = 1;
                 note_error("publish: the server closed the publisher", 0);
             }
@@ -1034,7 +1066,7 @@ conn_event(conn_t *c, uint32_t events, long i)
 /* --- publishing ------------------------------------------------------- */
 
 static int
-publish(long seq)
+publish(conn_t *pub, long seq)
 {
     static char body[MAX_MSG / 4], msg[MAX_MSG / 4 + 512];
     int n, m;
@@ -1045,14 +1077,15 @@ publish(long seq)
         n = (int) o.size;
     }
     body[n] = '\0';
-    expected += open_subs;
-    per_seq_expected[seq - 1] = open_subs;
+    expected += open_by_session[pub->session];
+    per_seq_expected[seq - 1] += open_by_session[pub->session];
     published++;
     if (o.target == TARGET_NCHAN) {
         m = snprintf(msg, sizeof(msg),
             "POST %s HTTP/1.1\r\nHost: %s:%d\r\n"
             "Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s",
-            o.pub_path, o.host, o.port, n, body);
+            pub_paths ? pub_paths[pub->session] : o.pub_path, o.host, o.port, n,
+            body);
         return conn_send(pub, msg, (size_t) m);
     }
     m = snprintf(
@@ -1073,6 +1106,10 @@ usage(FILE *f)
         "  --path PATH               subscriber path (/sub/wsload)\n"
         "  --paths FILE              subscriber paths, one a line, taken\n"
         "                            in turn (sessions, tokens)\n"
+        "  --pub-paths FILE          one publisher per line (sessions):\n"
+        "                            subscriber i joins line i %% K of\n"
+        "                            --paths, published by line i %% K\n"
+        "  --samples-out FILE        every latency (ns), one a line\n"
         "  --pub-path PATH           nchan: POST path (/pub/wsload);\n"
         "                            elearn: the owner's WebSocket path\n"
         "  -c, --connections N       (100; at most %d and the file limit)\n"
@@ -1121,6 +1158,7 @@ parse_opts(int argc, char **argv)
         {"target", 1, NULL, 'T'}, {"host", 1, NULL, 'H'},
         {"port", 1, NULL, 'p'}, {"path", 1, NULL, 'P'},
         {"pub-path", 1, NULL, 'U'}, {"paths", 1, NULL, 'K'},
+        {"pub-paths", 1, NULL, 'G'}, {"samples-out", 1, NULL, 'W'},
         {"connections", 1, NULL, 'c'}, {"duration", 1, NULL, 'd'},
         {"rate", 1, NULL, 'r'}, {"max-pending", 1, NULL, 'x'},
         {"messages", 1, NULL, 'm'}, {"interval-ms", 1, NULL, 'i'},
@@ -1185,6 +1223,12 @@ parse_opts(int argc, char **argv)
             break;
         case 'U':
             o.pub_path = optarg;
+            break;
+        case 'G':
+            o.pub_paths_file = optarg;
+            break;
+        case 'W':
+            o.samples_file = optarg;
             break;
         case 'K':
             o.paths_file = optarg;
@@ -1299,45 +1343,68 @@ parse_opts(int argc, char **argv)
 }
 
 static int
-load_paths(void)
+load_lines(const char *file, char ***paths, long *npaths)
 {
     char line[8192];
     size_t n;
     FILE *f;
     char **t;
 
-    if (o.paths_file == NULL) {
+    if (file == NULL) {
         return 0;
     }
-    f = fopen(o.paths_file, "r");
+    f = fopen(file, "r");
     if (f == NULL) {
-        fprintf(
-            stderr, "elearn-wsload: %s: %s\n", o.paths_file, strerror(errno));
+        fprintf(stderr, "elearn-wsload: %s: %s\n", file, strerror(errno));
         return -1;
     }
-    while (fgets(line, sizeof(line), f) != NULL && npaths < MAX_CONNS) {
+    while (fgets(line, sizeof(line), f) != NULL && *npaths < MAX_CONNS) {
         n = strcspn(line, "\r\n");
         if (n == 0) {
             continue;
         }
         line[n] = '\0';
-        t = realloc(paths, sizeof(char *) * (size_t) (npaths + 1));
+        t = realloc(*paths, sizeof(char *) * (size_t) (*npaths + 1));
         if (t != NULL) {
-            paths = t;
-            t[npaths] = strdup(line);
+            *paths = t;
+            t[*npaths] = strdup(line);
         }
-        if (t == NULL || t[npaths] == NULL) {
+        if (t == NULL || t[*npaths] == NULL) {
             fclose(f);
             fprintf(stderr, "elearn-wsload: out of memory\n");
             return -1;
         }
-        npaths++;
+        (*npaths)++;
     }
     fclose(f);
-    if (npaths == 0) {
-        fprintf(stderr, "elearn-wsload: %s: no paths\n", o.paths_file);
+    if (*npaths == 0) {
+        fprintf(stderr, "elearn-wsload: %s: no paths\n", file);
         return -1;
     }
+    return 0;
+}
+
+/* --paths and --pub-paths: one subscriber path per publisher */
+static int
+load_paths(void)
+{
+    if (load_lines(o.paths_file, &paths, &npaths) != 0
+        || load_lines(o.pub_paths_file, &pub_paths, &npub_paths) != 0)
+    {
+        return -1;
+    }
+    if (pub_paths == NULL) {
+        return 0;
+    }
+    if (o.mode != MODE_FANOUT || npub_paths > MAX_SOURCES
+        || npaths != npub_paths) {
+        fprintf(stderr,
+            "elearn-wsload: --pub-paths is for --mode fanout, "
+            "at most %d lines, as many as --paths has\n",
+            MAX_SOURCES);
+        return -1;
+    }
+    npubs = npub_paths;
     return 0;
 }
 
@@ -1432,7 +1499,7 @@ report_losses(void)
 
     printf(",\"missing_by_seq\":{");
     n = 0;
-    for (i = 0; i < published && n < 20; i++) {
+    for (i = 0; i < o.messages && n < 20; i++) {
         if (per_seq_delivered[i] < per_seq_expected[i]) {
             printf("%s\"%ld\":%ld", n++ ? "," : "", i + 1,
                 per_seq_expected[i] - per_seq_delivered[i]);
@@ -1440,7 +1507,7 @@ report_losses(void)
     }
     short_subs = 0;
     for (i = 0; i < o.conns; i++) {
-        if (conns[i].opened && conns[i].received < published) {
+        if (conns[i].opened && conns[i].received < pub_sent[conns[i].session]) {
             short_subs++;
         }
     }
@@ -1472,7 +1539,8 @@ report(int64_t t0, int64_t t_end, const char *stopped)
     connect_s = all_tried_ns ? (double) (all_tried_ns - t0) / 1e9 : -1;
     ok = established == o.conns
         && (o.mode == MODE_IDLE
-            || (!pub_failed && pub_errors == 0 && published == o.messages));
+            || (!pub_failed && pub_errors == 0
+                && published == o.messages * npubs));
 
     printf("{\"tool\":\"elearn-wsload\",\"label\":");
     json_str(o.label);
@@ -1498,14 +1566,15 @@ report(int64_t t0, int64_t t_end, const char *stopped)
         (double) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec)
             + (double) (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
     if (o.mode == MODE_FANOUT) {
-        printf(",\"messages\":%ld,\"published\":%ld,\"publish_acks\":%ld,"
+        printf(",\"sessions\":%ld,\"messages\":%ld,\"published\":%ld,"
+               "\"publish_acks\":%ld,"
                "\"publish_errors\":%ld,\"publisher_failed\":%s,"
                "\"interval_ms\":%ld,\"size\":%ld,\"expected\":%ld,"
                "\"delivered\":%ld,\"lost\":%ld,\"duplicates\":%ld,"
                "\"other_frames\":%ld,\"latency_ms\":{\"samples\":%ld,"
                "\"min\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
                "\"max\":%.3f,\"mean\":%.3f}",
-            o.messages, published, pub_acks, pub_errors,
+            npubs, o.messages, published, pub_acks, pub_errors,
             pub_failed ? "true" : "false", o.interval_ms, o.size, expected,
             delivered, lost, dups, other_frames, nsamples,
             nsamples ? (double) samples[0] / 1e6 : 0, pct(0.5), pct(0.9),
@@ -1532,8 +1601,8 @@ report(int64_t t0, int64_t t_end, const char *stopped)
             "%ld/%ld delivered, %ld lost, %ld duplicates\n"
             "  latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f "
             "(%ld samples)\n",
-            published, o.messages, pub_acks, pub_errors, delivered, expected,
-            lost, dups, pct(0.5), pct(0.9), pct(0.99),
+            published, o.messages * npubs, pub_acks, pub_errors, delivered,
+            expected, lost, dups, pct(0.5), pct(0.9), pct(0.99),
             nsamples ? (double) samples[nsamples - 1] / 1e6 : 0, nsamples);
     }
     if (first_error[0] != '\0') {
@@ -1564,12 +1633,63 @@ write_ready(void)
     rename(tmp, o.ready_file);
 }
 
+/* fanout with --ready-file: "<file>.done" tells a script that this
+ * process has published and drained; the connections stay open (and
+ * answered) until a signal or a minute, so that the script can read the
+ * server's counters before anyone leaves */
+static void
+linger(void)
+{
+    struct epoll_event evs[1024];
+    char done[4096];
+    int64_t until;
+    FILE *f;
+    int n, k;
+
+    snprintf(done, sizeof(done), "%s.done", o.ready_file);
+    f = fopen(done, "w");
+    if (f != NULL) {
+        fprintf(f, "%ld %ld\n", delivered, expected);
+        fclose(f);
+    }
+    until = mono_ns() + 60 * (int64_t) 1000000000;
+    while (!stop_signal && mono_ns() < until) {
+        n = epoll_wait(ep, evs, 1024, 100);
+        for (k = 0; k < n; k++) {
+            conn_t *c = evs[k].data.ptr;
+
+            if (c->state != ST_DONE) {
+                conn_event(c, evs[k].events, c - conns);
+            }
+        }
+    }
+}
+
+/* --samples-out: every latency in ns, sorted, for merging processes */
+static int
+write_samples(void)
+{
+    FILE *f;
+    long i;
+
+    f = fopen(o.samples_file, "w");
+    if (f == NULL) {
+        fprintf(
+            stderr, "elearn-wsload: %s: %s\n", o.samples_file, strerror(errno));
+        return -1;
+    }
+    for (i = 0; i < nsamples; i++) {
+        fprintf(f, "%" PRId64 "\n", samples[i]);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
 static void
 check_timeouts(int64_t now)
 {
     long i;
 
-    for (i = 0; i <= o.conns; i++) {
+    for (i = 0; i < o.conns + npubs; i++) {
         if ((conns[i].state == ST_CONNECTING || conns[i].state == ST_HANDSHAKE)
             && now - conns[i].started > o.timeout_ms * 1000000)
         {
@@ -1587,7 +1707,7 @@ close_all(void)
     int n, k;
 
     open = 0;
-    for (i = 0; i <= o.conns; i++) {
+    for (i = 0; i < o.conns + npubs; i++) {
         conn_t *c = &conns[i];
 
         if (c->state == ST_OPEN && c->role != ROLE_HTTP
@@ -1620,7 +1740,7 @@ close_all(void)
             }
         }
     }
-    for (i = 0; i <= o.conns; i++) {
+    for (i = 0; i < o.conns + npubs; i++) {
         if (conns[i].state != ST_DONE && conns[i].state != ST_NEW) {
             conn_free(&conns[i]);
         }
@@ -1630,18 +1750,18 @@ close_all(void)
 int
 main(int argc, char **argv)
 {
-    int64_t t0, now, deadline, next_tick, pub_at, drain_until;
+    int64_t t0, now, deadline, next_tick, pub_at, drain_until, next_pub;
     struct epoll_event evs[1024];
     const char *stopped;
-    long i, nstart, want, next_sub;
+    long i, nstart, want, next_sub, pubs_open;
     struct sigaction sa;
     uint32_t src0;
-    int n, k, timeout;
+    int n, k, rc, timeout;
 
     if (parse_opts(argc, argv) != 0 || load_paths() != 0) {
         return 2;
     }
-    if (raise_files(o.conns + 1) != 0) {
+    if (raise_files(o.conns + npubs) != 0) {
         return 2;
     }
     if (getrandom(&rng, sizeof(rng), 0) != sizeof(rng) || rng == 0) {
@@ -1653,7 +1773,7 @@ main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    conns = calloc((size_t) o.conns + 1, sizeof(conn_t));
+    conns = calloc((size_t) (o.conns + npubs), sizeof(conn_t));
     retry_q = calloc((size_t) o.conns, sizeof(long));
     if (o.mode == MODE_FANOUT) {
         max_samples = o.conns * o.messages;
@@ -1663,20 +1783,25 @@ main(int argc, char **argv)
         samples = malloc(sizeof(int64_t) * (size_t) max_samples);
         per_seq_expected = calloc((size_t) o.messages, sizeof(long));
         per_seq_delivered = calloc((size_t) o.messages, sizeof(long));
+        open_by_session = calloc((size_t) npubs, sizeof(long));
+        pub_next = calloc((size_t) npubs, sizeof(int64_t));
+        pub_sent = calloc((size_t) npubs, sizeof(long));
     }
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (conns == NULL || retry_q == NULL || ep < 0
         || (o.mode == MODE_FANOUT
-            && (!samples || !per_seq_expected || !per_seq_delivered)))
+            && (!samples || !per_seq_expected || !per_seq_delivered
+                || !open_by_session || !pub_next || !pub_sent)))
     {
         perror("elearn-wsload: setup");
         return 2;
     }
-    for (i = 0; i <= o.conns; i++) {
+    for (i = 0; i < o.conns + npubs; i++) {
         conns[i].fd = -1;
         conns[i].role = o.target == TARGET_HTTP ? ROLE_HTTP : ROLE_SUB;
+        conns[i].session = (uint16_t) (i % npubs);
     }
-    pub = &conns[o.conns];
+    pubs = &conns[o.conns];
     src0 = o.src_base + (uint32_t) (o.proc_index * o.sources);
 
     t0 = mono_ns();
@@ -1687,12 +1812,16 @@ main(int argc, char **argv)
     next_sub = 0;
     stopped = "duration";
 
-    if (o.mode == MODE_FANOUT) {
-        /* the publisher first: a refused target shows at once */
-        pub->role = o.target == TARGET_NCHAN ? ROLE_PUB_HTTP : ROLE_PUB_WS;
-        conn_start(pub, src0);
-    } else {
-        pub->state = ST_DONE;
+    for (i = 0; i < npubs; i++) {
+        if (o.mode == MODE_FANOUT) {
+            /* the publishers first: a refused target shows at once */
+            pubs[i].role =
+                o.target == TARGET_NCHAN ? ROLE_PUB_HTTP : ROLE_PUB_WS;
+            pubs[i].session = (uint16_t) i;
+            conn_start(&pubs[i], src0 + (uint32_t) (i % o.sources));
+        } else {
+            pubs[i].state = ST_DONE;
+        }
     }
 
     for (;;) {
@@ -1704,7 +1833,7 @@ main(int argc, char **argv)
         if (now >= deadline) {
             break;
         }
-        if (o.mode == MODE_FANOUT && pub->state == ST_DONE) {
+        if (o.mode == MODE_FANOUT && pubs_down > 0) {
             stopped = "publisher failed";
             break;
         }
@@ -1745,21 +1874,39 @@ main(int argc, char **argv)
                     "in %.2f s\n",
                     established, failed, (double) (now - t0) / 1e9);
             }
-            if (o.mode == MODE_FANOUT) {
-                pub_at = now + o.settle_ms * 1000000;
+        }
+        pubs_open = 0;
+        for (i = 0; o.mode == MODE_FANOUT && i < npubs; i++) {
+            pubs_open += pubs[i].state == ST_OPEN;
+        }
+        if (o.mode == MODE_FANOUT && all_tried_ns != 0 && pub_at == 0
+            && pubs_open == npubs)
+        {
+            /* the publishers spread over one interval */
+            pub_at = now + o.settle_ms * 1000000;
+            for (i = 0; i < npubs; i++) {
+                pub_next[i] = pub_at + o.interval_ms * 1000000 * i / npubs;
             }
         }
-        if (o.mode == MODE_FANOUT && pub_at != 0 && pub->state == ST_OPEN) {
-            while (published < o.messages && now >= pub_at) {
-                if (publish(published + 1) != 0) {
-                    break;
+        next_pub = INT64_MAX;
+        if (pub_at != 0) {
+            for (i = 0; i < npubs && pubs_down == 0; i++) {
+                while (pub_sent[i] < o.messages && now >= pub_next[i]) {
+                    if (publish(&pubs[i], ++pub_sent[i]) != 0) {
+                        break;
+                    }
+                    pub_next[i] += o.interval_ms * 1000000;
+                    if (pub_next[i] < now) {
+                        pub_next[i] = now; /* late: no burst to catch up */
+                    }
                 }
-                pub_at += o.interval_ms * 1000000;
-                if (pub_at < now) {
-                    pub_at = now; /* late: no burst to catch up */
+                if (pub_sent[i] < o.messages && pub_next[i] < next_pub) {
+                    next_pub = pub_next[i];
                 }
             }
-            if (published == o.messages && drain_until == 0) {
+        }
+        if (pub_at != 0) {
+            if (published == o.messages * npubs && drain_until == 0) {
                 drain_until = now + o.drain_ms * 1000000;
             }
             if (drain_until != 0
@@ -1782,8 +1929,8 @@ main(int argc, char **argv)
             timeout = 1;
         } else if (retry_head < retry_tail) {
             timeout = 10;
-        } else if (pub_at != 0 && published < o.messages) {
-            k = (int) ((pub_at - now) / 1000000);
+        } else if (next_pub != INT64_MAX) {
+            k = (int) ((next_pub - now) / 1000000);
             timeout = k < 0 ? 0 : k < 100 ? k : 100;
         } else if (drain_until != 0) {
             timeout = 10;
@@ -1802,6 +1949,13 @@ main(int argc, char **argv)
         /* stopped before every connection was tried: count the rest */
         write_ready();
     }
+    if (o.mode == MODE_FANOUT && o.ready_file != NULL && !stop_signal) {
+        linger();
+    }
     close_all();
-    return report(t0, now, stopped);
+    rc = report(t0, now, stopped);
+    if (o.samples_file != NULL && write_samples() != 0) {
+        rc = 1;
+    }
+    return rc;
 }
