@@ -14,6 +14,11 @@
 #   fanout  one publish to each size of BENCH_WS_FANOUT ("1000 10000"),
 #           repeated BENCH_WS_MESSAGES (20) times: delivery latency
 #           percentiles over all deliveries, lost messages.
+#   sessions  BENCH_WS_SESSIONS ("50x1000": 50 sessions of 1,000), each
+#           owner publishing once a second, BENCH_WS_MESSAGES times, from
+#           as many load processes as the file cap needs: latency
+#           percentiles over all deliveries, losses, and for elearn the
+#           Redis PUBLISH calls per message (INFO commandstats).
 #
 # Prints a table and writes var/bench/ws.{md,json}.  The elearn side needs
 # the running stack (`make run`, as `make bench` does) with live sessions
@@ -28,7 +33,8 @@
 # BENCH_WS_RATE (connections per second per load process, 2500, against
 # nchan), BENCH_WS_ELEARN_RATE (the same against elearn, 250: every join
 # is a token check, a PostgreSQL query and a Redis lease),
-# BENCH_WS_WORKERS (nchan's worker processes, 4), BENCH_NCHAN_PORT
+# BENCH_WS_SESSIONS ("50x1000", empty skips), BENCH_WS_WORKERS (worker
+# processes of nchan, and of elearn during the bench: 4), BENCH_NCHAN_PORT
 # (ELEARN_HTTP_PORT + 1000).
 set -euo pipefail
 ELEARN_TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,6 +49,7 @@ TARGETS=${BENCH_WS_TARGETS:-nchan elearn}
 IDLE=${BENCH_WS_IDLE:-50000}
 FANOUT=${BENCH_WS_FANOUT:-1000 10000}
 MESSAGES=${BENCH_WS_MESSAGES:-20}
+SESSIONS=${BENCH_WS_SESSIONS-50x1000}
 RATE=${BENCH_WS_RATE:-2500}
 ELEARN_RATE=${BENCH_WS_ELEARN_RATE:-250}
 WORKERS=${BENCH_WS_WORKERS:-4}
@@ -57,6 +64,12 @@ log() { echo "bench-ws: $*" >&2; }
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] \
     || { log "libnginx-mod-nchan is not installed (tools/deps.sh)"; exit 1; }
 [ "$IDLE" -le "$MAX_IDLE" ] || { log "BENCH_WS_IDLE over $MAX_IDLE"; exit 1; }
+if [ -n "$SESSIONS" ]; then
+    [[ $SESSIONS =~ ^[0-9]+x[0-9]+$ ]] \
+        && [ $((${SESSIONS%x*} * ${SESSIONS#*x})) -le "$MAX_IDLE" ] \
+        && [ "${SESSIONS%x*}" -le 1000 ] \
+        || { log "BENCH_WS_SESSIONS: SxP, S <= 1000, S*P <= $MAX_IDLE"; exit 1; }
+fi
 mkdir -p "$OUT" "$WORK"
 rm -f "$WORK"/*.json "$WORK"/*.err "$WORK"/ready.*
 
@@ -232,6 +245,83 @@ fanout_figure() {
 
 pending_json() { jq -n --arg r "$1" '{pending: $r}'; }
 
+redis_publishes() {
+    redis-cli -p "$ELEARN_REDIS_PORT" info commandstats \
+        | sed -n 's/^cmdstat_publish:calls=\([0-9]*\),.*/\1/p' | grep . \
+        || echo 0
+}
+
+# many sessions at once: label rate srcbase subfile pubfile per [redis];
+# line i of subfile and pubfile are session i, each with `per`
+# subscribers; the sessions are split over the load processes
+sessions_figure() {
+    local label=$1 rate=$2 src=$3 subs=$4 pubs=$5 per=$6 redis=${7:-}
+    local n procs each i first p0 p1 r0=0 r1=0 k
+    n=$(wc -l < "$subs")
+    procs=$(((n * per + PER_PROC - 1) / PER_PROC))
+    LOADERS=()
+    first=0
+    for ((i = 0; i < procs; i++)); do
+        each=$((n / procs + (i < n % procs ? 1 : 0)))
+        sed -n "$((first + 1)),$((first + each))p" "$subs" \
+            > "$WORK/$label.$i.subs"
+        sed -n "$((first + 1)),$((first + each))p" "$pubs" \
+            > "$WORK/$label.$i.pubs"
+        first=$((first + each))
+        "$TOOL" --mode fanout -c $((each * per)) -m "$MESSAGES" -i 1000 \
+            -d 900 -r "$rate" --retries 5 --max-pending 1000 \
+            --settle-ms 2000 --drain-ms 5000 --sources 32 \
+            --src-base "$src" --proc-index "$i" --label "$label" -q \
+            --paths "$WORK/$label.$i.subs" --pub-paths "$WORK/$label.$i.pubs" \
+            --ready-file "$WORK/ready.$label.$i" \
+            --samples-out "$WORK/$label.$i.samples" "${@:8}" \
+            > "$WORK/$label.$i.json" 2> "$WORK/$label.$i.err" &
+        LOADERS+=($!)
+    done
+    # joined everywhere (each waits 2 s before its first publish)
+    k=$((4 * per * n / procs / rate + 60))
+    for ((i = 0; i < k * 10; i++)); do
+        [ "$(ls "$WORK"/ready."$label".[0-9] 2>/dev/null | wc -l)" \
+              -ge "$procs" ] \
+            && break
+        sleep 0.1
+    done
+    [ -n "$redis" ] && r0=$(redis_publishes)
+    # published and drained everywhere (each then holds its sockets)
+    for ((i = 0; i < (MESSAGES + 70) * 10; i++)); do
+        [ "$(ls "$WORK"/ready."$label".*.done 2>/dev/null | wc -l)" \
+              -ge "$procs" ] && break
+        sleep 0.1
+    done
+    [ -n "$redis" ] && r1=$(redis_publishes)
+    for p in "${LOADERS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${LOADERS[@]}"; do wait "$p" || true; done
+    LOADERS=()
+    rm -f "$WORK/$label".*.subs "$WORK/$label".*.pubs
+    # percentiles over every delivery of every process
+    read -r p0 p1 < <(sort -m -n "$WORK/$label".*.samples | awk '
+        { v[NR] = $1 }
+        END { if (NR == 0) { print "null null"; exit }
+              i50 = int(NR * 0.5 + 0.999999); i99 = int(NR * 0.99 + 0.999999)
+              printf "%.3f %.3f\n", v[i50] / 1e6, v[i99] / 1e6 }')
+    cat "$WORK/$label".*.json | jq -s --argjson p50 "$p0" --argjson p99 "$p1" \
+        --argjson r "$([ -n "$redis" ] && echo $((r1 - r0)) || echo null)" \
+        '{sessions: (map(.sessions) | add), processes: length,
+          connections: (map(.connections) | add),
+          established: (map(.established) | add),
+          failed: (map(.failed) | add), retried: (map(.retried) | add),
+          published: (map(.published) | add),
+          expected: (map(.expected) | add),
+          delivered: (map(.delivered) | add), lost: (map(.lost) | add),
+          duplicates: (map(.duplicates) | add),
+          latency_ms: {p50: $p50, p99: $p99,
+                       max: (map(.latency_ms.max) | max)},
+          redis_publishes: $r,
+          redis_publishes_per_message: (if $r == null then null
+              else ($r / (map(.published) | add) * 100 | round / 100) end),
+          error: (map(.error) | map(select(. != "")) | first // "")}'
+}
+
 # --- the nchan side ----------------------------------------------------
 
 nchan_run() {
@@ -260,8 +350,44 @@ nchan_run() {
         res=$(jq -n --argjson r "$res" --argjson j "${j:-null}" --arg n "$n" \
             '$r + {("fanout_" + $n): $j}')
     done
+    if [ -n "$SESSIONS" ]; then
+        nchan_start
+        sessions_run nchan
+        res=$(jq -n --argjson r "$res" --slurpfile j "$WORK/nchan-sessions.sum" \
+            '$r + {sessions: $j[0]}')
+    fi
     nchan_stop
     echo "$res"
+}
+
+# the sessions figure of one target into $WORK/<target>-sessions.sum
+sessions_run() {
+    local t=$1 ns=${SESSIONS%x*} per=${SESSIONS#*x} i sid
+    : > "$WORK/$t-sessions.subs"
+    : > "$WORK/$t-sessions.pubs"
+    for ((i = 0; i < ns; i++)); do
+        if [ "$t" = nchan ]; then
+            echo "/sub/s${i}r$$" >> "$WORK/$t-sessions.subs"
+            echo "/pub/s${i}r$$" >> "$WORK/$t-sessions.pubs"
+        else
+            sid=$(elearn_session "$owner" $((per + 1)) 2>/dev/null)
+            [ -n "$sid" ] || break
+            echo "/live/$sid?access_token=$student" >> "$WORK/$t-sessions.subs"
+            echo "/live/$sid?access_token=$owner" >> "$WORK/$t-sessions.pubs"
+        fi
+    done
+    log "$t: $ns sessions of $per, each publishing once a second"
+    if [ "$t" = nchan ]; then
+        sessions_figure nchan-sessions "$RATE" 127.6.0.1 \
+            "$WORK/$t-sessions.subs" "$WORK/$t-sessions.pubs" "$per" "" \
+            --port "$NPORT" --target nchan > "$WORK/$t-sessions.sum"
+    else
+        sessions_figure elearn-sessions "$ELEARN_RATE" 127.7.0.1 \
+            "$WORK/$t-sessions.subs" "$WORK/$t-sessions.pubs" "$per" redis \
+            --port "$ELEARN_HTTP_PORT" --target elearn \
+            > "$WORK/$t-sessions.sum"
+    fi
+    rm -f "$WORK/$t-sessions.subs" "$WORK/$t-sessions.pubs"
 }
 
 # --- the elearn side ---------------------------------------------------
@@ -390,6 +516,12 @@ elearn_run() {
         res=$(jq -n --argjson r "$res" --argjson j "${j:-null}" --arg n "$n" \
             '$r + {("fanout_" + $n): $j}')
     done
+    if [ -n "$SESSIONS" ]; then
+        elearn_restart bench
+        sessions_run elearn
+        res=$(jq -n --argjson r "$res" \
+            --slurpfile j "$WORK/elearn-sessions.sum" '$r + {sessions: $j[0]}')
+    fi
     elearn_close_sessions "$owner"
     echo "$res"
 }
@@ -407,7 +539,8 @@ for t in $TARGETS; do
 done
 
 settings="elearn-wsload, $(nproc) cores, nchan $WORKERS workers; idle $IDLE \
-connections; fanout $FANOUT subscribers x $MESSAGES publishes"
+connections; fanout $FANOUT subscribers x $MESSAGES publishes; \
+sessions ${SESSIONS:-none}"
 jq -n --arg s "$settings" --argjson n "$nchan" --argjson e "$elearn" \
     --arg fan "$FANOUT" \
     '{settings: $s, fanout_sizes: ($fan | split(" ") | map(select(. != ""))),
@@ -442,7 +575,17 @@ def lat($t; $n):
 ( "| kernel, per connection (both ends): TCP buffers / slab, bytes | \(cell($r.nchan; if $r.nchan.idle then "\($r.nchan.idle.tcp_mem_bytes_per_conn) / \($r.nchan.idle.slab_bytes_per_conn)" else null end)) | \(cell($r.elearn; if $r.elearn.idle then "\($r.elearn.idle.tcp_mem_bytes_per_conn) / \($r.elearn.idle.slab_bytes_per_conn)" else null end)) | - |"),
 ( "| reference: RSS per idle keep-alive HTTP connection (return 204), bytes | \(cell($r.nchan; $r.nchan.http_ref.rss_bytes_per_conn)) | - | - |"),
 ( $r.fanout_sizes[] as $n | lat($r.nchan; $n) as $a | lat($r.elearn; $n) as $b |
-  "| one publish to \($n): p50 / p99 ms (delivered) | \($a[0]) | \($b[0]) | \(ratio($b[1]; $a[1])) |")
+  "| one publish to \($n): p50 / p99 ms (delivered) | \($a[0]) | \($b[0]) | \(ratio($b[1]; $a[1])) |"),
+( def ses($t): if $t.pending then [$t.pending, null]
+      elif $t.sessions == null then ["-", null]
+      else $t.sessions as $s |
+        ["\($s.latency_ms.p50) / \($s.latency_ms.p99) (\($s.established)/\($s.connections) joined, \($s.delivered)/\($s.expected) delivered, \($s.lost) lost)",
+         $s.latency_ms.p99] end;
+  if ($r.nchan.sessions // $r.elearn.sessions) then
+  (ses($r.nchan) as $a | ses($r.elearn) as $b |
+  "| \(($r.nchan.sessions // $r.elearn.sessions).sessions) sessions, each owner once a second: p50 / p99 ms | \($a[0]) | \($b[0]) | \(ratio($b[1]; $a[1])) |",
+  "| Redis PUBLISH calls per message | - | \(cell($r.elearn; $r.elearn.sessions.redis_publishes_per_message)) | - |")
+  else empty end)
 JQ
 cat "$OUT/ws.md"
 log "written to $OUT/ws.{md,json}"
