@@ -60,6 +60,13 @@ MAX_IDLE=100000         # hard cap of the idle figure
 
 log() { echo "bench-ws: $*" >&2; }
 
+# some load process still runs (a wait for its files is not in vain)
+loaders_alive() {
+    local p
+    for p in "${LOADERS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done
+    return 1
+}
+
 [ -x "$TOOL" ] || { log "$TOOL missing: make all first"; exit 1; }
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] \
     || { log "libnginx-mod-nchan is not installed (tools/deps.sh)"; exit 1; }
@@ -174,6 +181,7 @@ idle_start() {   # n rate label srcbase args...
     for ((i = 0; i < wait * 10; i++)); do
         [ "$(ls "$WORK"/ready."$label".* 2>/dev/null | wc -l)" -ge "$procs" ] \
             && return 0
+        loaders_alive || break
         sleep 0.1
     done
     log "$label: the load processes did not finish connecting in $wait s"
@@ -284,6 +292,7 @@ sessions_figure() {
         [ "$(ls "$WORK"/ready."$label".[0-9] 2>/dev/null | wc -l)" \
               -ge "$procs" ] \
             && break
+        loaders_alive || break
         sleep 0.1
     done
     [ -n "$redis" ] && r0=$(redis_publishes)
@@ -291,6 +300,7 @@ sessions_figure() {
     for ((i = 0; i < (MESSAGES + 70) * 10; i++)); do
         [ "$(ls "$WORK"/ready."$label".*.done 2>/dev/null | wc -l)" \
               -ge "$procs" ] && break
+        loaders_alive || break
         sleep 0.1
     done
     [ -n "$redis" ] && r1=$(redis_publishes)

@@ -1317,7 +1317,9 @@ parse_opts(int argc, char **argv)
         o.path = o.target == TARGET_HTTP ? "/" : "/sub/wsload";
     }
     if (o.pub_path == NULL) {
-        if (o.target == TARGET_ELEARN && o.mode == MODE_FANOUT) {
+        if (o.target == TARGET_ELEARN && o.mode == MODE_FANOUT
+            && o.pub_paths_file == NULL)
+        {
             fprintf(stderr,
                 "elearn-wsload: --target elearn needs "
                 "--pub-path (the owner's /live/... URL)\n");
