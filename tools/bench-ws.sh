@@ -264,7 +264,7 @@ redis_publishes() {
 # subscribers; the sessions are split over the load processes
 sessions_figure() {
     local label=$1 rate=$2 src=$3 subs=$4 pubs=$5 per=$6 redis=${7:-}
-    local n procs each i first p0 p1 r0=0 r1=0 k
+    local n procs each i first p0 p1 r0=0 r1=0 k joined=false
     n=$(wc -l < "$subs")
     procs=$(((n * per + PER_PROC - 1) / PER_PROC))
     LOADERS=()
@@ -291,10 +291,11 @@ sessions_figure() {
     for ((i = 0; i < k * 10; i++)); do
         [ "$(ls "$WORK"/ready."$label".[0-9] 2>/dev/null | wc -l)" \
               -ge "$procs" ] \
-            && break
+            && { joined=true; break; }
         loaders_alive || break
         sleep 0.1
     done
+    $joined || log "$label: not every process had joined its sessions in $k s"
     [ -n "$redis" ] && r0=$(redis_publishes)
     # published and drained everywhere (each then holds its sockets)
     for ((i = 0; i < (MESSAGES + 70) * 10; i++)); do
@@ -316,7 +317,10 @@ sessions_figure() {
               printf "%.3f %.3f\n", v[i50] / 1e6, v[i99] / 1e6 }')
     cat "$WORK/$label".*.json | jq -s --argjson p50 "$p0" --argjson p99 "$p1" \
         --argjson r "$([ -n "$redis" ] && echo $((r1 - r0)) || echo null)" \
+        --argjson joined "$joined" \
         '{sessions: (map(.sessions) | add), processes: length,
+          joined_in_time: $joined,
+          other_frames: (map(.other_frames) | add),
           connections: (map(.connections) | add),
           established: (map(.established) | add),
           failed: (map(.failed) | add), retried: (map(.retried) | add),
@@ -589,7 +593,7 @@ def lat($t; $n):
 ( def ses($t): if $t.pending then [$t.pending, null]
       elif $t.sessions == null then ["-", null]
       else $t.sessions as $s |
-        ["\($s.latency_ms.p50) / \($s.latency_ms.p99) (\($s.established)/\($s.connections) joined, \($s.delivered)/\($s.expected) delivered, \($s.lost) lost)",
+        ["\($s.latency_ms.p50) / \($s.latency_ms.p99) (\($s.established)/\($s.connections) joined\(if $s.joined_in_time then "" else " (joins unfinished in time: not valid)" end), \($s.delivered)/\($s.expected) delivered, \($s.lost) lost)",
          $s.latency_ms.p99] end;
   if ($r.nchan.sessions // $r.elearn.sessions) then
   (ses($r.nchan) as $a | ses($r.elearn) as $b |
