@@ -60,6 +60,16 @@ MAX_IDLE=100000         # hard cap of the idle figure
 
 log() { echo "bench-ws: $*" >&2; }
 
+wait_http() {   # url name: 10 s for a 2xx
+    local i
+    for ((i = 0; i < 100; i++)); do
+        curl -fso /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    log "$2 does not answer $1"
+    return 1
+}
+
 # some load process still runs (a wait for its files is not in vain)
 loaders_alive() {
     local p
@@ -78,7 +88,7 @@ if [ -n "$SESSIONS" ]; then
         || { log "BENCH_WS_SESSIONS: SxP, S <= 1000, S*P <= $MAX_IDLE"; exit 1; }
 fi
 mkdir -p "$OUT" "$WORK"
-rm -f "$WORK"/*.json "$WORK"/*.err "$WORK"/ready.*
+rm -f "$WORK"/*.json "$WORK"/*.err "$WORK"/*.samples "$WORK"/ready.*
 
 LOADERS=()
 cleanup() {
@@ -96,7 +106,7 @@ trap cleanup EXIT
 # --- nchan -------------------------------------------------------------
 
 nchan_start() {
-    local user=${ELEARN_NGINX_USER:-www-data} i
+    local user=${ELEARN_NGINX_USER:-www-data}
     nchan_stop
     if [ -n "$(ss -Hltn "sport = :$NPORT")" ]; then
         log "port $NPORT is taken (BENCH_NCHAN_PORT)"
@@ -108,12 +118,7 @@ nchan_start() {
         -e "s|@WORKERS@|$WORKERS|g; s|@SHM@|256m|g; s|@USER@|$user|g" \
         "$ELEARN_TOP/tools/bench/nchan.conf.in" > "$NCHAN/nginx.conf"
     /usr/sbin/nginx -p "$NCHAN" -c "$NCHAN/nginx.conf" -e "$NCHAN/error.log"
-    for ((i = 0; i < 100; i++)); do
-        curl -fso /dev/null "http://127.0.0.1:$NPORT/204" && return 0
-        sleep 0.1
-    done
-    log "nchan's nginx did not answer on port $NPORT"
-    return 1
+    wait_http "http://127.0.0.1:$NPORT/204" "nchan's nginx"
 }
 
 # stops the master and waits for every worker too: a worker left behind
@@ -315,6 +320,7 @@ sessions_figure() {
         END { if (NR == 0) { print "null null"; exit }
               i50 = int(NR * 0.5 + 0.999999); i99 = int(NR * 0.99 + 0.999999)
               printf "%.3f %.3f\n", v[i50] / 1e6, v[i99] / 1e6 }')
+    rm -f "$WORK/$label".*.samples
     cat "$WORK/$label".*.json | jq -s --argjson p50 "$p0" --argjson p99 "$p1" \
         --argjson r "$([ -n "$redis" ] && echo $((r1 - r0)) || echo null)" \
         --argjson joined "$joined" \
@@ -442,7 +448,7 @@ elearn_bench_conf() {
 }
 
 elearn_restart() {   # bench|stock
-    local cap=1000 n i
+    local cap=1000 n
     # the owner takes a place too
     for n in $FANOUT; do [ "$n" -ge "$cap" ] && cap=$((n + 1)); done
     "$ELEARN_TOP/tools/stack.sh" stop nginx >/dev/null
@@ -453,12 +459,7 @@ elearn_restart() {   # bench|stock
     else
         "$ELEARN_TOP/tools/stack.sh" start nginx >/dev/null
     fi
-    for ((i = 0; i < 100; i++)); do
-        curl -fso /dev/null "$BASE/readyz" && return 0
-        sleep 0.1
-    done
-    log "elearn's nginx is not ready after a restart"
-    return 1
+    wait_http "$BASE/readyz" "elearn's nginx"
 }
 
 elearn_close_sessions() {   # owner-token
