@@ -7,9 +7,10 @@
 #   idle    BENCH_WS_IDLE (50,000) idle WebSocket connections: the nginx
 #           workers' RSS delta per connection (VmRSS summed over the
 #           workers from /proc/<pid>/status, fresh nginx, before and after),
-#           kernel TCP memory apart (/proc/net/sockstat "mem" pages: both
-#           ends of every loopback connection, and every other TCP socket
-#           of the machine); beside it the RSS per idle keep-alive HTTP
+#           kernel memory apart (/proc/net/sockstat TCP "mem" pages and
+#           /proc/meminfo Slab: both ends of every loopback connection,
+#           and every other socket of the machine); beside it the RSS per
+#           idle keep-alive HTTP
 #           connection to a plain `return 204` (same nginx, same count).
 #   fanout  one publish to each size of BENCH_WS_FANOUT ("1000 10000"),
 #           repeated BENCH_WS_MESSAGES (20) times: delivery latency
@@ -29,7 +30,8 @@
 #   BENCH_WS_TARGETS=nchan tools/bench-ws.sh
 #
 # Environment: BENCH_WS_TARGETS ("nchan elearn"), BENCH_WS_IDLE (50000,
-# 0 skips), BENCH_WS_FANOUT ("1000 10000"), BENCH_WS_MESSAGES (20),
+# 0 skips), BENCH_WS_FANOUT ("1000 10000", " " skips), BENCH_WS_MESSAGES
+# (20),
 # BENCH_WS_RATE (connections per second per load process, 2500, against
 # nchan), BENCH_WS_ELEARN_RATE (the same against elearn, 250: every join
 # is a token check, a PostgreSQL query and a Redis lease),
