@@ -10,8 +10,8 @@
 #           kernel memory apart (/proc/net/sockstat TCP "mem" pages and
 #           /proc/meminfo Slab: both ends of every loopback connection,
 #           and every other socket of the machine); beside it the RSS per
-#           idle keep-alive HTTP
-#           connection to a plain `return 204` (same nginx, same count).
+#           idle keep-alive HTTP connection to a plain `return 204` (same
+#           nginx, same count).
 #   fanout  one publish to each size of BENCH_WS_FANOUT ("1000 10000"),
 #           repeated BENCH_WS_MESSAGES (20) times: delivery latency
 #           percentiles over all deliveries, lost messages.
