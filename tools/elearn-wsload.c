@@ -1128,7 +1128,10 @@ usage(FILE *f)
         "  --proc-index I            this process's block of sources (0)\n"
         "  --sources K               source addresses per process (16)\n"
         "  --src-base A.B.C.D        first source address (127.0.1.1)\n"
-        "  --ready-file PATH         written once every connection is tried\n"
+        "  --ready-file PATH         written once every connection is tried;\n"
+        "                            fanout: PATH.done once drained, then\n"
+        "                            the sockets stay open until a signal\n"
+        "                            (60 s at most)\n"
         "  --label TEXT              copied into the JSON line\n"
         "  -q, --quiet               no progress on standard error\n",
         MAX_CONNS, MAX_SECONDS, MAX_MESSAGES);
