@@ -99,8 +99,13 @@ $(BUILD)/bin/elearn-hash: tools/elearn-hash.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -largon2
 
+# the WebSocket load generator of `make bench` (tools/bench-ws.sh)
+$(BUILD)/bin/elearn-wsload: tools/elearn-wsload.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -lcrypto
+
 workers: $(if $(WORKER_LIB_SRCS),$(WORKER_LIB)) $(DAEMON_BINS) \
-         $(BUILD)/bin/elearn-hash
+         $(BUILD)/bin/elearn-hash $(BUILD)/bin/elearn-wsload
 
 # --- the stack ------------------------------------------------------------
 
@@ -169,7 +174,7 @@ asan:
 # --- style ----------------------------------------------------------------
 
 FORMAT_FILES = $(wildcard workers/lib/*.[ch] workers/*/*.[ch] tests/unit/*.[ch]) \
-               tools/elearn-hash.c
+               tools/elearn-hash.c tools/elearn-wsload.c
 
 format:
 	clang-format -i $(FORMAT_FILES)

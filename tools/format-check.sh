@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Style gate of `make test`: clang-format (.clang-format, nginx's style)
-# on the daemons and unit tests; for the module, which follows nginx's own
+# on the daemons, unit tests and tools/elearn-wsload.c; for the module, which follows nginx's own
 # hand-aligned style that clang-format cannot express, the rules nginx
 # itself checks: 80 columns, no tabs, no trailing blanks.  Also checks the
 # generated SQL header is fresh.
@@ -8,8 +8,13 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 rc=0
-if [ $# -gt 0 ] && [ -f .clang-format ]; then
-    clang-format --dry-run -Werror "$@" || rc=1
+# the tools' C programs are checked even when no files are given
+tools_c=()
+for f in tools/elearn-wsload.c; do
+    case " $* " in *" $f "*) ;; *) tools_c+=("$f") ;; esac
+done
+if [ $(($# + ${#tools_c[@]})) -gt 0 ] && [ -f .clang-format ]; then
+    clang-format --dry-run -Werror "$@" "${tools_c[@]}" || rc=1
 fi
 for f in ngx_elearn_module/src/*.[ch]; do
     case $f in *_sql.h) continue ;; esac
