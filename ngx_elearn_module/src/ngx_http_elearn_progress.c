@@ -38,7 +38,6 @@
 #include <math.h>
 #include <jansson.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 
 #include "ngx_http_elearn_module.h"
 #include "ngx_http_elearn_problem.h"
@@ -178,29 +177,20 @@ static const char  ngx_http_elearn_progress_lookup_lua[] =
     "return {m[1], m[2], e or ''}\n";
 
 
-typedef struct {
-    const char                        *name;
-    const char                        *text;
-    size_t                             len;
-    u_char                             sha[2 * SHA_DIGEST_LENGTH];
-    unsigned                           hashed:1;
-} ngx_http_elearn_progress_script_t;
-
-
 #define NGX_HTTP_ELEARN_PROGRESS_MERGE   0
 #define NGX_HTTP_ELEARN_PROGRESS_LOOKUP  1
 #define NGX_HTTP_ELEARN_PROGRESS_REPORT  2
 #define NGX_HTTP_ELEARN_PROGRESS_SEED    3
 
-static ngx_http_elearn_progress_script_t  ngx_http_elearn_progress_scripts[] = {
-    { "merge", ngx_http_elearn_progress_merge_lua,
-      sizeof(ngx_http_elearn_progress_merge_lua) - 1, { 0 }, 0 },
-    { "lookup", ngx_http_elearn_progress_lookup_lua,
-      sizeof(ngx_http_elearn_progress_lookup_lua) - 1, { 0 }, 0 },
-    { "report", ngx_http_elearn_progress_report_lua,
-      sizeof(ngx_http_elearn_progress_report_lua) - 1, { 0 }, 0 },
-    { "seed", ngx_http_elearn_progress_seed_lua,
-      sizeof(ngx_http_elearn_progress_seed_lua) - 1, { 0 }, 0 }
+static ngx_http_elearn_redis_script_t  ngx_http_elearn_progress_scripts[] = {
+    ngx_http_elearn_redis_script("progress merge",
+                                 ngx_http_elearn_progress_merge_lua),
+    ngx_http_elearn_redis_script("progress lookup",
+                                 ngx_http_elearn_progress_lookup_lua),
+    ngx_http_elearn_redis_script("progress report",
+                                 ngx_http_elearn_progress_report_lua),
+    ngx_http_elearn_redis_script("progress seed",
+                                 ngx_http_elearn_progress_seed_lua)
 };
 
 
@@ -238,8 +228,7 @@ struct ngx_http_elearn_progress_s {
     const char                        *values[5];
     int                                nvalues;
 
-    /* a script's argv, kept for the EVAL retry */
-    ngx_http_elearn_progress_script_t *script;
+    /* a script's argv (kept for the EVAL retry) and reply handler */
     ngx_http_elearn_redis_handler_pt   handler;
     int                                argc;
     const char                        *argv[12];
@@ -259,7 +248,6 @@ struct ngx_http_elearn_progress_s {
 
     unsigned                           report:1;   /* POST, not GET */
     unsigned                           enrolled:1;
-    unsigned                           retried:1;
 };
 
 
@@ -980,37 +968,28 @@ ngx_http_elearn_progress_looked_up(ngx_http_request_t *r, redisReply *reply,
 
 /*
  * Runs one of the scripts with p->argv[2 .. p->argc - 1] (numkeys, keys,
- * args) by its SHA1, and once more by its text when Redis does not know it
- * (restarted, or SCRIPT FLUSH).  handler gets the reply; an error reply
+ * args) through ngx_http_elearn_redis_eval() (EVALSHA, EVAL once after a
+ * NOSCRIPT).  handler gets the reply; an error reply (logged there)
  * becomes rc NGX_HTTP_SERVICE_UNAVAILABLE with reply NULL.
  */
 static ngx_int_t
 ngx_http_elearn_progress_eval(ngx_http_elearn_progress_t *p,
     ngx_uint_t script, ngx_http_elearn_redis_handler_pt handler)
 {
-    u_char                              digest[SHA_DIGEST_LENGTH];
-    ngx_http_elearn_progress_script_t  *s;
+    ngx_int_t  nkeys;
 
-    s = &ngx_http_elearn_progress_scripts[script];
-
-    if (!s->hashed) {
-        SHA1((u_char *) s->text, s->len, digest);
-        ngx_hex_dump(s->sha, digest, sizeof(digest));
-        s->hashed = 1;
+    nkeys = ngx_atoi((u_char *) p->argv[2], p->argvlen[2]);
+    if (nkeys == NGX_ERROR) {
+        return NGX_ERROR;
     }
 
-    p->script = s;
     p->handler = handler;
-    p->retried = 0;
 
-    p->argv[0] = "EVALSHA";
-    p->argvlen[0] = sizeof("EVALSHA") - 1;
-    p->argv[1] = (char *) s->sha;
-    p->argvlen[1] = sizeof(s->sha);
-
-    return ngx_http_elearn_redis_command(p->request,
-                                         ngx_http_elearn_progress_script_reply,
-                                         p, p->argc, p->argv, p->argvlen);
+    return ngx_http_elearn_redis_eval(p->request,
+                                      &ngx_http_elearn_progress_scripts[script],
+                                      ngx_http_elearn_progress_script_reply,
+                                      p, nkeys, p->argc - 3, p->argv + 3,
+                                      p->argvlen + 3);
 }
 
 
@@ -1021,32 +1000,7 @@ ngx_http_elearn_progress_script_reply(ngx_http_request_t *r,
     ngx_http_elearn_progress_t *p = data;
 
     if (rc == NGX_OK && reply->type == REDIS_REPLY_ERROR) {
-
-        if (!p->retried
-            && reply->len >= sizeof("NOSCRIPT") - 1
-            && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1)
-               == 0)
-        {
-            p->retried = 1;
-            p->argv[0] = "EVAL";
-            p->argvlen[0] = sizeof("EVAL") - 1;
-            p->argv[1] = p->script->text;
-            p->argvlen[1] = p->script->len;
-
-            rc = ngx_http_elearn_redis_command(r,
-                                         ngx_http_elearn_progress_script_reply,
-                                         p, p->argc, p->argv, p->argvlen);
-            if (rc == NGX_AGAIN) {
-                return;
-            }
-
-        } else {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "elearn progress: %s script failed: %*s",
-                          p->script->name, (size_t) reply->len, reply->str);
-            rc = NGX_HTTP_SERVICE_UNAVAILABLE;
-        }
-
+        rc = NGX_HTTP_SERVICE_UNAVAILABLE;
         reply = NULL;
     }
 
