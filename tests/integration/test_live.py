@@ -1,0 +1,542 @@
+"""Live sessions (contract section 7, issue 6): the REST calls, joining
+the WebSocket /live/{id} (auth, enrollment, capacity before the upgrade),
+broadcast and chat with sequence numbers, limits, replay with lastSeq,
+token expiry on an open socket, closing a session, a Redis restart
+during a session, and the token kept out of the logs.
+
+WebSocket clients are Python's websocket-client (Debian's
+python3-websocket): synchronous, which keeps each step's expectation
+explicit.  Refusals before the upgrade are read as plain HTTP."""
+
+import http.client
+import json
+import os
+import socket
+import struct
+import time
+import uuid
+
+import pytest
+import requests
+import websocket
+
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+# --- helpers ----------------------------------------------------------------
+
+def register(base_url, stack):
+    email = "live%s@test.elearn.dev" % uuid.uuid4().hex[:12]
+    r = requests.post(base_url + "/api/v1/auth/register",
+                      json={"email": email, "password": "live pass 1234",
+                            "displayName": "Live " + email[4:10]})
+    assert r.status_code == 201, r.text
+    return stack.token(email, "live pass 1234")
+
+
+def bearer(token):
+    return {"Authorization": "Bearer " + token}
+
+
+@pytest.fixture(scope="module")
+def instructor(stack):
+    return stack.token("instructor@elearn.dev", "instructor-dev-pass")
+
+
+@pytest.fixture(scope="module")
+def course(pg_dsn):
+    """A published course of the demo instructor (user 2)."""
+    import psycopg2
+    conn = psycopg2.connect(pg_dsn)
+    with conn, conn.cursor() as c:
+        c.execute("SELECT course_id FROM courses WHERE instructor_id = 2 "
+                  "AND published ORDER BY course_id LIMIT 1")
+        cid = c.fetchone()[0]
+    conn.close()
+    return cid
+
+
+def enrolled_student(base_url, stack, course):
+    token = register(base_url, stack)
+    r = requests.post(base_url + "/api/v1/courses/%d/enrollments" % course,
+                      headers=bearer(token), timeout=30)
+    assert r.status_code in (200, 201), r.text
+    return token
+
+
+def create(base_url, token, course, **body):
+    body.setdefault("title", "Office hours")
+    return requests.post(
+        base_url + "/api/v1/courses/%d/live-sessions" % course,
+        headers=bearer(token), json=body, timeout=30)
+
+
+def new_session(base_url, instructor, course, capacity=None):
+    body = {} if capacity is None else {"capacity": capacity}
+    r = create(base_url, instructor, course, **body)
+    assert r.status_code == 201, r.text
+    return r.json()["sessionId"]
+
+
+def ws_url(stack, sid, token=None, last_seq=None):
+    url = "ws://127.0.0.1:%s/live/%d" % (stack.env["ELEARN_HTTP_PORT"], sid)
+    q = []
+    if token is not None:
+        q.append("access_token=" + token)
+    if last_seq is not None:
+        q.append("lastSeq=%d" % last_seq)
+    return url + ("?" + "&".join(q) if q else "")
+
+
+def join(stack, sid, token, last_seq=None, protocol=False):
+    """Connects and returns (ws, welcome)."""
+    if protocol:
+        ws = websocket.create_connection(
+            ws_url(stack, sid, last_seq=last_seq), timeout=10,
+            subprotocols=["elearn.v1", "bearer." + token])
+    else:
+        ws = websocket.create_connection(ws_url(stack, sid, token, last_seq),
+                                         timeout=10)
+    welcome = json.loads(ws.recv())
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome
+
+
+def recv(ws, skip=("presence",), timeout=10):
+    """The next frame that is not of a skipped type: a dict, or
+    ("close", code) for a close frame."""
+    ws.settimeout(timeout)
+    while True:
+        op, data = ws.recv_data(control_frame=True)
+        if op == websocket.ABNF.OPCODE_CLOSE:
+            code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+            return ("close", code)
+        if op != websocket.ABNF.OPCODE_TEXT:
+            continue
+        msg = json.loads(data.decode())
+        if msg.get("type") not in skip:
+            return msg
+
+
+def send(ws, type_, body):
+    ws.send(json.dumps({"type": type_, "body": body}))
+
+
+def raw_join(stack, path, headers=None):
+    """A WebSocket opening handshake as plain HTTP: the status, headers and
+    body of a refusal (or of the 101)."""
+    h = {"Upgrade": "websocket", "Connection": "Upgrade",
+         "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": WS_KEY}
+    h.update(headers or {})
+    c = http.client.HTTPConnection("127.0.0.1",
+                                   int(stack.env["ELEARN_HTTP_PORT"]),
+                                   timeout=10)
+    c.request("GET", path, headers=h)
+    r = c.getresponse()
+    body = r.read() if r.status != 101 else b""
+    c.close()
+    return r.status, r.headers, body
+
+
+def get_session(base_url, token, sid):
+    return requests.get(base_url + "/api/v1/live-sessions/%d" % sid,
+                        headers=bearer(token), timeout=30)
+
+
+def close_session(base_url, token, sid):
+    return requests.post(base_url + "/api/v1/live-sessions/%d/close" % sid,
+                         headers=bearer(token), timeout=30)
+
+
+# --- REST -------------------------------------------------------------------
+
+def test_create_get_close(base_url, stack, instructor, course):
+    r = create(base_url, instructor, course, title="Q&A \"live\"",
+               capacity=50)
+    assert r.status_code == 201, r.text
+    s = r.json()
+    assert s["title"] == "Q&A \"live\"" and s["capacity"] == 50
+    assert s["status"] == "open"
+    assert s["wsUrl"] == "/live/%d" % s["sessionId"]
+    sid = s["sessionId"]
+
+    student = enrolled_student(base_url, stack, course)
+    for token in (instructor, student):
+        r = get_session(base_url, token, sid)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"sessionId": sid, "courseId": course,
+                            "title": "Q&A \"live\"", "capacity": 50,
+                            "participants": 0, "status": "open"}
+
+    assert close_session(base_url, student, sid).status_code == 403
+    r = close_session(base_url, instructor, sid)
+    assert r.status_code == 204, r.text
+    assert get_session(base_url, student, sid).json()["status"] == "closed"
+    # idempotent
+    assert close_session(base_url, instructor, sid).status_code == 204
+
+
+def test_capacity_defaults_to_the_directive(base_url, instructor, course):
+    r = create(base_url, instructor, course)
+    assert r.status_code == 201, r.text
+    assert r.json()["capacity"] == 1000
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"title": "x", "capacity": 1001}, "capacity"),
+    ({"title": "x", "capacity": 0}, "capacity"),
+    ({"title": "x", "capacity": "10"}, "capacity"),
+    ({"capacity": 10}, "title"),
+    ({"title": "   "}, "title"),
+    ({"title": "x" * 201}, "title"),
+    ({"title": "x", "room": 1}, "room"),
+])
+def test_create_validation(base_url, instructor, course, body, field):
+    r = requests.post(
+        base_url + "/api/v1/courses/%d/live-sessions" % course,
+        headers=bearer(instructor), json=body, timeout=30)
+    assert r.status_code == 422, r.text
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+    assert field in [e["field"] for e in r.json()["errors"]]
+
+
+def test_create_needs_the_owner(base_url, stack, pg, instructor, course):
+    student = enrolled_student(base_url, stack, course)
+    assert create(base_url, student, course).status_code == 403
+    with pg.cursor() as c:
+        c.execute("SELECT course_id FROM courses WHERE instructor_id <> 2 "
+                  "LIMIT 1")
+        other = c.fetchone()[0]
+    assert create(base_url, instructor, other).status_code == 403
+    assert create(base_url, instructor, 999999999).status_code == 404
+    r = requests.post(base_url + "/api/v1/courses/%d/live-sessions" % course,
+                      json={"title": "x"}, timeout=30)
+    assert r.status_code == 401
+    admin = stack.token("admin@elearn.dev", "admin-dev-pass")
+    assert create(base_url, admin, course).status_code == 201
+
+
+def test_get_needs_enrollment(base_url, stack, instructor, course):
+    sid = new_session(base_url, instructor, course)
+    outsider = register(base_url, stack)
+    r = get_session(base_url, outsider, sid)
+    assert r.status_code == 403, r.text
+    assert get_session(base_url, outsider, 999999999).status_code == 404
+    assert get_session(base_url, instructor, 999999999).status_code == 404
+    assert close_session(base_url, instructor, 999999999).status_code == 404
+
+
+# --- joining ----------------------------------------------------------------
+
+def test_join_refusals_before_the_upgrade(base_url, stack, instructor,
+                                          course):
+    sid = new_session(base_url, instructor, course)
+
+    status, headers, body = raw_join(stack, "/live/%d" % sid)
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert json.loads(body)["type"] == "/problems/invalid-token"
+
+    status, _, _ = raw_join(stack, "/live/%d?access_token=not.a.jwt" % sid)
+    assert status == 401
+
+    outsider = register(base_url, stack)
+    status, _, body = raw_join(stack,
+                               "/live/%d?access_token=%s" % (sid, outsider))
+    assert status == 403, body
+
+    status, _, _ = raw_join(stack, "/live/999999999?access_token=%s"
+                            % instructor)
+    assert status == 404
+
+    status, _, _ = raw_join(stack, "/live/%d?access_token=%s&lastSeq=-4"
+                            % (sid, instructor))
+    assert status == 400
+
+    # not a WebSocket handshake
+    r = requests.get(base_url + "/live/%d?access_token=%s" % (sid, instructor),
+                     timeout=10)
+    assert r.status_code in (400, 426)
+
+    assert close_session(base_url, instructor, sid).status_code == 204
+    status, _, body = raw_join(stack, "/live/%d?access_token=%s"
+                               % (sid, instructor))
+    assert status == 410, body
+
+
+def test_join_with_the_bearer_subprotocol(base_url, stack, instructor,
+                                          course):
+    sid = new_session(base_url, instructor, course)
+    student = enrolled_student(base_url, stack, course)
+    ws, welcome = join(stack, sid, student, protocol=True)
+    try:
+        assert ws.getsubprotocol() == "elearn.v1"
+        assert welcome["sessionId"] == sid
+        assert welcome["participants"] == 1
+        assert welcome["lastSeq"] == 0
+    finally:
+        ws.close()
+
+
+def participants(base_url, token, sid):
+    return get_session(base_url, token, sid).json()["participants"]
+
+
+def test_capacity_is_held_before_the_upgrade(base_url, stack, instructor,
+                                             course):
+    sid = new_session(base_url, instructor, course, capacity=3)
+    students = [enrolled_student(base_url, stack, course) for _ in range(4)]
+    held = []
+    try:
+        # several connections: nginx's two workers both take some, and the
+        # count is shared through Redis
+        for s in students[:3]:
+            held.append(join(stack, sid, s)[0])
+        assert participants(base_url, instructor, sid) == 3
+
+        status, headers, body = raw_join(
+            stack, "/live/%d?access_token=%s" % (sid, students[3]))
+        assert status == 503, body
+        assert int(headers["Retry-After"]) >= 1
+        assert json.loads(body)["type"] == "/problems/session-full"
+
+        # a place freed is a place taken
+        held.pop().close()
+        deadline = time.time() + 5
+        while participants(base_url, instructor, sid) != 2:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        held.append(join(stack, sid, students[3])[0])
+    finally:
+        for ws in held:
+            ws.close()
+
+
+def test_capacity_across_workers(base_url, stack, instructor, course):
+    """Many joins over fresh connections: the kernel spreads them over the
+    worker processes; the cap still holds exactly."""
+    sid = new_session(base_url, instructor, course, capacity=5)
+    student = enrolled_student(base_url, stack, course)
+    held, refused = [], 0
+    try:
+        for _ in range(12):
+            status, _, _ = raw_join(stack, "/live/%d?access_token=%s"
+                                    % (sid, student))
+            if status == 503:
+                refused += 1
+        # raw_join closed its sockets: the places come back
+        deadline = time.time() + 5
+        while participants(base_url, instructor, sid) != 0:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        for _ in range(5):
+            held.append(join(stack, sid, student)[0])
+        status, _, _ = raw_join(stack, "/live/%d?access_token=%s"
+                                % (sid, student))
+        assert status == 503
+        assert participants(base_url, instructor, sid) == 5
+    finally:
+        for ws in held:
+            ws.close()
+
+
+# --- messages ---------------------------------------------------------------
+
+def test_broadcast_reaches_everyone_in_order(base_url, stack, instructor,
+                                             course):
+    sid = new_session(base_url, instructor, course)
+    owner, _ = join(stack, sid, instructor)
+    students = [join(stack, sid, enrolled_student(base_url, stack,
+                                                  course))[0]
+                for _ in range(3)]
+    try:
+        for i in range(5):
+            send(owner, "broadcast", "slide %d" % i)
+        for ws in students + [owner]:
+            got = [recv(ws) for _ in range(5)]
+            assert [m["type"] for m in got] == ["broadcast"] * 5
+            assert [m["body"] for m in got] == ["slide %d" % i
+                                                for i in range(5)]
+            seqs = [m["seq"] for m in got]
+            assert seqs == list(range(seqs[0], seqs[0] + 5))
+            assert got[0]["from"]["userId"] == 2
+            assert got[0]["from"]["role"] == "instructor"
+            assert got[0]["from"]["displayName"] == "Dev Instructor"
+            assert got[0]["ts"].endswith("Z")
+
+        # a student may chat but not broadcast
+        send(students[0], "broadcast", "me too")
+        err = recv(students[0])
+        assert err["type"] == "error" and err["code"] == "forbidden"
+        send(students[0], "chat", "hello")
+        for ws in students + [owner]:
+            m = recv(ws)
+            assert m["type"] == "chat" and m["body"] == "hello"
+            assert m["seq"] == seqs[-1] + 1
+            assert m["from"]["role"] == "student"
+    finally:
+        for ws in students + [owner]:
+            ws.close()
+
+
+def test_chat_size_and_rate_limits(base_url, stack, instructor, course):
+    sid = new_session(base_url, instructor, course)
+    ws, _ = join(stack, sid, enrolled_student(base_url, stack, course))
+    try:
+        send(ws, "chat", "x" * 2049)
+        m = recv(ws)
+        assert m["type"] == "error" and m["code"] == "too-large"
+        send(ws, "chat", "y" * 2048)
+        m = recv(ws)
+        assert m["type"] == "chat" and len(m["body"]) == 2048
+
+        time.sleep(1.1)
+        for i in range(8):
+            send(ws, "chat", "burst %d" % i)
+        got = [recv(ws) for _ in range(8)]
+        chats = [m for m in got if m["type"] == "chat"]
+        errors = [m for m in got if m["type"] == "error"]
+        assert 1 <= len(chats) <= 5
+        assert errors and all(e["code"] == "rate-limited" for e in errors)
+
+        # an error frame, not a close: the socket still works
+        time.sleep(1.1)
+        send(ws, "chat", "after")
+        m = recv(ws)
+        assert m["type"] == "chat" and m["body"] == "after"
+
+        ws.send("not json")
+        assert recv(ws)["code"] == "bad-message"
+    finally:
+        ws.close()
+
+
+def test_replay_with_last_seq(base_url, stack, instructor, course):
+    sid = new_session(base_url, instructor, course)
+    owner, _ = join(stack, sid, instructor)
+    try:
+        for i in range(6):
+            send(owner, "broadcast", "m%d" % i)
+        got = [recv(owner) for _ in range(6)]
+        seqs = [m["seq"] for m in got]
+
+        student = enrolled_student(base_url, stack, course)
+        ws, welcome = join(stack, sid, student, last_seq=seqs[2])
+        try:
+            assert welcome["lastSeq"] == seqs[-1]
+            missed = [recv(ws) for _ in range(3)]
+            assert [m["seq"] for m in missed] == seqs[3:]
+            assert [m["body"] for m in missed] == ["m3", "m4", "m5"]
+            # then live, with no duplicate
+            send(owner, "broadcast", "live")
+            m = recv(ws)
+            assert m["body"] == "live" and m["seq"] == seqs[-1] + 1
+        finally:
+            ws.close()
+
+        # without lastSeq: nothing old, only what follows
+        ws, welcome = join(stack, sid, student)
+        try:
+            send(owner, "broadcast", "next")
+            m = recv(ws)
+            assert m["body"] == "next" and m["seq"] == welcome["lastSeq"] + 1
+        finally:
+            ws.close()
+    finally:
+        owner.close()
+
+
+def test_close_tells_every_participant(base_url, stack, instructor, course):
+    sid = new_session(base_url, instructor, course)
+    socks = [join(stack, sid, enrolled_student(base_url, stack, course))[0]
+             for _ in range(3)]
+    try:
+        assert close_session(base_url, instructor, sid).status_code == 204
+        for ws in socks:
+            m = recv(ws)
+            assert m == {"type": "system", "event": "closing"}
+            assert recv(ws) == ("close", 1000)
+    finally:
+        for ws in socks:
+            ws.close()
+
+
+def test_token_expiring_then_4001(base_url, stack, course):
+    old = stack.reconfigure(ELEARN_JWT_TTL="4s",
+                            ELEARN_LIVE_TOKEN_WARNING="2s")
+    try:
+        instructor = stack.token("instructor@elearn.dev",
+                                 "instructor-dev-pass")
+        sid = new_session(base_url, instructor, course)
+        ws, _ = join(stack, sid, instructor)
+        try:
+            start = time.time()
+            m = recv(ws)
+            assert m == {"type": "system", "event": "token-expiring"}
+            assert recv(ws) == ("close", 4001)
+            assert time.time() - start < 8
+        finally:
+            ws.close()
+    finally:
+        stack.reconfigure(**old)
+
+
+def test_redis_restart_during_a_session(base_url, stack, instructor, course):
+    sid = new_session(base_url, instructor, course)
+    owner, _ = join(stack, sid, instructor)
+    students = [join(stack, sid, enrolled_student(base_url, stack,
+                                                  course))[0]
+                for _ in range(3)]
+    try:
+        send(owner, "broadcast", "before")
+        before = [recv(ws)["seq"] for ws in students]
+        assert recv(owner)["body"] == "before"
+
+        stack.stop("redis")
+        stack.start("redis")
+
+        # the workers reconnect and resubscribe; until then a broadcast is
+        # answered with an "unavailable" error frame
+        deadline = time.time() + 20
+        while True:
+            assert time.time() < deadline, "no message after the restart"
+            send(owner, "broadcast", "after")
+            m = recv(owner)
+            if m["type"] == "broadcast":
+                assert m["body"] == "after"
+                break
+            assert m["type"] == "error" and m["code"] == "unavailable"
+            time.sleep(0.5)
+        # subscriptions restored everywhere: every student gets it, and
+        # numbers go on from where they were
+        for ws, b in zip(students, before):
+            m = recv(ws)
+            while m["body"] != "after":
+                m = recv(ws)
+            assert m["seq"] > b
+    finally:
+        for ws in students + [owner]:
+            ws.close()
+        # both workers back (revocations reloaded) before the next test
+        deadline = time.time() + 20
+        while raw_join(stack, "/live/%d?access_token=%s"
+                       % (sid, instructor))[0] != 101:
+            assert time.time() < deadline
+            time.sleep(0.2)
+
+
+def test_token_stays_out_of_the_logs(base_url, stack, instructor, course):
+    sid = new_session(base_url, instructor, course)
+    ws, _ = join(stack, sid, instructor)
+    ws.close()
+    time.sleep(1.5)    # the access log is buffered for 1 s
+    logs = os.path.join(stack.var, "nginx", "logs")
+    text = ""
+    for name in os.listdir(logs):
+        with open(os.path.join(logs, name), errors="replace") as f:
+            text += f.read()
+    assert instructor not in text
+    assert instructor.split(".")[2] not in text
+    with open(os.path.join(logs, "live.log")) as f:
+        lines = [l for l in f if "/live/%d " % sid in l]
+    assert lines and lines[-1].split()[1] == str(sid)
