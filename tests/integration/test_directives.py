@@ -67,6 +67,21 @@ BAD = [
     ("elearn_login_failure_window", "x"),
     ("elearn_thread_pool", "nosuchpool"),
     ("elearn_cursor_key_file", "/nonexistent/cursor.key"),
+    ("elearn_live", "on"),
+    ("elearn_live_capacity", "0"),
+    ("elearn_live_capacity", "2000"),
+    ("elearn_live_capacity_max", "0"),
+    ("elearn_live_capacity_max", "lots"),
+    ("elearn_live_chat_max_size", "0"),
+    ("elearn_live_chat_max_size", "1m"),
+    ("elearn_live_chat_rate", "-1"),
+    ("elearn_live_chat_rate", "fast"),
+    ("elearn_live_replay_max", "0"),
+    ("elearn_live_replay_max", "1000000"),
+    ("elearn_live_replay_ttl", "0"),
+    ("elearn_live_replay_ttl", "x"),
+    ("elearn_live_lease", "1s"),
+    ("elearn_live_token_warning", "x"),
 ]
 
 # where nginx itself names the fault differently
