@@ -753,8 +753,8 @@ ngx_http_elearn_live_wait_cleanup(void *data)
 
 
 static void
-ngx_http_elearn_live_counted(ngx_http_request_t *nr, redisReply *reply, ngx_int_t rc,
-    void *data)
+ngx_http_elearn_live_counted(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
 {
     ngx_http_elearn_live_wait_t *w = data;
 
@@ -880,8 +880,8 @@ ngx_http_elearn_live_get(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 /* POST /api/v1/live-sessions/{sessionId}/close */
 
 static void
-ngx_http_elearn_live_told(ngx_http_request_t *nr, redisReply *reply, ngx_int_t rc,
-    void *data)
+ngx_http_elearn_live_told(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
 {
     ngx_http_elearn_live_wait_t *w = data;
 
@@ -1301,8 +1301,8 @@ ngx_http_elearn_live_presence_send(ngx_event_t *ev)
 
 /* replay of what the buffer holds past s->seq: the catch-up's answer */
 static void
-ngx_http_elearn_live_caught_up(ngx_http_request_t *nr, redisReply *reply, ngx_int_t rc,
-    void *data)
+ngx_http_elearn_live_caught_up(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
 {
     ngx_http_elearn_live_session_t *s = data;
 
@@ -1580,8 +1580,8 @@ ngx_http_elearn_live_part_free(ngx_http_elearn_live_part_t *p)
 
 
 static void
-ngx_http_elearn_live_released(ngx_http_request_t *nr, redisReply *reply, ngx_int_t rc,
-    void *data)
+ngx_http_elearn_live_released(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
 {
     ngx_http_elearn_live_session_t *s = data;
 
@@ -1662,8 +1662,8 @@ ngx_http_elearn_live_on_close(ngx_http_elearn_ws_t *ws, ngx_uint_t code)
 
 /* the answer of a chat or broadcast's "pub" */
 static void
-ngx_http_elearn_live_published(ngx_http_request_t *nr, redisReply *reply, ngx_int_t rc,
-    void *data)
+ngx_http_elearn_live_published(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
 {
     ngx_http_elearn_live_part_t *p = data;
 
@@ -1823,8 +1823,7 @@ ngx_http_elearn_live_on_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
 
     args[0] = (char *) prefix;
     args[2] = (char *) ngx_http_elearn_live_num(floor,
-                                          p->session->seq < 0 ? 0
-                                                              : p->session->seq);
+                                   p->session->seq < 0 ? 0 : p->session->seq);
     args[3] = (char *) ngx_http_elearn_live_num(rate,
                                             broadcast ? 0
                                                       : emcf->live_chat_rate);
@@ -1965,8 +1964,8 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
 
 
 static void
-ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply, ngx_int_t rc,
-    void *data)
+ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
 {
     ngx_http_elearn_live_part_t *p = data;
 
@@ -2408,8 +2407,8 @@ ngx_http_elearn_live_handler(ngx_http_request_t *r)
 
 
 static void
-ngx_http_elearn_live_leased(ngx_http_request_t *nr, redisReply *reply, ngx_int_t rc,
-    void *data)
+ngx_http_elearn_live_leased(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
 {
     ngx_http_elearn_live_session_t *s = data;
 

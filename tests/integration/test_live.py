@@ -11,8 +11,10 @@ explicit.  Refusals before the upgrade are read as plain HTTP."""
 import http.client
 import json
 import os
-import socket
+import shutil
+import signal
 import struct
+import subprocess
 import time
 import uuid
 
@@ -21,6 +23,7 @@ import requests
 import websocket
 
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 # --- helpers ----------------------------------------------------------------
@@ -540,3 +543,206 @@ def test_token_stays_out_of_the_logs(base_url, stack, instructor, course):
     with open(os.path.join(logs, "live.log")) as f:
         lines = [l for l in f if "/live/%d " % sid in l]
     assert lines and lines[-1].split()[1] == str(sid)
+
+
+# --- gateway and three nodes ------------------------------------------------
+
+class Cluster:
+    """Three extra nginx nodes (the stack's configuration on ports
+    HTTP+1..3, each with its own prefix) behind nginx-conf/gateway.conf.in
+    on HTTP+4; all share the stack's PostgreSQL and Redis."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.base = int(stack.env["ELEARN_HTTP_PORT"])
+        self.ports = [self.base + i for i in (1, 2, 3)]
+        self.gw_port = self.base + 4
+        self.prefixes = []
+        self.gw_prefix = os.path.join(stack.var, "gateway")
+
+    def _nginx(self, prefix, *args):
+        # these ports are inside the kernel's ephemeral range: an outgoing
+        # connection may hold one for a moment
+        for _ in range(20):
+            r = subprocess.run(["/usr/sbin/nginx", "-p", prefix, "-c",
+                                os.path.join(prefix, "nginx.conf"),
+                                "-e", os.path.join(prefix, "logs",
+                                                   "error.log"),
+                                *args], capture_output=True, text=True)
+            if r.returncode == 0 or "Address already in use" not in r.stderr:
+                break
+            time.sleep(0.5)
+        assert r.returncode == 0, r.stderr
+
+    def _prepare(self, prefix):
+        for d in ("logs", "tmp"):
+            os.makedirs(os.path.join(prefix, d), exist_ok=True)
+        shutil.chown(os.path.join(prefix, "tmp"),
+                     self.stack.env.get("ELEARN_NGINX_USER", "www-data"))
+
+    def start(self):
+        main = os.path.join(self.stack.var, "nginx")
+        with open(os.path.join(main, "nginx.conf")) as f:
+            conf = f.read()
+        for i, port in enumerate(self.ports, 1):
+            prefix = os.path.join(self.stack.var, "node%d" % i)
+            self._prepare(prefix)
+            c = conf.replace(main + "/", prefix + "/").replace(
+                "listen 127.0.0.1:%d;" % self.base,
+                "listen 127.0.0.1:%d;" % port)
+            with open(os.path.join(prefix, "nginx.conf"), "w") as f:
+                f.write(c)
+            self._nginx(prefix)
+            self.prefixes.append(prefix)
+        self._prepare(self.gw_prefix)
+        env = dict(self.stack.env)
+        env.update(ELEARN_GATEWAY_PREFIX=self.gw_prefix,
+                   ELEARN_GATEWAY_PORT=str(self.gw_port),
+                   ELEARN_GATEWAY_SERVERS="\n        ".join(
+                       "server 127.0.0.1:%d max_fails=1 fail_timeout=30s;"
+                       % p for p in self.ports))
+        with open(os.path.join(TOP, "nginx-conf", "gateway.conf.in")) as f:
+            r = subprocess.run(["envsubst", "$ELEARN_MODULE "
+                                "$ELEARN_GATEWAY_PREFIX $ELEARN_GATEWAY_PORT "
+                                "$ELEARN_GATEWAY_SERVERS"],
+                               stdin=f, capture_output=True, text=True,
+                               env=env, check=True)
+        with open(os.path.join(self.gw_prefix, "nginx.conf"), "w") as f:
+            f.write(r.stdout)
+        self._nginx(self.gw_prefix)
+        deadline = time.time() + 20
+        for port in self.ports + [self.gw_port]:
+            while True:
+                try:
+                    if requests.get("http://127.0.0.1:%d/readyz" % port,
+                                    timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.time() < deadline, "node %d not ready" % port
+                time.sleep(0.2)
+
+    def pids(self, prefix):
+        try:
+            with open(os.path.join(prefix, "nginx.pid")) as f:
+                master = int(f.read())
+        except (OSError, ValueError):
+            return []
+        kids = subprocess.run(["pgrep", "-P", str(master)],
+                              capture_output=True, text=True).stdout.split()
+        return [master] + [int(k) for k in kids]
+
+    def kill(self, port):
+        """kill -9 of a node, master and workers: no goodbye to anyone."""
+        prefix = self.prefixes[self.ports.index(port)]
+        for pid in self.pids(prefix):
+            os.kill(pid, signal.SIGKILL)
+        os.unlink(os.path.join(prefix, "nginx.pid"))
+
+    def stop(self):
+        for prefix in self.prefixes + [self.gw_prefix]:
+            pids = self.pids(prefix)
+            if pids:
+                os.kill(pids[0], signal.SIGTERM)
+        deadline = time.time() + 10
+        for prefix in self.prefixes + [self.gw_prefix]:
+            while os.path.exists(os.path.join(prefix, "nginx.pid")) \
+                    and time.time() < deadline:
+                time.sleep(0.1)
+
+
+@pytest.fixture
+def cluster(stack):
+    c = Cluster(stack)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def gw_join(cluster, sid, token, last_seq=None):
+    url = "ws://127.0.0.1:%d/live/%d?access_token=%s" % (cluster.gw_port,
+                                                          sid, token)
+    if last_seq is not None:
+        url += "&lastSeq=%d" % last_seq
+    ws = websocket.create_connection(url, timeout=10)
+    welcome = json.loads(ws.recv())
+    assert welcome["type"] == "welcome", welcome
+    # $upstream_addr lists every node tried: the last one took it
+    node = ws.getheaders().get("x-elearn-node").split(", ")[-1]
+    return ws, node, welcome
+
+
+def drain_until_closed(ws, got):
+    """Frames until the connection drops; broadcasts go into got."""
+    ws.settimeout(10)
+    try:
+        while True:
+            m = recv(ws)
+            if isinstance(m, tuple):
+                return
+            if m["type"] == "broadcast":
+                got.append(m)
+    except (websocket.WebSocketConnectionClosedException, OSError):
+        return
+
+
+def test_gateway_node_failure_loses_nothing(base_url, stack, instructor,
+                                            course, cluster):
+    gw = "http://127.0.0.1:%d" % cluster.gw_port
+    sid = new_session(gw, instructor, course)
+    tokens = [enrolled_student(base_url, stack, course) for _ in range(3)]
+
+    owner, node, _ = gw_join(cluster, sid, instructor)
+    students = [gw_join(cluster, sid, t) for t in tokens]
+    # one session, one node
+    assert {s[1] for s in students} == {node}, (node, students)
+
+    got = {t: [] for t in tokens}
+    for i in range(3):
+        send(owner, "broadcast", "m%d" % i)
+    for t, (ws, _, _) in zip(tokens, students):
+        got[t] += [recv(ws) for _ in range(3)]
+
+    cluster.kill(int(node.rsplit(":", 1)[1]))
+    for t, (ws, _, _) in zip(tokens, students):
+        drain_until_closed(ws, got[t])
+    drain_until_closed(owner, [])
+
+    # the owner is back first (another node) and goes on broadcasting
+    # while the students are still away
+    deadline = time.time() + 20
+    while True:
+        try:
+            owner, node2, _ = gw_join(cluster, sid, instructor)
+            break
+        except (websocket.WebSocketException, OSError):
+            assert time.time() < deadline
+            time.sleep(0.2)
+    assert node2 != node
+    for i in range(3, 6):
+        send(owner, "broadcast", "m%d" % i)
+    for i in range(3, 6):
+        assert recv(owner)["body"] == "m%d" % i
+
+    # the students reconnect with what they had: they land on the owner's
+    # new node and the buffer gives them what they missed
+    back = []
+    for t in tokens:
+        last = got[t][-1]["seq"]
+        ws, n, welcome = gw_join(cluster, sid, t, last_seq=last)
+        assert n == node2
+        back.append(ws)
+        got[t] += [recv(ws) for _ in range(3)]
+    send(owner, "broadcast", "m6")
+    try:
+        for t, ws in zip(tokens, back):
+            got[t].append(recv(ws))
+            bodies = [m["body"] for m in got[t]]
+            assert bodies == ["m%d" % i for i in range(7)], bodies
+            seqs = [m["seq"] for m in got[t]]
+            assert seqs == list(range(seqs[0], seqs[0] + 7)), seqs
+    finally:
+        for ws in back + [owner]:
+            ws.close()
