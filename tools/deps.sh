@@ -17,6 +17,20 @@ while read -r pkg; do
     fi
 done < "$list"
 
+# Node packages of the tests (the ws library for WebSocket interop), from
+# tools/node/package-lock.json into tools/node/node_modules
+node_deps() {
+    local nd="$top/tools/node"
+    [ -d "$nd/node_modules/ws" ] && return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "deps: npm not found: the WebSocket interop test needs Node" >&2
+        return 0
+    fi
+    echo "deps: npm ci in tools/node"
+    (cd "$nd" && npm ci --no-audit --no-fund --loglevel=error)
+}
+node_deps
+
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "deps: installing ${missing[*]}"

@@ -34,6 +34,9 @@
 /* a read takes at most this much at a time; the worker holds one */
 #define NGX_HTTP_ELEARN_WS_SCRATCH  16384
 
+/* reads per read event, so that one sender cannot hold the worker */
+#define NGX_HTTP_ELEARN_WS_READS  32
+
 /* queue nodes kept for reuse per worker, beyond which they are freed */
 #define NGX_HTTP_ELEARN_WS_FREE_NODES  4096
 
@@ -78,6 +81,8 @@ static ngx_table_elt_t *ngx_http_elearn_ws_find_header(ngx_http_request_t *r,
     const char *name, ngx_table_elt_t *after);
 static ngx_uint_t ngx_http_elearn_ws_has_token(ngx_http_request_t *r,
     const char *name, const char *token);
+static ngx_int_t ngx_http_elearn_ws_token(u_char **pos, u_char *last,
+    ngx_str_t *tok);
 static void ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws,
     ngx_uint_t opcode, u_char *data, size_t len);
 static void ngx_http_elearn_ws_echo_close(ngx_http_elearn_ws_t *ws,
@@ -213,8 +218,9 @@ static ngx_int_t
 ngx_http_elearn_ws_protocol_find(ngx_http_request_t *r, const char *name,
     ngx_uint_t prefix, ngx_str_t *value)
 {
-    u_char           *p, *last, *start, *end;
+    u_char           *p, *last;
     size_t            len;
+    ngx_str_t         tok;
     ngx_table_elt_t  *h;
 
     len = ngx_strlen(name);
@@ -226,32 +232,15 @@ ngx_http_elearn_ws_protocol_find(ngx_http_request_t *r, const char *name,
         p = h->value.data;
         last = p + h->value.len;
 
-        while (p < last) {
-            while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
-                p++;
-            }
-
-            start = p;
-
-            while (p < last && *p != ',') {
-                p++;
-            }
-
-            end = p;
-
-            while (end > start && (end[-1] == ' ' || end[-1] == '\t')) {
-                end--;
-            }
-
-            if ((size_t) (end - start) < len
-                || ngx_strncmp(start, name, len) != 0
-                || (!prefix && (size_t) (end - start) != len))
+        while (ngx_http_elearn_ws_token(&p, last, &tok) == NGX_OK) {
+            if (tok.len < len || ngx_strncmp(tok.data, name, len) != 0
+                || (!prefix && tok.len != len))
             {
                 continue;
             }
 
-            value->data = start + len;
-            value->len = end - start - len;
+            value->data = tok.data + len;
+            value->len = tok.len - len;
 
             return NGX_OK;
         }
@@ -610,6 +599,7 @@ static void
 ngx_http_elearn_ws_read_handler(ngx_event_t *rev)
 {
     ssize_t                      n;
+    ngx_uint_t                   reads;
     ngx_connection_t            *c;
     ngx_http_elearn_ws_t        *ws;
     ngx_http_elearn_loc_conf_t  *elcf;
@@ -650,7 +640,13 @@ ngx_http_elearn_ws_read_handler(ngx_event_t *rev)
         }
     }
 
-    while (rev->ready && !ws->error) {
+    for (reads = 0; rev->ready && !ws->error; reads++) {
+
+        if (reads == NGX_HTTP_ELEARN_WS_READS) {
+            /* a fast sender: let other connections have their turn */
+            ngx_post_event(rev, &ngx_posted_next_events);
+            break;
+        }
 
         n = c->recv(c, ngx_http_elearn_ws_scratch,
                     NGX_HTTP_ELEARN_WS_SCRATCH);
@@ -1726,8 +1722,9 @@ static ngx_uint_t
 ngx_http_elearn_ws_has_token(ngx_http_request_t *r, const char *name,
     const char *token)
 {
-    u_char           *p, *last, *start, *end;
+    u_char           *p, *last;
     size_t            len;
+    ngx_str_t         tok;
     ngx_table_elt_t  *h;
 
     len = ngx_strlen(token);
@@ -1737,25 +1734,9 @@ ngx_http_elearn_ws_has_token(ngx_http_request_t *r, const char *name,
         p = h->value.data;
         last = p + h->value.len;
 
-        while (p < last) {
-            while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
-                p++;
-            }
-
-            start = p;
-
-            while (p < last && *p != ',') {
-                p++;
-            }
-
-            end = p;
-
-            while (end > start && (end[-1] == ' ' || end[-1] == '\t')) {
-                end--;
-            }
-
-            if ((size_t) (end - start) == len
-                && ngx_strncasecmp(start, (u_char *) token, len) == 0)
+        while (ngx_http_elearn_ws_token(&p, last, &tok) == NGX_OK) {
+            if (tok.len == len
+                && ngx_strncasecmp(tok.data, (u_char *) token, len) == 0)
             {
                 return 1;
             }
@@ -1763,6 +1744,45 @@ ngx_http_elearn_ws_has_token(ngx_http_request_t *r, const char *name,
     }
 
     return 0;
+}
+
+
+/*
+ * The next element of a comma-separated header value from *pos, without
+ * the blanks around it; NGX_DONE at the end.
+ */
+static ngx_int_t
+ngx_http_elearn_ws_token(u_char **pos, u_char *last, ngx_str_t *tok)
+{
+    u_char  *p, *end;
+
+    p = *pos;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
+        p++;
+    }
+
+    if (p == last) {
+        *pos = p;
+        return NGX_DONE;
+    }
+
+    tok->data = p;
+
+    while (p < last && *p != ',') {
+        p++;
+    }
+
+    end = p;
+
+    while (end > tok->data && (end[-1] == ' ' || end[-1] == '\t')) {
+        end--;
+    }
+
+    tok->len = end - tok->data;
+    *pos = p;
+
+    return NGX_OK;
 }
 
 

@@ -82,12 +82,24 @@ BAD = [
     ("elearn_live_replay_ttl", "x"),
     ("elearn_live_lease", "1s"),
     ("elearn_live_token_warning", "x"),
+    ("elearn_ws_max_message", "0"),
+    ("elearn_ws_max_message", "100"),
+    ("elearn_ws_max_message", "65m"),
+    ("elearn_ws_max_message", "big"),
+    ("elearn_ws_max_queue", "512"),
+    ("elearn_ws_max_queue", "lots"),
+    ("elearn_ws_ping_interval", "0"),
+    ("elearn_ws_ping_interval", "often"),
+    ("elearn_ws_close_timeout", "0"),
+    ("elearn_ws_close_timeout", "x"),
+    ("elearn_ws_echo", "maybe"),
 ]
 
 # where nginx itself names the fault differently
 EXPECT = {"elearn_thread_pool": 'unknown thread pool "nosuchpool"'}
 
-LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after"}
+LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after",
+                  "elearn_ws_echo"}
 
 
 def run_nginx(stack_env, *args):
