@@ -71,7 +71,6 @@
                                           + 2 * NGX_INT64_LEN + 16)
 #define NGX_HTTP_ELEARN_LIVE_NKEYS       6
 #define NGX_HTTP_ELEARN_LIVE_ARGS_MAX    8
-#define NGX_HTTP_ELEARN_LIVE_FROM_MAX    (64 + 6 * 100 + 32)
 #define NGX_HTTP_ELEARN_LIVE_TS_LEN      sizeof("2026-01-01T00:00:00.000Z")
 #define NGX_HTTP_ELEARN_LIVE_CLOSED_TTL  "86400000"
 #define NGX_HTTP_ELEARN_LIVE_PRESENCE    100      /* ms: coalesced */
@@ -273,7 +272,7 @@ struct ngx_http_elearn_live_part_s {
     unsigned                         linked:1;
     unsigned                         warned:1;
     size_t                           from_len;
-    u_char                           from[NGX_HTTP_ELEARN_LIVE_FROM_MAX];
+    u_char                          *from;     /* "from" of its messages */
 };
 
 
@@ -1566,6 +1565,10 @@ ngx_http_elearn_live_part_free(ngx_http_elearn_live_part_t *p)
 
     ngx_http_elearn_live_hold_free(&p->held);
 
+    if (p->from) {
+        ngx_free(p->from);
+    }
+
     s = p->session;
 
     if (p->linked) {
@@ -1868,6 +1871,10 @@ ngx_http_elearn_live_join_cleanup(void *data)
     p->request = NULL;
 
     if (p->session == NULL) {
+        if (p->from) {
+            ngx_free(p->from);
+        }
+
         ngx_free(p);
         return;
     }
@@ -2096,8 +2103,17 @@ ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
     p->owner = owner;
     p->capacity = rest.capacity;
 
+    /* serialized once: every message of p repeats it */
     name = (u_char *) PQgetvalue(res, 0, 7);
-    len = ngx_min((size_t) PQgetlength(res, 0, 7), 100);
+    len = PQgetlength(res, 0, 7);
+
+    p->from = ngx_alloc(sizeof("{\"userId\":,\"displayName\":\"\","
+                               "\"role\":\"instructor\"}")
+                        + NGX_INT64_LEN + 6 * len, ngx_cycle->log);
+    if (p->from == NULL) {
+        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
 
     e = ngx_sprintf(p->from, "{\"userId\":%L,\"displayName\":\"", p->user_id);
     e = ngx_http_elearn_json_escape(e, name, len);

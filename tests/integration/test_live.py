@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -447,6 +448,100 @@ def test_replay_with_last_seq(base_url, stack, instructor, course):
             ws.close()
     finally:
         owner.close()
+
+
+def redis_publishes(stack):
+    out = subprocess.run(["redis-cli", "-p", stack.env["ELEARN_REDIS_PORT"],
+                          "info", "commandstats"], capture_output=True,
+                         text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("cmdstat_publish:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_one_redis_publish_per_message(base_url, stack, instructor, course):
+    """Numbering, buffering and publishing are one script: one PUBLISH per
+    message, however many workers and participants."""
+    sid = new_session(base_url, instructor, course)
+    owner, _ = join(stack, sid, instructor)
+    socks = [join(stack, sid, enrolled_student(base_url, stack, course))[0]
+             for _ in range(4)]
+    try:
+        time.sleep(0.3)         # the joins' presence messages are out
+        before = redis_publishes(stack)
+        for i in range(20):
+            send(owner, "broadcast", "p%d" % i)
+        for ws in socks + [owner]:
+            assert [recv(ws)["body"] for _ in range(20)] == \
+                ["p%d" % i for i in range(20)]
+        assert redis_publishes(stack) - before == 20
+    finally:
+        for ws in socks + [owner]:
+            ws.close()
+
+
+def test_display_name_is_escaped_whole(base_url, stack, instructor, course):
+    name = "Zoë \"quotes\" \u00e9\u4e2d\u6587" * 6
+    email = "live%s@test.elearn.dev" % uuid.uuid4().hex[:12]
+    r = requests.post(base_url + "/api/v1/auth/register",
+                      json={"email": email, "password": "live pass 1234",
+                            "displayName": name[:100]})
+    assert r.status_code == 201, r.text
+    token = stack.token(email, "live pass 1234")
+    requests.post(base_url + "/api/v1/courses/%d/enrollments" % course,
+                  headers=bearer(token), timeout=30)
+    sid = new_session(base_url, instructor, course)
+    ws, _ = join(stack, sid, token)
+    try:
+        send(ws, "chat", "\u00e9t\u00e9 \U0001F600 <b>\\n</b>")
+        m = recv(ws)
+        assert m["from"]["displayName"] == name[:100]
+        assert m["body"] == "\u00e9t\u00e9 \U0001F600 <b>\\n</b>"
+    finally:
+        ws.close()
+
+
+def test_slow_reader_is_closed_others_get_everything(base_url, stack,
+                                                     course):
+    old = stack.reconfigure(ELEARN_WS_MAX_QUEUE="16k")
+    try:
+        instructor = stack.token("instructor@elearn.dev",
+                                 "instructor-dev-pass")
+        sid = new_session(base_url, instructor, course)
+        owner, _ = join(stack, sid, instructor)
+        fast, _ = join(stack, sid, enrolled_student(base_url, stack, course))
+        slow = websocket.create_connection(
+            ws_url(stack, sid, enrolled_student(base_url, stack, course)),
+            timeout=10,
+            sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+        # more than the kernel's socket buffers can hide (up to 4 MB of
+        # send buffer here) on top of the 16k queue
+        n, body = 3000, "z" * 2000
+        got = []
+        for i in range(0, n, 50):
+            for j in range(i, i + 50):
+                send(owner, "broadcast", "%d %s" % (j, body))
+            for _ in range(50):
+                assert recv(owner)["type"] == "broadcast"
+                got.append(int(recv(fast)["body"].split()[0]))
+        assert got == list(range(n))
+        # the slow one read nothing: it was closed with 1008, not grown
+        slow.settimeout(10)
+        code = None
+        try:
+            while True:
+                op, data = slow.recv_data(control_frame=True)
+                if op == websocket.ABNF.OPCODE_CLOSE:
+                    code = struct.unpack("!H", data[:2])[0]
+                    break
+        except (websocket.WebSocketConnectionClosedException, OSError):
+            pass
+        assert code == 1008
+        for ws in (owner, fast, slow):
+            ws.close()
+    finally:
+        stack.reconfigure(**old)
 
 
 def test_close_tells_every_participant(base_url, stack, instructor, course):
