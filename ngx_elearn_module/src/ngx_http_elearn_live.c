@@ -849,8 +849,10 @@ ngx_http_elearn_live_got(ngx_http_request_t *r, PGresult *res, ngx_int_t rc,
 }
 
 
-ngx_int_t
-ngx_http_elearn_live_get(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
+/* GET and close both start with the session's row as the caller sees it */
+static ngx_int_t
+ngx_http_elearn_live_read(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx,
+    ngx_http_elearn_pg_handler_pt handler)
 {
     ngx_int_t                     rc;
     ngx_http_elearn_live_rest_t  *rest;
@@ -864,8 +866,8 @@ ngx_http_elearn_live_get(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
     ctx->data = rest;
 
     rc = ngx_http_elearn_live_query(r, NGX_HTTP_ELEARN_SQL_LIVE_GET,
-                                    rest->id, ctx->user->user_id,
-                                    ngx_http_elearn_live_got, rest);
+                                    rest->id, ctx->user->user_id, handler,
+                                    rest);
     if (rc != NGX_AGAIN) {
         return ngx_http_elearn_problem_backend(r, rc, "the database");
     }
@@ -873,6 +875,13 @@ ngx_http_elearn_live_get(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
     ngx_http_elearn_wait(r);
 
     return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_http_elearn_live_get(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
+{
+    return ngx_http_elearn_live_read(r, ctx, ngx_http_elearn_live_got);
 }
 
 
@@ -973,27 +982,8 @@ ngx_http_elearn_live_close_checked(ngx_http_request_t *r, PGresult *res,
 ngx_int_t
 ngx_http_elearn_live_close(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 {
-    ngx_int_t                     rc;
-    ngx_http_elearn_live_rest_t  *rest;
-
-    rest = ngx_pcalloc(r->pool, sizeof(ngx_http_elearn_live_rest_t));
-    if (rest == NULL || ctx->user == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rest->id = ctx->ids[0];
-    ctx->data = rest;
-
-    rc = ngx_http_elearn_live_query(r, NGX_HTTP_ELEARN_SQL_LIVE_GET,
-                                    rest->id, ctx->user->user_id,
-                                    ngx_http_elearn_live_close_checked, rest);
-    if (rc != NGX_AGAIN) {
-        return ngx_http_elearn_problem_backend(r, rc, "the database");
-    }
-
-    ngx_http_elearn_wait(r);
-
-    return NGX_DONE;
+    return ngx_http_elearn_live_read(r, ctx,
+                                     ngx_http_elearn_live_close_checked);
 }
 
 
