@@ -44,6 +44,13 @@
 #define NGX_HTTP_ELEARN_UTF8_BAD  8
 
 
+/* an echo connection, in the worker's list for "broadcast:" */
+typedef struct {
+    ngx_queue_t                  queue;
+    ngx_http_elearn_ws_t        *ws;
+} ngx_http_elearn_ws_echo_t;
+
+
 struct ngx_http_elearn_ws_out_s {
     ngx_http_elearn_ws_out_t    *next;
     ngx_http_elearn_ws_frame_t  *frame;
@@ -56,6 +63,8 @@ static void ngx_http_elearn_ws_read_handler(ngx_event_t *rev);
 static void ngx_http_elearn_ws_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_http_elearn_ws_input(ngx_http_elearn_ws_t *ws,
     u_char *p, size_t size);
+static void ngx_http_elearn_ws_unmask(ngx_http_elearn_ws_t *ws, u_char *p,
+    size_t n);
 static ngx_int_t ngx_http_elearn_ws_header(ngx_http_elearn_ws_t *ws);
 static void ngx_http_elearn_ws_control(ngx_http_elearn_ws_t *ws, u_char *p,
     size_t len);
@@ -92,6 +101,7 @@ static void ngx_http_elearn_ws_echo_close(ngx_http_elearn_ws_t *ws,
 static u_char                     ngx_http_elearn_ws_scratch[
                                       NGX_HTTP_ELEARN_WS_SCRATCH];
 static ngx_http_elearn_ws_out_t  *ngx_http_elearn_ws_free_nodes;
+static ngx_queue_t                ngx_http_elearn_ws_echo_all;
 static ngx_uint_t                 ngx_http_elearn_ws_nfree;
 
 /* the server's ping: one static frame shared by every connection */
@@ -612,6 +622,14 @@ ngx_http_elearn_ws_read_handler(ngx_event_t *rev)
         /* the worker is shutting down */
         c->close = 0;
         c->idle = 0;
+
+        if (c->error) {
+            /* worker_shutdown_timeout: no more waiting */
+            ws->error = 1;
+            ngx_http_elearn_ws_finalize(ws);
+            return;
+        }
+
         ngx_http_elearn_ws_close(ws, NGX_HTTP_ELEARN_WS_GOING_AWAY,
                                  "server shutting down");
     }
@@ -769,7 +787,7 @@ ngx_http_elearn_ws_kick(ngx_http_elearn_ws_t *ws)
 static ngx_int_t
 ngx_http_elearn_ws_input(ngx_http_elearn_ws_t *ws, u_char *p, size_t size)
 {
-    size_t      n, i, need;
+    size_t      n, need;
     u_char     *last;
     ngx_uint_t  data;
 
@@ -814,11 +832,7 @@ ngx_http_elearn_ws_input(ngx_http_elearn_ws_t *ws, u_char *p, size_t size)
 
         n = ngx_min((uint64_t) (last - p), ws->frame_left);
 
-        for (i = 0; i < n; i++) {
-            p[i] ^= ws->mask[(ws->mask_pos + i) & 3];
-        }
-
-        ws->mask_pos = (ws->mask_pos + n) & 3;
+        ngx_http_elearn_ws_unmask(ws, p, n);
         ws->frame_left -= n;
 
         data = !(ws->opcode & 0x8);
@@ -905,6 +919,35 @@ ngx_http_elearn_ws_input(ngx_http_elearn_ws_t *ws, u_char *p, size_t size)
     }
 
     return NGX_OK;
+}
+
+
+/* Unmasks n payload bytes in place, eight at a time where it can. */
+static void
+ngx_http_elearn_ws_unmask(ngx_http_elearn_ws_t *ws, u_char *p, size_t n)
+{
+    size_t    i;
+    u_char    m[8];
+    uint64_t  w, k;
+
+    for (i = 0; i < 8; i++) {
+        m[i] = ws->mask[(ws->mask_pos + i) & 3];
+    }
+
+    ngx_memcpy(&k, m, 8);
+
+    /* the mask repeats every 4 bytes, so its phase is kept by 8-byte steps */
+    for (i = 0; i + 8 <= n; i += 8) {
+        ngx_memcpy(&w, p + i, 8);
+        w ^= k;
+        ngx_memcpy(p + i, &w, 8);
+    }
+
+    for ( /* void */ ; i < n; i++) {
+        p[i] ^= m[i & 7];
+    }
+
+    ws->mask_pos = (ws->mask_pos + n) & 3;
 }
 
 
@@ -1022,8 +1065,9 @@ ngx_http_elearn_ws_header(ngx_http_elearn_ws_t *ws)
 static ngx_int_t
 ngx_http_elearn_ws_keep(ngx_http_elearn_ws_t *ws, u_char *p, size_t n)
 {
-    u_char  *nb;
-    size_t   size;
+    u_char                      *nb;
+    size_t                       size;
+    ngx_http_elearn_loc_conf_t  *elcf;
 
     if (ws->opcode & 0x8) {
         if (ws->ctrl == NULL) {
@@ -1043,8 +1087,16 @@ ngx_http_elearn_ws_keep(ngx_http_elearn_ws_t *ws, u_char *p, size_t n)
     }
 
     if (ws->buf_len + n > ws->buf_size) {
-        /* the frame's size is known: room for all of it at once */
-        size = ws->buf_len + n + ws->frame_left;
+        /*
+         * Room for the rest of this frame at once (its size is known),
+         * and at least twice the old size, so that a message of many
+         * small fragments is not copied over and over; never past the
+         * limit, which the whole message is known to respect.
+         */
+        elcf = ws->conf;
+        size = ngx_max(ws->buf_len + n + ws->frame_left, 2 * ws->buf_size);
+        size = ngx_min(size, elcf->ws_max_message);
+        size = ngx_max(size, ws->buf_len + n + ws->frame_left);
 
         nb = ngx_alloc(size, ngx_cycle->log);
         if (nb == NULL) {
@@ -1792,8 +1844,12 @@ ngx_http_elearn_ws_token(u_char **pos, u_char *last, ngx_str_t *tok)
 ngx_int_t
 ngx_http_elearn_ws_echo_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t             status;
-    ngx_http_elearn_ws_t  *ws;
+    ngx_str_t                  *protocol;
+    ngx_uint_t                  status;
+    ngx_http_elearn_ws_t       *ws;
+    ngx_http_elearn_ws_echo_t  *peer;
+
+    static ngx_str_t  elearn_v1 = ngx_string("elearn.v1");
 
     status = ngx_http_elearn_ws_check(r);
     if (status) {
@@ -1804,20 +1860,79 @@ ngx_http_elearn_ws_echo_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* as the live sessions will: elearn.v1 when offered, else none */
+    protocol = ngx_http_elearn_ws_protocol_offered(r, "elearn.v1")
+               ? &elearn_v1 : NULL;
+
     ws = ngx_http_elearn_ws_upgrade(r, &ngx_http_elearn_ws_echo_handlers,
-                                    NULL);
+                                    protocol);
     if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    peer = ngx_http_elearn_ws_alloc(ws, sizeof(ngx_http_elearn_ws_echo_t));
+    if (peer == NULL) {
+        /* the 101 is out: the connection ends without a close frame */
+        ws->error = 1;
+        return NGX_DONE;
+    }
+
+    if (ngx_http_elearn_ws_echo_all.next == NULL) {
+        ngx_queue_init(&ngx_http_elearn_ws_echo_all);
+    }
+
+    peer->ws = ws;
+    ngx_queue_insert_tail(&ngx_http_elearn_ws_echo_all, &peer->queue);
+    ws->data = peer;
 
     return NGX_DONE;
 }
 
 
+/*
+ * Echoes a message back, except two text commands that exercise the rest
+ * of the API: "broadcast:..." sends the message as one shared frame to
+ * every echo connection of this worker, "close:<code>" starts a close
+ * handshake from the server with that code.
+ */
 static void
 ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
     u_char *data, size_t len)
 {
+    ngx_int_t                    code;
+    ngx_queue_t                 *q;
+    ngx_http_elearn_ws_echo_t   *peer;
+    ngx_http_elearn_ws_frame_t  *f;
+
+    if (opcode == NGX_HTTP_ELEARN_WS_TEXT && len >= 10
+        && ngx_strncmp(data, "broadcast:", 10) == 0)
+    {
+        f = ngx_http_elearn_ws_frame_create(opcode, data, len);
+        if (f == NULL) {
+            return;
+        }
+
+        for (q = ngx_queue_head(&ngx_http_elearn_ws_echo_all);
+             q != ngx_queue_sentinel(&ngx_http_elearn_ws_echo_all);
+             q = ngx_queue_next(q))
+        {
+            peer = ngx_queue_data(q, ngx_http_elearn_ws_echo_t, queue);
+            (void) ngx_http_elearn_ws_send(peer->ws, f);
+        }
+
+        ngx_http_elearn_ws_frame_release(f);
+        return;
+    }
+
+    if (opcode == NGX_HTTP_ELEARN_WS_TEXT && len > 6
+        && ngx_strncmp(data, "close:", 6) == 0)
+    {
+        code = ngx_atoi(data + 6, len - 6);
+        ngx_http_elearn_ws_close(ws, code > 0 ? (ngx_uint_t) code : 0,
+                                 "requested");
+        return;
+    }
+
     (void) ngx_http_elearn_ws_send_data(ws, opcode, data, len);
 }
 
@@ -1825,6 +1940,15 @@ ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
 static void
 ngx_http_elearn_ws_echo_close(ngx_http_elearn_ws_t *ws, ngx_uint_t code)
 {
+    ngx_http_elearn_ws_echo_t  *peer;
+
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
                    "elearn ws echo: closed with %ui", code);
+
+    peer = ws->data;
+
+    if (peer) {
+        ngx_queue_remove(&peer->queue);
+        ws->data = NULL;
+    }
 }

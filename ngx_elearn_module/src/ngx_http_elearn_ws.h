@@ -31,7 +31,10 @@
  *      your own data before.  ws->data is yours from the start.
  *   3. From a posted event right after, the request is freed and the
  *      connection belongs to this layer; handlers->on_open runs (if set).
- *      Frames sent before that are queued and go out then.
+ *      Frames sent before that are queued and go out then.  (Should the
+ *      request be finalized otherwise before that event, e.g. with an
+ *      error, on_close(1006) runs from that finalization instead, and
+ *      on_open never.)
  *   4. on_message runs for each complete data message, from the read event
  *      handler.  It may call ngx_http_elearn_ws_send()/_close() on any ws.
  *   5. on_close runs exactly once, from an event handler of this layer

@@ -282,6 +282,21 @@ def test_handshake_tokens_are_case_insensitive(echo):
     c.echo(TEXT, "ok")
 
 
+@pytest.mark.parametrize("offer,chosen", [
+    ("bearer.abc.def, elearn.v1", "elearn.v1"),
+    ("elearn.v1", "elearn.v1"),
+    ("elearn.v10, xelearn.v1", None),
+    (None, None),
+])
+def test_handshake_subprotocol(echo, offer, chosen):
+    echo.configure()
+    c = Conn(echo.port, {"Sec-WebSocket-Protocol": offer})
+    assert c.status == 101
+    assert c.headers.get("sec-websocket-protocol") == chosen
+    c.echo(TEXT, "ok")
+    c.sock.close()
+
+
 # 1: framing
 
 
@@ -632,6 +647,87 @@ def test_10_server_survives_a_dropped_connection(echo):
     c = Conn(echo.port)
     c.echo(TEXT, "next")
     c.sock.close()
+
+
+def test_10_reload_closes_with_1001(echo, stack):
+    echo.configure()
+    c = Conn(echo.port)
+    c.echo(TEXT, "before the reload")
+    stack.reload()
+    data = c.expect_close(1001)
+    assert b"shutting down" in data
+    c = Conn(echo.port)
+    c.echo(TEXT, "after the reload")
+    c.sock.close()
+
+
+# the server's side of the API: close from the server, shared frames
+
+
+def test_server_initiated_close_handshake(ws):
+    ws.send(TEXT, "close:4001")
+    fin, rsv, op, data = ws.recv()
+    assert op == CLOSE and data == close_payload(4001, b"requested")
+    # data after the server's close frame is not answered any more
+    ws.send(TEXT, "ignored")
+    ws.send(PING, b"ignored")
+    ws.expect_nothing(0.3)
+    ws.send(CLOSE, close_payload(4001))
+    t = time.time()
+    ws.expect_eof(timeout=3)
+    assert time.time() - t < 0.5
+
+
+def test_server_initiated_close_times_out(echo):
+    echo.configure(ELEARN_WS_CLOSE_TIMEOUT="1s")
+    c = Conn(echo.port)
+    c.send(TEXT, "close:1000")
+    fin, rsv, op, data = c.recv()
+    assert op == CLOSE and data[:2] == close_payload(1000)
+    t = time.time()
+    c.expect_eof(timeout=5)
+    assert 0.8 < time.time() - t < 3
+    c.sock.close()
+
+
+def test_broadcast_shares_one_frame_with_every_connection(echo):
+    # one worker, so that every connection is in the same list
+    echo.configure(ELEARN_NGINX_WORKERS="1")
+    conns = [Conn(echo.port) for _ in range(50)]
+    conns[0].send(TEXT, "broadcast:one")
+    for c in conns:
+        assert c.recv_data() == (TEXT, b"broadcast:one")
+    # closed connections leave the list (on_close), the rest still get it
+    for c in conns[:10]:
+        c.send(CLOSE, close_payload(1000))
+        c.expect_close(1000, reply=False)
+    conns[-1].send(TEXT, "broadcast:two")
+    for c in conns[10:]:
+        assert c.recv_data() == (TEXT, b"broadcast:two")
+    for c in conns[10:20]:
+        c.sock.close()          # dropped without a close handshake
+    time.sleep(0.2)
+    conns[-1].send(TEXT, "broadcast:three")
+    for c in conns[20:]:
+        assert c.recv_data() == (TEXT, b"broadcast:three")
+        c.sock.close()
+
+
+def test_broadcast_closes_only_the_slow_reader(echo):
+    echo.configure(ELEARN_NGINX_WORKERS="1", ELEARN_WS_MAX_QUEUE="64k")
+    slow = Conn(echo.port, rcvbuf=4096)
+    fast = Conn(echo.port)
+    sender = Conn(echo.port)
+    body = "broadcast:" + "b" * 30000
+    for i in range(200):
+        sender.send(TEXT, body + str(i))
+        assert sender.recv_data() == (TEXT, (body + str(i)).encode())
+        assert fast.recv_data() == (TEXT, (body + str(i)).encode())
+    # the slow reader got what fitted, then 1008 instead of more memory
+    data = slow.expect_close(1008, reply=False)
+    assert b"slow reader" in data
+    sender.echo(TEXT, "still served")
+    fast.echo(TEXT, "still served")
 
 
 # interop with strict independent clients
