@@ -142,6 +142,15 @@ def raw_join(stack, path, headers=None):
     return r.status, r.headers, body
 
 
+def wait_joinable(stack, sid, token, timeout=20):
+    """Until a join succeeds (after a Redis restart: both workers back)."""
+    deadline = time.time() + timeout
+    while raw_join(stack, "/live/%d?access_token=%s" % (sid, token))[0] \
+            != 101:
+        assert time.time() < deadline
+        time.sleep(0.2)
+
+
 def get_session(base_url, token, sid):
     return requests.get(base_url + "/api/v1/live-sessions/%d" % sid,
                         headers=bearer(token), timeout=30)
@@ -616,11 +625,27 @@ def test_redis_restart_during_a_session(base_url, stack, instructor, course):
         for ws in students + [owner]:
             ws.close()
         # both workers back (revocations reloaded) before the next test
-        deadline = time.time() + 20
-        while raw_join(stack, "/live/%d?access_token=%s"
-                       % (sid, instructor))[0] != 101:
-            assert time.time() < deadline
-            time.sleep(0.2)
+        wait_joinable(stack, sid, instructor)
+
+
+def test_redis_down_answers_503_not_a_hang(base_url, stack, instructor,
+                                           course):
+    sid = new_session(base_url, instructor, course)
+    ws, _ = join(stack, sid, instructor)
+    stack.stop("redis")
+    try:
+        send(ws, "broadcast", "into the void")
+        m = recv(ws)
+        assert m["type"] == "error" and m["code"] == "unavailable"
+        status, headers, body = raw_join(stack, "/live/%d?access_token=%s"
+                                         % (sid, instructor))
+        assert status == 503, body
+        assert int(headers["Retry-After"]) >= 1
+        assert get_session(base_url, instructor, sid).status_code == 503
+    finally:
+        stack.start("redis")
+        ws.close()
+        wait_joinable(stack, sid, instructor)
 
 
 def test_token_stays_out_of_the_logs(base_url, stack, instructor, course):
@@ -682,9 +707,12 @@ class Cluster:
         for i, port in enumerate(self.ports, 1):
             prefix = os.path.join(self.stack.var, "node%d" % i)
             self._prepare(prefix)
+            # a short lease: a dead node's participants stop counting soon
             c = conf.replace(main + "/", prefix + "/").replace(
                 "listen 127.0.0.1:%d;" % self.base,
-                "listen 127.0.0.1:%d;" % port)
+                "listen 127.0.0.1:%d;" % port).replace(
+                "elearn_live_lease %s;" % stack_lease(self.stack),
+                "elearn_live_lease 3s;")
             with open(os.path.join(prefix, "nginx.conf"), "w") as f:
                 f.write(c)
             self._nginx(prefix)
@@ -744,6 +772,10 @@ class Cluster:
             while os.path.exists(os.path.join(prefix, "nginx.pid")) \
                     and time.time() < deadline:
                 time.sleep(0.1)
+
+
+def stack_lease(stack):
+    return stack.env.get("ELEARN_LIVE_LEASE", "30s")
 
 
 @pytest.fixture
@@ -832,6 +864,11 @@ def test_gateway_node_failure_loses_nothing(base_url, stack, instructor,
         got[t] += [recv(ws) for _ in range(3)]
     send(owner, "broadcast", "m6")
     try:
+        # the dead node's four places expire with its lease (3 s here)
+        deadline = time.time() + 15
+        while participants(gw, instructor, sid) != 4:
+            assert time.time() < deadline, participants(gw, instructor, sid)
+            time.sleep(0.5)
         for t, ws in zip(tokens, back):
             got[t].append(recv(ws))
             bodies = [m["body"] for m in got[t]]
