@@ -52,6 +52,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include <jansson.h>
+#include <openssl/sha.h>
 
 #include "ngx_http_elearn_module.h"
 #include "ngx_http_elearn_problem.h"
@@ -284,6 +285,7 @@ typedef struct {
     ngx_http_elearn_main_conf_t     *emcf;
     size_t                           worker_len;
     u_char                           worker[NGX_MAXHOSTNAMELEN + 64];
+    u_char                           sha[SHA_DIGEST_LENGTH * 2 + 1];
 } ngx_http_elearn_live_worker_t;
 
 
@@ -299,6 +301,23 @@ typedef struct {
 
 /* replies come to the worker (r NULL): the request, if any, is in data */
 typedef ngx_http_elearn_redis_handler_pt  ngx_http_elearn_live_reply_pt;
+
+
+#define NGX_HTTP_ELEARN_LIVE_ARGV  (5 + NGX_HTTP_ELEARN_LIVE_NKEYS           \
+                                    + NGX_HTTP_ELEARN_LIVE_ARGS_MAX)
+
+/*
+ * A script call in flight: EVALSHA first (the script's 3 KB are not sent
+ * with every message), its arguments kept for the one EVAL that follows a
+ * NOSCRIPT (a restarted or flushed Redis).  The bytes follow the struct.
+ */
+typedef struct {
+    ngx_http_elearn_live_reply_pt    handler;
+    void                            *data;
+    int                              argc;
+    const char                      *argv[NGX_HTTP_ELEARN_LIVE_ARGV];
+    size_t                           argvlen[NGX_HTTP_ELEARN_LIVE_ARGV];
+} ngx_http_elearn_live_call_t;
 
 
 static ngx_int_t ngx_http_elearn_live_session_variable(ngx_http_request_t *r,
@@ -338,6 +357,40 @@ static ngx_str_t  ngx_http_elearn_live_protocol = ngx_string("elearn.v1");
 /* --- Redis ---------------------------------------------------------------- */
 
 
+static void
+ngx_http_elearn_live_evaled(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_live_call_t *call = data;
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_ERROR
+        && reply->len >= sizeof("NOSCRIPT") - 1
+        && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) == 0
+        && call->argv[0][4] == 'S')
+    {
+        /* the script is not cached there (yet): once with its text */
+        call->argv[0] = "EVAL";
+        call->argvlen[0] = sizeof("EVAL") - 1;
+        call->argv[1] = ngx_http_elearn_live_lua;
+        call->argvlen[1] = sizeof(ngx_http_elearn_live_lua) - 1;
+
+        if (ngx_http_elearn_redis_command(NULL, ngx_http_elearn_live_evaled,
+                                          call, call->argc, call->argv,
+                                          call->argvlen)
+            == NGX_AGAIN)
+        {
+            return;
+        }
+
+        rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+        reply = NULL;
+    }
+
+    call->handler(nr, reply, rc, call->data);
+    ngx_free(call);
+}
+
+
 /*
  * Runs the script in mode for session sid (user_id: the chat counter's
  * user, 0 for none), with nargs more arguments after the mode and the
@@ -351,12 +404,14 @@ ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, const char *mode,
     ngx_uint_t nargs, const char **args, size_t *lens,
     ngx_http_elearn_live_reply_pt handler, void *data)
 {
+    u_char                       *p;
+    size_t                        size;
+    ngx_int_t                     rc;
     ngx_uint_t                    i, n;
-    const char                   *argv[5 + NGX_HTTP_ELEARN_LIVE_NKEYS
-                                       + NGX_HTTP_ELEARN_LIVE_ARGS_MAX];
-    size_t                        argvlen[5 + NGX_HTTP_ELEARN_LIVE_NKEYS
-                                          + NGX_HTTP_ELEARN_LIVE_ARGS_MAX];
+    const char                   *argv[NGX_HTTP_ELEARN_LIVE_ARGV];
+    size_t                        argvlen[NGX_HTTP_ELEARN_LIVE_ARGV];
     ngx_http_elearn_main_conf_t  *emcf;
+    ngx_http_elearn_live_call_t  *call;
     u_char                        keys[NGX_HTTP_ELEARN_LIVE_NKEYS + 1]
                                       [NGX_HTTP_ELEARN_LIVE_KEY_LEN];
 
@@ -404,8 +459,41 @@ ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, const char *mode,
         argvlen[n++] = lens ? lens[i] : ngx_strlen(args[i]);
     }
 
-    return ngx_http_elearn_redis_command(NULL, handler, data, (int) n, argv,
-                                         argvlen);
+    size = sizeof(ngx_http_elearn_live_call_t);
+
+    for (i = 2; i < n; i++) {
+        size += argvlen[i];
+    }
+
+    call = ngx_alloc(size, ngx_cycle->log);
+    if (call == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    call->handler = handler;
+    call->data = data;
+    call->argc = (int) n;
+    call->argv[0] = "EVALSHA";
+    call->argvlen[0] = sizeof("EVALSHA") - 1;
+    call->argv[1] = (char *) ngx_http_elearn_live_worker->sha;
+    call->argvlen[1] = SHA_DIGEST_LENGTH * 2;
+
+    p = (u_char *) &call[1];
+
+    for (i = 2; i < n; i++) {
+        call->argv[i] = (char *) p;
+        call->argvlen[i] = argvlen[i];
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+    }
+
+    rc = ngx_http_elearn_redis_command(NULL, ngx_http_elearn_live_evaled,
+                                       call, call->argc, call->argv,
+                                       call->argvlen);
+    if (rc != NGX_AGAIN) {
+        ngx_free(call);
+    }
+
+    return rc;
 }
 
 
@@ -2544,6 +2632,7 @@ ngx_http_elearn_live_init_process(ngx_cycle_t *cycle,
 {
     u_char                         *p;
     ngx_http_elearn_live_worker_t  *w;
+    u_char                          md[SHA_DIGEST_LENGTH];
 
     if (emcf->redis == NULL) {
         return NGX_OK;
@@ -2557,6 +2646,12 @@ ngx_http_elearn_live_init_process(ngx_cycle_t *cycle,
     ngx_rbtree_init(&w->tree, &w->sentinel, ngx_rbtree_insert_value);
 
     w->emcf = emcf;
+
+    /* EVALSHA's name of the script */
+    (void) SHA1((u_char *) ngx_http_elearn_live_lua,
+                sizeof(ngx_http_elearn_live_lua) - 1, md);
+
+    (void) ngx_hex_dump(w->sha, md, SHA_DIGEST_LENGTH);
 
     /* unique among the nodes and over restarts: host, pid, start time */
     p = ngx_snprintf(w->worker, sizeof(w->worker) - 1, "%V:%P:%T",
