@@ -236,6 +236,7 @@ struct ngx_http_elearn_live_session_s {
     ngx_int_t                        participants;
     ngx_uint_t                       refs;     /* Redis commands out */
     unsigned                         catching_up:1;
+    unsigned                         catch_up_later:1;
     unsigned                         closing:1;
     unsigned                         subscribed:1;
     ngx_str_t                        channel;
@@ -330,6 +331,7 @@ static void ngx_http_elearn_live_on_close(ngx_http_elearn_ws_t *ws,
 static void ngx_http_elearn_live_part_gone(ngx_http_elearn_live_part_t *p);
 static void ngx_http_elearn_live_session_close(
     ngx_http_elearn_live_session_t *s);
+static void ngx_http_elearn_live_catch_up(ngx_http_elearn_live_session_t *s);
 
 
 static ngx_http_elearn_live_worker_t  *ngx_http_elearn_live_worker;
@@ -1441,16 +1443,31 @@ ngx_http_elearn_live_subscribed(ngx_str_t *channel, ngx_uint_t subscribed,
 {
     ngx_http_elearn_live_session_t *s = data;
 
-    ngx_int_t    rc;
-    const char  *args[2];
-    u_char       after[NGX_INT64_LEN + 1], ms[NGX_INT64_LEN + 1];
-
     if (!subscribed || s->catching_up) {
         return;
     }
 
-    args[0] = (char *) ngx_http_elearn_live_num(after,
-                                                s->seq < 0 ? 0 : s->seq);
+    if (s->seq < 0) {
+        /* the first admit's answer gives the base (its seq) */
+        s->catch_up_later = 1;
+        return;
+    }
+
+    ngx_http_elearn_live_catch_up(s);
+}
+
+
+/* delivers what the buffer holds past s->seq, before any live message */
+static void
+ngx_http_elearn_live_catch_up(ngx_http_elearn_live_session_t *s)
+{
+    ngx_int_t    rc;
+    const char  *args[2];
+    u_char       after[NGX_INT64_LEN + 1], ms[NGX_INT64_LEN + 1];
+
+    s->catch_up_later = 0;
+
+    args[0] = (char *) ngx_http_elearn_live_num(after, s->seq);
     args[1] = (char *) ngx_http_elearn_live_num(ms,
                            ngx_http_elearn_live_worker->emcf->live_replay_ttl);
 
@@ -2001,7 +2018,9 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
                     p->session->id, reply->element[0]->integer, last);
     ngx_http_elearn_live_send_text(p, (char *) buf, e - buf);
 
-    p->last_seq = p->want_seq >= 0 ? p->want_seq : last;
+    /* a client ahead of the session (its numbers were reset): from now */
+    p->last_seq = (p->want_seq >= 0 && p->want_seq <= last) ? p->want_seq
+                                                             : last;
 
     for (i = 2; i < reply->elements; i++) {
         if (reply->element[i]->type != REDIS_REPLY_STRING) {
@@ -2054,7 +2073,7 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
 {
     ngx_http_elearn_live_part_t *p = data;
 
-    int64_t                          n;
+    int64_t                          n, seq;
     ngx_http_request_t              *r;
     ngx_http_elearn_ws_t            *ws;
     ngx_http_elearn_live_session_t  *s;
@@ -2074,6 +2093,18 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
     if (n > 0) {
         p->admitted = 1;
         s->nparts++;
+
+        if (reply->elements >= 2) {
+            seq = ngx_http_elearn_live_int(reply->element[1]);
+
+            if (seq > s->seq) {
+                s->seq = seq;
+            }
+        }
+
+        if (s->catch_up_later && s->seq >= 0) {
+            ngx_http_elearn_live_catch_up(s);
+        }
     }
 
     if (r == NULL) {
