@@ -442,6 +442,7 @@ def test_replay_with_last_seq(base_url, stack, instructor, course):
             assert [m["body"] for m in missed] == ["m3", "m4", "m5"]
             # then live, with no duplicate
             send(owner, "broadcast", "live")
+            assert recv(owner)["body"] == "live"
             m = recv(ws)
             assert m["body"] == "live" and m["seq"] == seqs[-1] + 1
         finally:
