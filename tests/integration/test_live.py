@@ -533,6 +533,7 @@ def test_slow_reader_is_closed_others_get_everything(base_url, stack,
         # send buffer here) on top of the 16k queue
         n, body = 3000, "z" * 2000
         got = []
+        log_at = len(stack.nginx_error_log())
         for i in range(0, n, 50):
             for j in range(i, i + 50):
                 send(owner, "broadcast", "%d %s" % (j, body))
@@ -540,18 +541,24 @@ def test_slow_reader_is_closed_others_get_everything(base_url, stack,
                 assert recv(owner)["type"] == "broadcast"
                 got.append(int(recv(fast)["body"].split()[0]))
         assert got == list(range(n))
-        # the slow one read nothing: it was closed with 1008, not grown
+        # the slow one read nothing: it was cut off, not grown.  It gets
+        # the close code 1008 if the close frame found room in its socket
+        # before elearn_ws_close_timeout, else the connection is dropped
         slow.settimeout(10)
-        code = None
+        code, frames = None, 0
         try:
             while True:
                 op, data = slow.recv_data(control_frame=True)
                 if op == websocket.ABNF.OPCODE_CLOSE:
                     code = struct.unpack("!H", data[:2])[0]
                     break
+                frames += 1
         except (websocket.WebSocketConnectionClosedException, OSError):
             pass
-        assert code == 1008
+        assert frames < n
+        assert code == 1008 or (
+            code is None and "closing a slow reader"
+            in stack.nginx_error_log()[log_at:])
         for ws in (owner, fast, slow):
             ws.close()
     finally:
