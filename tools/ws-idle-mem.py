@@ -5,8 +5,9 @@ Opens N idle WebSocket connections to the echo location (elearn_ws_echo
 on, ELEARN_WS_ECHO=on in the loopback stack), or with --kind http N idle
 keep-alive HTTP connections (one request each to /healthz: the baseline,
 nginx's own idle connection), and reports the growth of the workers'
-resident memory per connection, with the kernel's TCP socket memory apart
-(/proc/net/sockstat, machine-wide, so noisy).  Run each kind against a
+resident memory per connection, with the kernel's memory apart: TCP
+buffers (/proc/net/sockstat) and the socket slabs (/proc/slabinfo, needs
+root), both machine-wide, so noisy.  Run each kind against a
 freshly started nginx: memory freed by closed connections stays in the
 workers' heaps and would be reused by the next kind.  Loopback only,
 bounded: N at most 9,000 (one client process; open files are capped at
@@ -67,6 +68,21 @@ def tcp_mem():
     return 0
 
 
+def slab():
+    """Bytes of the kernel's per-socket slabs (TCP sockets, their inodes,
+    open files), machine-wide: both ends of each loopback connection."""
+    total = 0
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in ("TCP", "sock_inode_cache", "filp"):
+                    total += int(parts[1]) * int(parts[3])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
+
 def open_many(port, n, request):
     socks = []
     for i in range(n):
@@ -88,16 +104,18 @@ def open_many(port, n, request):
 
 def measure(port, n, request, label):
     pids = workers(port)
-    before, kbefore = rss(pids), tcp_mem()
+    before, kbefore, sbefore = rss(pids), tcp_mem(), slab()
     socks = open_many(port, n, request)
     time.sleep(1.0)
-    after, kafter = rss(pids), tcp_mem()
+    after, kafter, safter = rss(pids), tcp_mem(), slab()
     for s in socks:
         s.close()
     per = (after - before) / n
     print("%-22s %6d conns  workers +%8.0f KiB  %7.0f B/conn  "
-          "kernel TCP +%6.0f KiB" % (label, n, (after - before) / 1024,
-                                      per, (kafter - kbefore) / 1024))
+          "kernel: buffers +%6.0f KiB, socket slabs +%5.0f B/conn "
+          "(both ends)" % (label, n, (after - before) / 1024, per,
+                           (kafter - kbefore) / 1024,
+                           (safter - sbefore) / n))
     time.sleep(1.0)
     return per
 

@@ -96,12 +96,15 @@ static void ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws,
     ngx_uint_t opcode, u_char *data, size_t len);
 static void ngx_http_elearn_ws_echo_close(ngx_http_elearn_ws_t *ws,
     ngx_uint_t code);
+static void ngx_http_elearn_ws_echo_free(ngx_http_elearn_ws_frame_t *frame);
 
 
 static u_char                     ngx_http_elearn_ws_scratch[
                                       NGX_HTTP_ELEARN_WS_SCRATCH];
 static ngx_http_elearn_ws_out_t  *ngx_http_elearn_ws_free_nodes;
 static ngx_queue_t                ngx_http_elearn_ws_echo_all;
+static ngx_http_elearn_ws_stats_t  ngx_http_elearn_ws_stats;
+static ngx_uint_t                  ngx_http_elearn_ws_echo_frames;
 static ngx_uint_t                 ngx_http_elearn_ws_nfree;
 
 /* the server's ping: one static frame shared by every connection */
@@ -320,11 +323,6 @@ ngx_http_elearn_ws_upgrade(ngx_http_request_t *r,
         return NULL;
     }
 
-    ws = ngx_pcalloc(c->pool, sizeof(ngx_http_elearn_ws_t));
-    if (ws == NULL) {
-        return NULL;
-    }
-
     ev = ngx_pcalloc(r->pool, sizeof(ngx_event_t));
     if (ev == NULL) {
         return NULL;
@@ -363,6 +361,16 @@ ngx_http_elearn_ws_upgrade(ngx_http_request_t *r,
         return NULL;
     }
 
+    /*
+     * Not from c->pool: its first block is nearly full after the request
+     * (a second 512-byte block would be taken for 136 bytes), and what
+     * room is left there is the caller's, through ngx_http_elearn_ws_alloc.
+     */
+    ws = ngx_calloc(sizeof(ngx_http_elearn_ws_t), c->log);
+    if (ws == NULL) {
+        return NULL;
+    }
+
     ws->connection = c;
     ws->handlers = handlers;
     ws->conf = ngx_http_get_module_loc_conf(r, ngx_http_elearn_module);
@@ -375,12 +383,12 @@ ngx_http_elearn_ws_upgrade(ngx_http_request_t *r,
     r->keepalive = 0;
 
     rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK) {
-        return NULL;
-    }
 
     /* nginx would hold the short header back for postpone_output */
-    if (ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR) {
+    if (rc == NGX_ERROR || rc > NGX_OK
+        || ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR)
+    {
+        ngx_free(ws);
         return NULL;
     }
 
@@ -400,6 +408,9 @@ ngx_http_elearn_ws_upgrade(ngx_http_request_t *r,
     cln->data = ev;
 
     ngx_post_event(ev, &ngx_posted_events);
+
+    ngx_http_elearn_ws_stats.upgrades++;
+    ngx_http_elearn_ws_stats.open++;
 
     return ws;
 }
@@ -427,8 +438,11 @@ ngx_http_elearn_ws_request_gone(void *data)
     }
 
     ws->closed = 1;
+    ngx_http_elearn_ws_stats.open--;
     ngx_http_elearn_ws_drop_queue(ws, 0);
     ws->handlers->on_close(ws, NGX_HTTP_ELEARN_WS_ABNORMAL);
+
+    ngx_free(ws);
 }
 
 
@@ -644,6 +658,7 @@ ngx_http_elearn_ws_read_handler(ngx_event_t *rev)
         }
 
         if (ws->missed_pongs >= 2) {
+            ngx_http_elearn_ws_stats.ping_timeouts++;
             ngx_http_elearn_ws_fail(ws, NGX_HTTP_ELEARN_WS_POLICY,
                                     "ping timeout");
 
@@ -1223,6 +1238,10 @@ ngx_http_elearn_ws_fail(ngx_http_elearn_ws_t *ws, ngx_uint_t code,
 
     ngx_http_elearn_ws_free_input(ws);
 
+    if (code != NGX_HTTP_ELEARN_WS_POLICY) {
+        ngx_http_elearn_ws_stats.failed++;
+    }
+
     if (!ws->closing) {
         ngx_http_elearn_ws_start_close(ws, code, (u_char *) reason,
                                        ngx_strlen(reason), 0);
@@ -1497,6 +1516,7 @@ ngx_http_elearn_ws_enqueue(ngx_http_elearn_ws_t *ws,
     *ws->out_last = o;
     ws->out_last = &o->next;
     ws->queued += frame->len;
+    ngx_http_elearn_ws_stats.queued += frame->len;
 
     return NGX_OK;
 }
@@ -1531,6 +1551,7 @@ ngx_http_elearn_ws_drop_queue(ngx_http_elearn_ws_t *ws,
     o = ws->out;
     ws->out = NULL;
     ws->out_last = &ws->out;
+    ngx_http_elearn_ws_stats.queued -= ws->queued;
     ws->queued = 0;
 
     if (o && keep_started && ws->out_sent) {
@@ -1539,6 +1560,7 @@ ngx_http_elearn_ws_drop_queue(ngx_http_elearn_ws_t *ws,
         ws->out = o;
         ws->out_last = &o->next;
         ws->queued = o->frame->len - ws->out_sent;
+        ngx_http_elearn_ws_stats.queued += ws->queued;
         o = next;
 
     } else {
@@ -1584,6 +1606,7 @@ ngx_http_elearn_ws_flush(ngx_http_elearn_ws_t *ws)
 
         ws->out_sent += n;
         ws->queued -= n;
+        ngx_http_elearn_ws_stats.queued -= n;
 
         if (ws->out_sent < f->len) {
             continue;
@@ -1626,6 +1649,7 @@ ngx_http_elearn_ws_send(ngx_http_elearn_ws_t *ws,
                       "elearn ws: closing a slow reader with %uz bytes "
                       "queued", ws->queued);
 
+        ngx_http_elearn_ws_stats.slow_readers++;
         ngx_http_elearn_ws_drop_queue(ws, 1);
         ngx_http_elearn_ws_start_close(ws, NGX_HTTP_ELEARN_WS_POLICY,
                                        (u_char *) "slow reader",
@@ -1694,6 +1718,13 @@ ngx_http_elearn_ws_close(ngx_http_elearn_ws_t *ws, ngx_uint_t code,
 }
 
 
+void
+ngx_http_elearn_ws_get_stats(ngx_http_elearn_ws_stats_t *stats)
+{
+    *stats = ngx_http_elearn_ws_stats;
+}
+
+
 void *
 ngx_http_elearn_ws_alloc(ngx_http_elearn_ws_t *ws, size_t size)
 {
@@ -1713,6 +1744,7 @@ ngx_http_elearn_ws_finalize(ngx_http_elearn_ws_t *ws)
     }
 
     ws->closed = 1;
+    ngx_http_elearn_ws_stats.open--;
     c = ws->connection;
 
     code = ws->close_code ? ws->close_code : NGX_HTTP_ELEARN_WS_ABNORMAL;
@@ -1723,6 +1755,7 @@ ngx_http_elearn_ws_finalize(ngx_http_elearn_ws_t *ws)
     ngx_http_elearn_ws_free_input(ws);
 
     ngx_http_close_connection(c);
+    ngx_free(ws);
 }
 
 
@@ -1890,27 +1923,47 @@ ngx_http_elearn_ws_echo_handler(ngx_http_request_t *r)
 
 
 /*
- * Echoes a message back, except two text commands that exercise the rest
- * of the API: "broadcast:..." sends the message as one shared frame to
- * every echo connection of this worker, "close:<code>" starts a close
- * handshake from the server with that code.
+ * Echoes a message back, except three text commands that exercise the
+ * rest of the API: "broadcast:..." sends the message as one shared frame
+ * to every echo connection of this worker, "close:<code>" starts a close
+ * handshake from the server with that code, "stats" answers the worker's
+ * figures as JSON.
  */
 static void
 ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
     u_char *data, size_t len)
 {
+    u_char                      *p;
+    size_t                       n;
     ngx_int_t                    code;
     ngx_queue_t                 *q;
+    ngx_http_elearn_ws_stats_t  *st;
     ngx_http_elearn_ws_echo_t   *peer;
     ngx_http_elearn_ws_frame_t  *f;
+    u_char                       buf[256];
 
     if (opcode == NGX_HTTP_ELEARN_WS_TEXT && len >= 10
         && ngx_strncmp(data, "broadcast:", 10) == 0)
     {
-        f = ngx_http_elearn_ws_frame_create(opcode, data, len);
+        /*
+         * Serialized by hand and wrapped, as a frame kept elsewhere would
+         * be (the live sessions' shared memory): the free handler counts
+         * the frames alive, which "stats" shows, so a test sees the last
+         * reference go.
+         */
+        f = ngx_alloc(sizeof(ngx_http_elearn_ws_frame_t)
+                      + NGX_HTTP_ELEARN_WS_HEADER_MAX + len, ngx_cycle->log);
         if (f == NULL) {
             return;
         }
+
+        p = (u_char *) (f + 1);
+        n = ngx_http_elearn_ws_frame_header(p, opcode, len);
+        ngx_memcpy(p + n, data, len);
+
+        ngx_http_elearn_ws_frame_wrap(f, p, n + len,
+                                      ngx_http_elearn_ws_echo_free, NULL);
+        ngx_http_elearn_ws_echo_frames++;
 
         for (q = ngx_queue_head(&ngx_http_elearn_ws_echo_all);
              q != ngx_queue_sentinel(&ngx_http_elearn_ws_echo_all);
@@ -1924,6 +1977,21 @@ ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
         return;
     }
 
+    if (opcode == NGX_HTTP_ELEARN_WS_TEXT && len == 5
+        && ngx_strncmp(data, "stats", 5) == 0)
+    {
+        st = &ngx_http_elearn_ws_stats;
+        p = ngx_snprintf(buf, sizeof(buf),
+                         "{\"open\":%ui,\"upgrades\":%ui,\"queued\":%uz,"
+                         "\"slowReaders\":%ui,\"pingTimeouts\":%ui,"
+                         "\"failed\":%ui,\"sharedFrames\":%ui}",
+                         st->open, st->upgrades, st->queued, st->slow_readers,
+                         st->ping_timeouts, st->failed,
+                         ngx_http_elearn_ws_echo_frames);
+        (void) ngx_http_elearn_ws_send_data(ws, opcode, buf, p - buf);
+        return;
+    }
+
     if (opcode == NGX_HTTP_ELEARN_WS_TEXT && len > 6
         && ngx_strncmp(data, "close:", 6) == 0)
     {
@@ -1934,6 +2002,14 @@ ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
     }
 
     (void) ngx_http_elearn_ws_send_data(ws, opcode, data, len);
+}
+
+
+static void
+ngx_http_elearn_ws_echo_free(ngx_http_elearn_ws_frame_t *frame)
+{
+    ngx_http_elearn_ws_echo_frames--;
+    ngx_free(frame);
 }
 
 

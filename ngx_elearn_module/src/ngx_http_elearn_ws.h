@@ -132,8 +132,8 @@ typedef struct {
 
 
 /*
- * A connection after the upgrade.  It lives in the connection's pool;
- * fields other than data are this layer's.
+ * A connection after the upgrade: one heap block of its own, freed after
+ * on_close; fields other than data are this layer's.
  */
 struct ngx_http_elearn_ws_s {
     void                             *data;      /* the caller's */
@@ -169,7 +169,7 @@ struct ngx_http_elearn_ws_s {
     unsigned                          opened:1;     /* request freed */
     unsigned                          close_sent:1;
     unsigned                          close_received:1;
-    unsigned                          closing:1;    /* no more input */
+    unsigned                          closing:1;    /* our close queued */
     unsigned                          closed:1;     /* on_close ran */
     unsigned                          error:1;      /* drop, no close frame */
     unsigned                          discard:1;    /* input not parsed */
@@ -288,6 +288,19 @@ ngx_int_t ngx_http_elearn_ws_send_data(ngx_http_elearn_ws_t *ws,
  */
 void ngx_http_elearn_ws_close(ngx_http_elearn_ws_t *ws, ngx_uint_t code,
     const char *reason);
+
+/* this worker's WebSocket figures, for the metrics */
+typedef struct {
+    ngx_uint_t                   open;           /* connections now */
+    ngx_uint_t                   upgrades;       /* 101s answered */
+    size_t                       queued;         /* bytes queued, all */
+    ngx_uint_t                   slow_readers;   /* closed: max queue */
+    ngx_uint_t                   ping_timeouts;  /* closed: no pongs */
+    ngx_uint_t                   failed;         /* closed: 1002/7/9 */
+} ngx_http_elearn_ws_stats_t;
+
+/* Copies this worker's figures into *stats. */
+void ngx_http_elearn_ws_get_stats(ngx_http_elearn_ws_stats_t *stats);
 
 /*
  * The location handler of "elearn_ws_echo on": echoes every text and

@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -28,7 +29,7 @@ TEXT, BINARY, CLOSE, PING, PONG, CONT = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 DEFAULTS = {"ELEARN_WS_ECHO": "on", "ELEARN_WS_MAX_MESSAGE": None,
             "ELEARN_WS_MAX_QUEUE": None, "ELEARN_WS_PING_INTERVAL": None,
-            "ELEARN_WS_CLOSE_TIMEOUT": None}
+            "ELEARN_WS_CLOSE_TIMEOUT": None, "ELEARN_NGINX_WORKERS": None}
 
 
 class Echo:
@@ -477,6 +478,9 @@ INVALID = [
     b"\xed\xbf\xbf",                      # surrogate U+DFFF
     b"\xf4\x90\x80\x80",                  # past U+10FFFF
     b"\xf5\x80\x80\x80",
+    b"\xf8\x88\x80\x80\x80",              # old 5-byte form
+    b"\xfc\x84\x80\x80\x80\x80",          # old 6-byte form
+    b"\xed\xa0\x80\xed\xb0\x80",          # a paired surrogate
     b"\xfe", b"\xff",
     b"\x80",                              # lone continuation
     b"\xce\xba\xe1\xbd",                  # truncated at the end
@@ -639,6 +643,29 @@ def test_9_length_with_top_bit_is_1002(ws):
     ws.expect_close(1002)
 
 
+@pytest.mark.parametrize("size", [0, 16, 64, 256, 1024, 4096])
+def test_9_many_messages_in_order(ws, size, opcode=BINARY):
+    n = 1000
+    data = b"".join(ws.frame(opcode, b"%06d" % i + b"m" * size)
+                    for i in range(n))
+    # written while this thread reads, as a client that keeps up does
+    t = threading.Thread(target=ws.send_raw, args=(data,))
+    t.start()
+    for i in range(n):
+        assert ws.recv_data() == (opcode, b"%06d" % i + b"m" * size)
+    t.join()
+
+
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_10_auto_fragmented_65536(ws, opcode):
+    payload = (b"a" * 65536) if opcode == TEXT else os.urandom(65536)
+    parts = [payload[i:i + 1300] for i in range(0, len(payload), 1300)]
+    ws.send_raw(b"".join(
+        ws.frame(opcode if i == 0 else CONT, p, fin=i == len(parts) - 1)
+        for i, p in enumerate(parts)))
+    assert ws.recv_data() == (opcode, payload)
+
+
 def test_10_server_survives_a_dropped_connection(echo):
     echo.configure()
     c = Conn(echo.port)
@@ -710,6 +737,9 @@ def test_broadcast_shares_one_frame_with_every_connection(echo):
     conns[-1].send(TEXT, "broadcast:three")
     for c in conns[20:]:
         assert c.recv_data() == (TEXT, b"broadcast:three")
+    conns[-1].send(TEXT, "stats")
+    assert json.loads(conns[-1].recv_data()[1])["sharedFrames"] == 0
+    for c in conns[20:]:
         c.sock.close()
 
 
@@ -728,6 +758,101 @@ def test_broadcast_closes_only_the_slow_reader(echo):
     assert b"slow reader" in data
     sender.echo(TEXT, "still served")
     fast.echo(TEXT, "still served")
+    sender.send(TEXT, "stats")
+    stats = json.loads(sender.recv_data()[1])
+    assert stats["slowReaders"] >= 1
+    # every queue has let go of every broadcast frame: none is left alive
+    assert stats["sharedFrames"] == 0
+
+
+def test_worker_figures_account_for_every_connection(echo):
+    echo.configure(ELEARN_NGINX_WORKERS="1")
+    q = Conn(echo.port)
+
+    def stats():
+        q.send(TEXT, "stats")
+        op, data = q.recv_data()
+        return json.loads(data)
+
+    s0 = stats()
+    conns = [Conn(echo.port) for _ in range(5)]
+    for c in conns:
+        c.echo(TEXT, "x" * 1000)
+    s1 = stats()
+    assert s1["open"] == s0["open"] + 5
+    assert s1["upgrades"] == s0["upgrades"] + 5
+    for c in conns[:3]:
+        c.send(CLOSE, close_payload(1000))
+        c.expect_close(1000, reply=False)
+    for c in conns[3:]:
+        c.sock.close()
+    bad = Conn(echo.port)
+    bad.send(TEXT, b"\xff")
+    bad.expect_close(1007)
+    bad.sock.close()    # the server waits for this after failing it
+    time.sleep(0.3)
+    s2 = stats()
+    assert s2["open"] == s0["open"]
+    assert s2["upgrades"] == s0["upgrades"] + 6
+    assert s2["failed"] == s0["failed"] + 1
+    assert s2["queued"] == 0
+    q.sock.close()
+
+
+def test_random_frames_never_hurt_the_server(echo):
+    """A bounded, seeded fuzz: 300 connections send random frames (any
+    opcode, reserved bits, mask or not, lengths around the limits, random
+    payloads, cut anywhere) or raw garbage.  Each gets echoes or a close
+    with a protocol code, never anything else; afterwards the worker is
+    well and every connection is accounted for."""
+    import random
+    echo.configure(ELEARN_NGINX_WORKERS="1")
+    rnd = random.Random(6455)
+    q = Conn(echo.port)
+    q.send(TEXT, "stats")
+    before = json.loads(q.recv_data()[1])
+    for _ in range(300):
+        c = Conn(echo.port)
+        out = b""
+        for _ in range(rnd.randint(1, 6)):
+            kind = rnd.random()
+            if kind < 0.15:
+                out += os.urandom(rnd.randint(1, 40))
+                continue
+            op = rnd.choice([0, 1, 2, 3, 8, 9, 10, 11, 15])
+            n = rnd.choice([0, 1, 2, 125, 126, 127, 1000, 65536, 65537])
+            payload = rnd.choice([os.urandom(n), "é".encode() * (n // 2),
+                                  b"a" * n])[:n]
+            out += c.frame(op, payload, fin=rnd.random() < 0.7,
+                           rsv=rnd.choice([0, 0, 0, 1, 4]),
+                           mask=rnd.random() < 0.9)
+        cut = rnd.randint(1, len(out))
+        try:
+            c.sock.sendall(out[:cut])
+            c.sock.settimeout(0.05)
+            while True:
+                fin, rsv, op, data = c.recv()
+                assert op in (TEXT, BINARY, PONG, CLOSE), op
+                if op == CLOSE:
+                    if data:
+                        code = struct.unpack("!H", data[:2])[0]
+                        # ours (1002, 1007, 1009) or the peer's echoed
+                        assert code in (1000, 1001, 1002, 1003, 1007, 1008,
+                                        1009, 1010, 1011, 1012, 1013,
+                                        1014) or 3000 <= code <= 4999, code
+                    break
+        except (socket.timeout, EOFError, ConnectionResetError,
+                BrokenPipeError):
+            pass
+        c.sock.close()
+    time.sleep(0.5)
+    q.echo(TEXT, "alive")
+    q.send(TEXT, "stats")
+    after = json.loads(q.recv_data()[1])
+    assert after["open"] == before["open"]
+    assert after["upgrades"] == before["upgrades"] + 300
+    assert after["queued"] == 0
+    q.sock.close()
 
 
 # interop with strict independent clients
