@@ -1503,7 +1503,7 @@ ngx_http_elearn_live_message(ngx_str_t *channel, ngx_str_t *message,
         return;
     }
 
-    if (message->len > sizeof("{\"type\":\"presence\",\"participants\":}")
+    if (message->len >= sizeof("{\"type\":\"presence\",\"participants\":}")
         && ngx_strncmp(message->data, "{\"type\":\"presence\"",
                        sizeof("{\"type\":\"presence\"") - 1) == 0)
     {
@@ -2604,7 +2604,11 @@ ngx_http_elearn_live_lease_refresh(ngx_event_t *ev)
 char *
 ngx_http_elearn_live_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_elearn_module);
+    emcf->live_used = 1;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
@@ -2631,6 +2635,13 @@ ngx_http_elearn_live_init_conf(ngx_conf_t *cf,
     ngx_conf_init_msec_value(emcf->live_replay_ttl, 300000);
     ngx_conf_init_msec_value(emcf->live_lease, 30000);
     ngx_conf_init_msec_value(emcf->live_token_warning, 30000);
+
+    if (emcf->live_used && emcf->redis_addr.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_live\" needs \"elearn_redis_addr\": "
+                           "live sessions are numbered and counted there");
+        return NGX_CONF_ERROR;
+    }
 
     if (emcf->live_capacity > emcf->live_capacity_max) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

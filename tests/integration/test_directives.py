@@ -229,3 +229,28 @@ def test_example_configs_pass(stack_env, tmp_path):
     conf = os.path.join(stack_env["ELEARN_VAR"], "nginx", "nginx.conf")
     r = run_nginx(stack_env, "-t", "-p", os.path.dirname(conf), "-c", conf)
     assert r.returncode == 0, r.stderr
+
+
+def test_live_without_redis_is_refused(stack_env, tmp_path):
+    conf = tmp_path / "noredis.conf"
+    conf.write_text("""
+load_module %s;
+pid %s/nginx.pid;
+error_log stderr;
+events {}
+http { server { listen 127.0.0.1:1; location /live/ { elearn_live; } } }
+""" % (stack_env["ELEARN_MODULE"], tmp_path))
+    r = run_nginx(stack_env, "-t", "-p", str(tmp_path), "-c", str(conf))
+    assert r.returncode != 0
+    assert "elearn_live" in r.stderr and "elearn_redis_addr" in r.stderr, \
+        r.stderr
+    conf.write_text("""
+load_module %s;
+pid %s/nginx.pid;
+error_log stderr;
+events {}
+http { elearn_redis_addr 127.0.0.1:6379;
+       server { listen 127.0.0.1:1; location /live/ { elearn_live; } } }
+""" % (stack_env["ELEARN_MODULE"], tmp_path))
+    r = run_nginx(stack_env, "-t", "-p", str(tmp_path), "-c", str(conf))
+    assert r.returncode == 0, r.stderr

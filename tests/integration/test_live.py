@@ -291,6 +291,28 @@ def test_join_with_the_bearer_subprotocol(base_url, stack, instructor,
         ws.close()
 
 
+def test_presence_follows_joins_and_leaves(base_url, stack, instructor,
+                                           course):
+    sid = new_session(base_url, instructor, course)
+    first, welcome = join(stack, sid, instructor)
+    try:
+        assert welcome["participants"] == 1
+        second, welcome = join(stack, sid,
+                               enrolled_student(base_url, stack, course))
+        assert welcome["participants"] == 2
+        m = recv(first, skip=())
+        while m["participants"] != 2:
+            m = recv(first, skip=())
+        assert m == {"type": "presence", "participants": 2}
+        second.close()
+        m = recv(first, skip=())
+        while m["participants"] != 1:
+            m = recv(first, skip=())
+        assert m == {"type": "presence", "participants": 1}
+    finally:
+        first.close()
+
+
 def participants(base_url, token, sid):
     return get_session(base_url, token, sid).json()["participants"]
 
