@@ -277,6 +277,40 @@ def test_join_refusals_before_the_upgrade(base_url, stack, instructor,
     assert status == 410, body
 
 
+def test_join_refuses_a_revoked_token(base_url, stack, instructor, course):
+    sid = new_session(base_url, instructor, course)
+    email = "live%s@test.elearn.dev" % uuid.uuid4().hex[:12]
+    requests.post(base_url + "/api/v1/auth/register",
+                  json={"email": email, "password": "live pass 1234",
+                        "displayName": "Leaving"})
+    body = stack.login(email, "live pass 1234").json()
+    token = body["accessToken"]
+    requests.post(base_url + "/api/v1/courses/%d/enrollments" % course,
+                  headers=bearer(token), timeout=30)
+    join(stack, sid, token)[0].close()
+    r = requests.post(base_url + "/api/v1/auth/logout", headers=bearer(token),
+                      json={"refreshToken": body["refreshToken"]})
+    assert r.status_code == 204
+    # every worker, on the next join (as for the API)
+    for _ in range(6):
+        status, _, body = raw_join(stack, "/live/%d?access_token=%s"
+                                   % (sid, token))
+        assert status == 401, body
+        assert b"revoked" in body
+
+
+def test_an_admin_joins_and_broadcasts(base_url, stack, instructor, course):
+    sid = new_session(base_url, instructor, course)
+    admin = stack.token("admin@elearn.dev", "admin-dev-pass")
+    ws, _ = join(stack, sid, admin, protocol=True)
+    try:
+        send(ws, "broadcast", "from the admin")
+        m = recv(ws)
+        assert m["type"] == "broadcast" and m["from"]["role"] == "admin"
+    finally:
+        ws.close()
+
+
 def test_join_with_the_bearer_subprotocol(base_url, stack, instructor,
                                           course):
     sid = new_session(base_url, instructor, course)
