@@ -105,6 +105,8 @@ static ngx_http_elearn_ws_out_t  *ngx_http_elearn_ws_free_nodes;
 static ngx_queue_t                ngx_http_elearn_ws_echo_all;
 static ngx_http_elearn_ws_stats_t  ngx_http_elearn_ws_stats;
 static ngx_uint_t                  ngx_http_elearn_ws_echo_frames;
+static ngx_uint_t                  ngx_http_elearn_ws_echo_fanout_n;
+static ngx_uint_t                  ngx_http_elearn_ws_echo_fanout_us;
 static ngx_uint_t                 ngx_http_elearn_ws_nfree;
 
 /* the server's ping: one static frame shared by every connection */
@@ -1936,6 +1938,7 @@ ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
     u_char                      *p;
     size_t                       n;
     ngx_int_t                    code;
+    struct timespec              t0, t1;
     ngx_queue_t                 *q;
     ngx_http_elearn_ws_stats_t  *st;
     ngx_http_elearn_ws_echo_t   *peer;
@@ -1965,15 +1968,23 @@ ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
                                       ngx_http_elearn_ws_echo_free, NULL);
         ngx_http_elearn_ws_echo_frames++;
 
+        (void) clock_gettime(CLOCK_MONOTONIC, &t0);
+        ngx_http_elearn_ws_echo_fanout_n = 0;
+
         for (q = ngx_queue_head(&ngx_http_elearn_ws_echo_all);
              q != ngx_queue_sentinel(&ngx_http_elearn_ws_echo_all);
              q = ngx_queue_next(q))
         {
             peer = ngx_queue_data(q, ngx_http_elearn_ws_echo_t, queue);
             (void) ngx_http_elearn_ws_send(peer->ws, f);
+            ngx_http_elearn_ws_echo_fanout_n++;
         }
 
         ngx_http_elearn_ws_frame_release(f);
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &t1);
+        ngx_http_elearn_ws_echo_fanout_us = (t1.tv_sec - t0.tv_sec) * 1000000
+                                            + (t1.tv_nsec - t0.tv_nsec) / 1000;
         return;
     }
 
@@ -1984,10 +1995,14 @@ ngx_http_elearn_ws_echo_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
         p = ngx_snprintf(buf, sizeof(buf),
                          "{\"open\":%ui,\"upgrades\":%ui,\"queued\":%uz,"
                          "\"slowReaders\":%ui,\"pingTimeouts\":%ui,"
-                         "\"failed\":%ui,\"sharedFrames\":%ui}",
+                         "\"failed\":%ui,\"sharedFrames\":%ui,"
+                         "\"lastBroadcast\":{\"receivers\":%ui,"
+                         "\"micros\":%ui}}",
                          st->open, st->upgrades, st->queued, st->slow_readers,
                          st->ping_timeouts, st->failed,
-                         ngx_http_elearn_ws_echo_frames);
+                         ngx_http_elearn_ws_echo_frames,
+                         ngx_http_elearn_ws_echo_fanout_n,
+                         ngx_http_elearn_ws_echo_fanout_us);
         (void) ngx_http_elearn_ws_send_data(ws, opcode, buf, p - buf);
         return;
     }
