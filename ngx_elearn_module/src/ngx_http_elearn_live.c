@@ -1355,6 +1355,66 @@ ngx_http_elearn_live_session_unref(ngx_http_elearn_live_session_t *s)
 }
 
 
+/*
+ * Sends frames to one participant p, or to every local participant of s
+ * when p is NULL: the buffered messages of a script's answer from its
+ * element first on, then the frames held meanwhile (taken from held),
+ * all in order, each at most once.
+ */
+static void
+ngx_http_elearn_live_catch_up_send(ngx_http_elearn_live_session_t *s,
+    ngx_http_elearn_live_part_t *p, redisReply *reply, size_t first,
+    ngx_http_elearn_live_hold_t *hold)
+{
+    size_t                        i;
+    int64_t                       seq;
+    ngx_http_elearn_ws_frame_t   *frame;
+    ngx_http_elearn_live_hold_t   held;
+
+    for (i = first; reply && i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        seq = ngx_http_elearn_live_seq_of((u_char *) reply->element[i]->str,
+                                          reply->element[i]->len);
+
+        frame = ngx_http_elearn_ws_frame_create(NGX_HTTP_ELEARN_WS_TEXT,
+                                    (u_char *) reply->element[i]->str,
+                                    reply->element[i]->len);
+        if (frame == NULL) {
+            break;
+        }
+
+        if (p) {
+            ngx_http_elearn_live_deliver(p, seq, frame);
+
+        } else {
+            ngx_http_elearn_live_fanout(s, seq, frame);
+        }
+
+        ngx_http_elearn_ws_frame_release(frame);
+    }
+
+    /* delivering may hold again (a participant still joining): move out */
+    held = *hold;
+    ngx_memzero(hold, sizeof(ngx_http_elearn_live_hold_t));
+
+    for (i = 0; i < held.nitems; i++) {
+        if (p) {
+            ngx_http_elearn_live_deliver(p, held.items[i].seq,
+                                         held.items[i].frame);
+
+        } else {
+            ngx_http_elearn_live_fanout(s, held.items[i].seq,
+                                        held.items[i].frame);
+        }
+    }
+
+    ngx_http_elearn_live_hold_free(&held);
+}
+
+
 static void
 ngx_http_elearn_live_presence_send(ngx_event_t *ev)
 {
@@ -1385,53 +1445,18 @@ ngx_http_elearn_live_caught_up(ngx_http_request_t *nr, redisReply *reply,
 {
     ngx_http_elearn_live_session_t *s = data;
 
-    size_t                        i;
-    int64_t                       seq;
-    ngx_http_elearn_ws_frame_t   *frame;
-    ngx_http_elearn_live_hold_t   held;
-
     s->refs--;
     s->catching_up = 0;
 
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_ARRAY) {
-        for (i = 1; i < reply->elements; i++) {
-            if (reply->element[i]->type != REDIS_REPLY_STRING) {
-                continue;
-            }
-
-            seq = ngx_http_elearn_live_seq_of((u_char *) reply->element[i]->str,
-                                              reply->element[i]->len);
-
-            frame = ngx_http_elearn_ws_frame_create(NGX_HTTP_ELEARN_WS_TEXT,
-                                    (u_char *) reply->element[i]->str,
-                                    reply->element[i]->len);
-            if (frame == NULL) {
-                break;
-            }
-
-            ngx_http_elearn_live_fanout(s, seq, frame);
-            ngx_http_elearn_ws_frame_release(frame);
-        }
-
-    } else {
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "elearn live: session %L: catch-up failed, messages "
                       "may be missing until the clients reconnect", s->id);
+        reply = NULL;
     }
 
-    /* then what came live meanwhile, in order */
-    held = s->held;
-    ngx_memzero(&s->held, sizeof(ngx_http_elearn_live_hold_t));
-
-    for (i = 0; i < held.nitems; i++) {
-        if (held.items[i].seq == 0 && s->closing) {
-            continue;
-        }
-
-        ngx_http_elearn_live_fanout(s, held.items[i].seq, held.items[i].frame);
-    }
-
-    ngx_http_elearn_live_hold_free(&held);
+    /* what the buffer had, then what came live meanwhile */
+    ngx_http_elearn_live_catch_up_send(s, NULL, reply, 1, &s->held);
     ngx_http_elearn_live_session_unref(s);
 }
 
@@ -1996,11 +2021,8 @@ static void
 ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
     redisReply *reply)
 {
-    size_t                        i;
     u_char                       *e;
-    int64_t                       seq, last;
-    ngx_http_elearn_ws_frame_t   *frame;
-    ngx_http_elearn_live_hold_t   held;
+    int64_t                       last;
     ngx_http_elearn_main_conf_t  *emcf;
     u_char                        buf[128];
 
@@ -2022,33 +2044,7 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
     p->last_seq = (p->want_seq >= 0 && p->want_seq <= last) ? p->want_seq
                                                              : last;
 
-    for (i = 2; i < reply->elements; i++) {
-        if (reply->element[i]->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        seq = ngx_http_elearn_live_seq_of((u_char *) reply->element[i]->str,
-                                          reply->element[i]->len);
-        frame = ngx_http_elearn_ws_frame_create(NGX_HTTP_ELEARN_WS_TEXT,
-                                    (u_char *) reply->element[i]->str,
-                                    reply->element[i]->len);
-        if (frame == NULL) {
-            break;
-        }
-
-        ngx_http_elearn_live_deliver(p, seq, frame);
-        ngx_http_elearn_ws_frame_release(frame);
-    }
-
-    held = p->held;
-    ngx_memzero(&p->held, sizeof(ngx_http_elearn_live_hold_t));
-
-    for (i = 0; i < held.nitems; i++) {
-        ngx_http_elearn_live_deliver(p, held.items[i].seq,
-                                     held.items[i].frame);
-    }
-
-    ngx_http_elearn_live_hold_free(&held);
+    ngx_http_elearn_live_catch_up_send(p->session, p, reply, 2, &p->held);
 
     /* the token: a warning shortly before it expires, then 4001 */
     p->expiry.handler = ngx_http_elearn_live_expiry;
