@@ -133,6 +133,17 @@ $(BUILD)/tests/test_jwt: tests/unit/test_jwt.c $(JWT_SRC) \
 	$(CC) $(CFLAGS) -Ingx_elearn_module/src -o $@ $< $(JWT_SRC) \
 	    $(LDFLAGS) -lcrypto -ljansson -lcmocka
 
+# test_progress_report links the progress daemon's parser and merge
+PROGRESS_REPORT_SRC := workers/progress/progress_report.c
+
+$(BUILD)/tests/test_progress_report: tests/unit/test_progress_report.c \
+                                     $(PROGRESS_REPORT_SRC) \
+                                     workers/progress/progress.h \
+                                     $(WORKER_LIB) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iworkers/progress -o $@ $< $(PROGRESS_REPORT_SRC) \
+	    $(WORKER_LIB) $(LDFLAGS) $(WORKER_LIBS) -lcmocka
+
 test-unit: $(UNIT_BINS)
 	@$(TOP)/tools/run-unit.sh $(UNIT_BINS)
 

@@ -11,6 +11,8 @@
 -- this statement inserted the enrollment; false when it already existed
 -- (idempotent 200).  enrolled_at is NULL only when a concurrent request of
 -- the same user inserted it after this statement's snapshot: run again.
+-- A new enrollment's enrollment.created event goes into the outbox in the
+-- same statement (keyed by course, as every elearn.enrollments event).
 -- params: [3, 1]
 WITH c AS (
     SELECT course_id
@@ -22,6 +24,14 @@ WITH c AS (
     SELECT $1::bigint, course_id FROM c
     ON CONFLICT (user_id, course_id) DO NOTHING
     RETURNING enrolled_at, status
+), ev AS (
+    INSERT INTO event_outbox (topic, key, payload)
+    SELECT 'elearn.enrollments', $2::bigint::text,
+           elearn_event('enrollment.created', json_build_object(
+               'userId', $1::bigint, 'courseId', $2::bigint,
+               'enrolledAt', to_char(ins.enrolled_at AT TIME ZONE 'UTC',
+                                     'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+      FROM ins
 )
 SELECT (ins.enrolled_at IS NOT NULL)::text,
        to_char(COALESCE(ins.enrolled_at, e.enrolled_at) AT TIME ZONE 'UTC',
@@ -35,12 +45,24 @@ SELECT (ins.enrolled_at IS NOT NULL)::text,
 -- name: enrollment_delete
 -- DELETE /api/v1/courses/{id}/enrollments/me: $1 user id, $2 course id.
 -- One row (the time of the deletion) when an enrollment was deleted, none
--- when there was none.
+-- when there was none; a deletion's enrollment.deleted event goes into
+-- the outbox in the same statement.
 -- params: [3, 1]
-DELETE FROM enrollments
- WHERE user_id = $1::bigint
-   AND course_id = $2::bigint
-RETURNING to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+WITH d AS (
+    DELETE FROM enrollments
+     WHERE user_id = $1::bigint
+       AND course_id = $2::bigint
+    RETURNING to_char(now() AT TIME ZONE 'UTC',
+                      'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at
+), ev AS (
+    INSERT INTO event_outbox (topic, key, payload)
+    SELECT 'elearn.enrollments', $2::bigint::text,
+           elearn_event('enrollment.deleted', json_build_object(
+               'userId', $1::bigint, 'courseId', $2::bigint,
+               'unenrolledAt', d.at))
+      FROM d
+)
+SELECT at FROM d;
 
 -- name: enrollment_mine
 -- GET /api/v1/me/enrollments: $1 user id, $2 cursor enrolled_at

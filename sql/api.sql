@@ -101,39 +101,45 @@ SELECT email, display_name, role
 -- ranked: the first $5 matches in course_id order (the oldest; ids only
 -- grow, so a course added mid-walk never pushes a candidate out).  Title
 -- (A) weighs above summary (B) above description (C).  Matches past the
--- cap are reached with sort=newest or popular.
+-- cap are reached with sort=newest or popular.  The page is chosen on ids
+-- and ranks alone; only its rows are joined and turned into JSON (built
+-- for every candidate, the documents cost 3-5 times the ranking).
 -- Index: courses_search_idx (rare words), courses_pkey (common words).
 SELECT json_build_object(
-         'courseId', r.course_id, 'title', r.title, 'summary', r.summary,
-         'category', r.category, 'level', r.level, 'language', r.language,
+         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
+         'category', c.category, 'level', c.level, 'language', c.language,
          'instructor', json_build_object('userId', u.user_id,
                                          'displayName', u.display_name),
-         'enrollmentCount', r.enrollment_count,
-         'publishedAt', to_char(r.published_at AT TIME ZONE 'UTC',
+         'enrollmentCount', c.enrollment_count,
+         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
-       r.rank::text, r.course_id
-  FROM (SELECT cand.*,
-               ts_rank(cand.search, websearch_to_tsquery('english', $1))
-                   AS rank
-          FROM (SELECT course_id, title, summary, category, level, language,
-                       instructor_id, enrollment_count, published_at, search
-                  FROM courses
-                 WHERE published
-                   AND search @@ websearch_to_tsquery('english', $1)
-                   AND ($2::text IS NULL OR category = $2)
-                   AND ($3::text IS NULL OR level = $3)
-                   AND ($4::text IS NULL OR language = $4)
-                 ORDER BY course_id
-                 LIMIT $5) cand) r
-  JOIN users u ON u.user_id = r.instructor_id
- WHERE $6::real IS NULL OR (r.rank, r.course_id) < ($6::real, $7::bigint)
- ORDER BY r.rank DESC, r.course_id DESC
- LIMIT $8 OFFSET $9;
+       p.rank::text, p.course_id
+  FROM (SELECT r.course_id, r.rank
+          FROM (SELECT cand.course_id,
+                       ts_rank(cand.search,
+                               websearch_to_tsquery('english', $1)) AS rank
+                  FROM (SELECT course_id, search
+                          FROM courses
+                         WHERE published
+                           AND search @@ websearch_to_tsquery('english', $1)
+                           AND ($2::text IS NULL OR category = $2)
+                           AND ($3::text IS NULL OR level = $3)
+                           AND ($4::text IS NULL OR language = $4)
+                         ORDER BY course_id
+                         LIMIT $5) cand) r
+         WHERE $6::real IS NULL
+               OR (r.rank, r.course_id) < ($6::real, $7::bigint)
+         ORDER BY r.rank DESC, r.course_id DESC
+         LIMIT $8 OFFSET $9) p
+  JOIN courses c ON c.course_id = p.course_id
+  JOIN users u ON u.user_id = c.instructor_id
+ ORDER BY p.rank DESC, p.course_id DESC;
 
 -- name: search_newest
 -- sort=newest with q.  $1 q, $2 category, $3 level, $4 language,
 -- $5 cursor published_at (microseconds), $6 cursor course_id,
--- $7 page size, $8 offset.
+-- $7 page size, $8 offset.  As in search_relevance, the page is chosen
+-- first and only its rows become JSON.
 -- Index: courses_search_idx, or courses_published_newest_idx walked
 -- backwards when the planner expects many matches.
 SELECT json_build_object(
@@ -146,24 +152,28 @@ SELECT json_build_object(
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
        (extract(epoch FROM c.published_at) * 1000000)::bigint::text,
        c.course_id
-  FROM courses c
+  FROM (SELECT course_id
+          FROM courses
+         WHERE published
+           AND search @@ websearch_to_tsquery('english', $1)
+           AND ($2::text IS NULL OR category = $2)
+           AND ($3::text IS NULL OR level = $3)
+           AND ($4::text IS NULL OR language = $4)
+           AND ($5::bigint IS NULL
+                OR (published_at, course_id)
+                   < ('epoch'::timestamptz
+                      + $5::bigint * interval '1 microsecond',
+                      $6::bigint))
+         ORDER BY published_at DESC, course_id DESC
+         LIMIT $7 OFFSET $8) p
+  JOIN courses c ON c.course_id = p.course_id
   JOIN users u ON u.user_id = c.instructor_id
- WHERE c.published
-   AND c.search @@ websearch_to_tsquery('english', $1)
-   AND ($2::text IS NULL OR c.category = $2)
-   AND ($3::text IS NULL OR c.level = $3)
-   AND ($4::text IS NULL OR c.language = $4)
-   AND ($5::bigint IS NULL
-        OR (c.published_at, c.course_id)
-           < ('epoch'::timestamptz + $5::bigint * interval '1 microsecond',
-              $6::bigint))
- ORDER BY c.published_at DESC, c.course_id DESC
- LIMIT $7 OFFSET $8;
+ ORDER BY c.published_at DESC, c.course_id DESC;
 
 -- name: search_popular
 -- sort=popular with q.  $1 q, $2 category, $3 level, $4 language,
 -- $5 cursor enrollment_count, $6 cursor course_id, $7 page size,
--- $8 offset.
+-- $8 offset.  The page first, then its JSON.
 -- Index: courses_search_idx, or courses_published_popular_idx.
 SELECT json_build_object(
          'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
@@ -173,23 +183,28 @@ SELECT json_build_object(
          'enrollmentCount', c.enrollment_count,
          'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
-       c.enrollment_count::text, c.course_id
-  FROM courses c
+       p.enrollment_count::text, c.course_id
+  FROM (SELECT course_id, enrollment_count
+          FROM courses
+         WHERE published
+           AND search @@ websearch_to_tsquery('english', $1)
+           AND ($2::text IS NULL OR category = $2)
+           AND ($3::text IS NULL OR level = $3)
+           AND ($4::text IS NULL OR language = $4)
+           AND ($5::integer IS NULL
+                OR (enrollment_count, course_id)
+                   < ($5::integer, $6::bigint))
+         ORDER BY enrollment_count DESC, course_id DESC
+         LIMIT $7 OFFSET $8) p
+  JOIN courses c ON c.course_id = p.course_id
   JOIN users u ON u.user_id = c.instructor_id
- WHERE c.published
-   AND c.search @@ websearch_to_tsquery('english', $1)
-   AND ($2::text IS NULL OR c.category = $2)
-   AND ($3::text IS NULL OR c.level = $3)
-   AND ($4::text IS NULL OR c.language = $4)
-   AND ($5::integer IS NULL
-        OR (c.enrollment_count, c.course_id) < ($5::integer, $6::bigint))
- ORDER BY c.enrollment_count DESC, c.course_id DESC
- LIMIT $7 OFFSET $8;
+ ORDER BY p.enrollment_count DESC, c.course_id DESC;
 
 -- name: browse_newest
 -- No q, sort=newest (and relevance, which has nothing to rank).
 -- $1 category, $2 level, $3 language, $4 cursor published_at
--- (microseconds), $5 cursor course_id, $6 page size, $7 offset.
+-- (microseconds), $5 cursor course_id, $6 page size, $7 offset.  The
+-- page first (an index walk), then its JSON.
 -- Index: courses_published_newest_idx, or
 -- courses_published_category_newest_idx with a category.
 SELECT json_build_object(
@@ -202,22 +217,27 @@ SELECT json_build_object(
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
        (extract(epoch FROM c.published_at) * 1000000)::bigint::text,
        c.course_id
-  FROM courses c
+  FROM (SELECT course_id
+          FROM courses
+         WHERE published
+           AND ($1::text IS NULL OR category = $1)
+           AND ($2::text IS NULL OR level = $2)
+           AND ($3::text IS NULL OR language = $3)
+           AND ($4::bigint IS NULL
+                OR (published_at, course_id)
+                   < ('epoch'::timestamptz
+                      + $4::bigint * interval '1 microsecond',
+                      $5::bigint))
+         ORDER BY published_at DESC, course_id DESC
+         LIMIT $6 OFFSET $7) p
+  JOIN courses c ON c.course_id = p.course_id
   JOIN users u ON u.user_id = c.instructor_id
- WHERE c.published
-   AND ($1::text IS NULL OR c.category = $1)
-   AND ($2::text IS NULL OR c.level = $2)
-   AND ($3::text IS NULL OR c.language = $3)
-   AND ($4::bigint IS NULL
-        OR (c.published_at, c.course_id)
-           < ('epoch'::timestamptz + $4::bigint * interval '1 microsecond',
-              $5::bigint))
- ORDER BY c.published_at DESC, c.course_id DESC
- LIMIT $6 OFFSET $7;
+ ORDER BY c.published_at DESC, c.course_id DESC;
 
 -- name: browse_popular
 -- No q, sort=popular.  $1 category, $2 level, $3 language, $4 cursor
--- enrollment_count, $5 cursor course_id, $6 page size, $7 offset.
+-- enrollment_count, $5 cursor course_id, $6 page size, $7 offset.  The
+-- page first, then its JSON.
 -- Index: courses_published_popular_idx.
 SELECT json_build_object(
          'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
@@ -227,28 +247,37 @@ SELECT json_build_object(
          'enrollmentCount', c.enrollment_count,
          'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
-       c.enrollment_count::text, c.course_id
-  FROM courses c
+       p.enrollment_count::text, c.course_id
+  FROM (SELECT course_id, enrollment_count
+          FROM courses
+         WHERE published
+           AND ($1::text IS NULL OR category = $1)
+           AND ($2::text IS NULL OR level = $2)
+           AND ($3::text IS NULL OR language = $3)
+           AND ($4::integer IS NULL
+                OR (enrollment_count, course_id)
+                   < ($4::integer, $5::bigint))
+         ORDER BY enrollment_count DESC, course_id DESC
+         LIMIT $6 OFFSET $7) p
+  JOIN courses c ON c.course_id = p.course_id
   JOIN users u ON u.user_id = c.instructor_id
- WHERE c.published
-   AND ($1::text IS NULL OR c.category = $1)
-   AND ($2::text IS NULL OR c.level = $2)
-   AND ($3::text IS NULL OR c.language = $3)
-   AND ($4::integer IS NULL
-        OR (c.enrollment_count, c.course_id) < ($4::integer, $5::bigint))
- ORDER BY c.enrollment_count DESC, c.course_id DESC
- LIMIT $6 OFFSET $7;
+ ORDER BY p.enrollment_count DESC, c.course_id DESC;
 
 -- name: search_facets
--- The total and the facet counts of a search or browse: the total, then
--- the facets as one JSON text {"category": [{value, count}], "level":
--- [...], "language": [...]}.  $1 q (NULL = browse), $2 category, $3 level,
--- $4 language, $5 cap.  Every filter applies to every facet (a facet
--- shows what is inside the current result).  Counts cover at most $5
--- matches (the module passes 10000, where offset paging stops): exact
--- below it, lower bounds at it (an exact count of a common word's 59k
--- matches costs ~55 ms, the capped one ~12 ms).  With q:
--- courses_search_idx; without: courses_published_facets_idx.
+-- The total and the facet counts of a search or browse, and with $6 > 0
+-- the ranked candidate list of search_relevance: the total, then the
+-- facets as one JSON text {"category": [{value, count}], "level": [...],
+-- "language": [...]}, then "id:rank,id:rank,..." (best first, as
+-- search_relevance orders them; NULL with $6 0 or no q).  $1 q (NULL =
+-- browse), $2 category, $3 level, $4 language, $5 cap, $6 candidate cap.
+-- Every filter applies to every facet (a facet shows what is inside the
+-- current result).  Counts cover at most $5 matches (the module passes
+-- 10000, where offset paging stops): exact below it, lower bounds at it
+-- (an exact count of a common word's 59k matches costs ~55 ms, the
+-- capped one ~12 ms).  The module keeps the row for the query (not the
+-- page), so every later page of a relevance search is a slice of the
+-- list and search_by_ids.  With q: courses_search_idx; without:
+-- courses_published_facets_idx.
 SELECT coalesce(sum(n) FILTER (WHERE f = 'total'), 0),
        json_build_object(
          'category', coalesce(json_agg(json_build_object('value', v,
@@ -262,7 +291,21 @@ SELECT coalesce(sum(n) FILTER (WHERE f = 'total'), 0),
          'language', coalesce(json_agg(json_build_object('value', v,
                                                          'count', n)
                                ORDER BY n DESC, v)
-                          FILTER (WHERE f = 'language'), '[]'))::text
+                          FILTER (WHERE f = 'language'), '[]'))::text,
+       (SELECT string_agg(r.course_id || ':' || r.rank::text, ','
+                          ORDER BY r.rank DESC, r.course_id DESC)
+          FROM (SELECT cand.course_id,
+                       ts_rank(cand.search,
+                               websearch_to_tsquery('english', $1)) AS rank
+                  FROM (SELECT course_id, search
+                          FROM courses
+                         WHERE published
+                           AND search @@ websearch_to_tsquery('english', $1)
+                           AND ($2::text IS NULL OR category = $2)
+                           AND ($3::text IS NULL OR level = $3)
+                           AND ($4::text IS NULL OR language = $4)
+                         ORDER BY course_id
+                         LIMIT $6) cand) r)
   FROM (SELECT CASE WHEN GROUPING(category) = 0 THEN 'category'
                     WHEN GROUPING(level) = 0 THEN 'level'
                     WHEN GROUPING(language) = 0 THEN 'language'
@@ -279,6 +322,29 @@ SELECT coalesce(sum(n) FILTER (WHERE f = 'total'), 0),
                    AND ($4::text IS NULL OR language = $4)
                  LIMIT $5) m
          GROUP BY GROUPING SETS ((category), (level), (language), ())) g;
+
+-- name: search_by_ids
+-- A page of a relevance search cut from the ranked list that
+-- search_facets returned: $1 the ids in page order, $2 their ranks (the
+-- sort keys the module signs into the next cursor).  Same rows as
+-- search_relevance; a course unpublished since is left out (and bumped
+-- the catalog version, so the list it came from is gone too).
+-- Index: courses_pkey, users_pkey.
+-- params: ["{1,2,3}", "{0.6,0.5,0.4}"]
+SELECT json_build_object(
+         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
+         'category', c.category, 'level', c.level, 'language', c.language,
+         'instructor', json_build_object('userId', u.user_id,
+                                         'displayName', u.display_name),
+         'enrollmentCount', c.enrollment_count,
+         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+       p.rank, c.course_id
+  FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS p(id, rank, o)
+  JOIN courses c ON c.course_id = p.id
+  JOIN users u ON u.user_id = c.instructor_id
+ WHERE c.published
+ ORDER BY p.o;
 
 -- name: suggest
 -- GET /api/v1/courses/suggest: as one JSON text, up to 8 published
@@ -305,3 +371,14 @@ SELECT coalesce(json_agg(json_build_object('courseId', s.course_id,
 SELECT instructor_id
   FROM courses
  WHERE course_id = $1::bigint;
+
+-- name: course_popular
+-- The ids of the $1 most popular published courses, most enrolled first:
+-- what worker 0 puts in the course cache at start (elearn_cache_warm).
+-- Index: courses_published_popular_idx, walked backwards.
+-- params: [100]
+SELECT course_id
+  FROM courses
+ WHERE published
+ ORDER BY enrollment_count DESC, course_id DESC
+ LIMIT $1;

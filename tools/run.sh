@@ -19,7 +19,9 @@ if [ "$have" -lt "$want" ]; then
     /usr/bin/python3 "$ELEARN_TOP/tools/demo-data.py" "--${DEMO:-small}"
 fi
 
-"$ELEARN_TOP/tools/stack.sh" start nginx
+"$ELEARN_TOP/tools/stack.sh" start outbox nginx
+# the write-behind of video progress (after the migrations)
+"$ELEARN_TOP/tools/stack.sh" start progress
 
 for i in $(seq 1 50); do
     curl -fsS "http://127.0.0.1:$ELEARN_HTTP_PORT/readyz" >/dev/null 2>&1 \
@@ -39,6 +41,7 @@ elearn is running on loopback:
   PostgreSQL  127.0.0.1:$ELEARN_PG_PORT (database $ELEARN_PG_DB, user $ELEARN_PG_USER)
   Redis       127.0.0.1:$ELEARN_REDIS_PORT
   Kafka       $ELEARN_KAFKA_BROKERS
+  progress    elearn-progress, metrics http://127.0.0.1:$ELEARN_PROGRESS_METRICS_PORT/metrics
 Demo accounts (dev only): student@elearn.dev / student-dev-pass,
   instructor@elearn.dev / instructor-dev-pass, admin@elearn.dev / admin-dev-pass
 Stop it all with: make stop

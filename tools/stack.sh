@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Starts and stops elearn's local stack on loopback: a project-local
 # PostgreSQL 15 cluster, Redis 7, a single-node Kafka (KRaft) and the stock
-# /usr/sbin/nginx with the module loaded.  Everything lives under
-# $ELEARN_VAR (var/run-stack for `make run`; the tests use their own).
+# /usr/sbin/nginx with the module loaded, and the worker daemons
+# (elearn-outbox, elearn-progress).  Everything lives under $ELEARN_VAR
+# (var/run-stack for `make run`; the tests use their own, and start no
+# elearn-progress: its tests run their own).
 #
-#   tools/stack.sh start [pg|redis|kafka|nginx ...]   (default: all)
+#   tools/stack.sh start [pg|redis|kafka|outbox|nginx|progress ...]
+#                                                (default: all but progress)
 #   tools/stack.sh stop  [...]
 #   tools/stack.sh status
 #   tools/stack.sh reload                              (nginx -s reload)
@@ -245,16 +248,52 @@ nginx_stop() {
     stop_pidfile "$V/nginx/nginx.pid" nginx
 }
 
+# --- worker daemons: build/bin/elearn-<name> -c config/<name>.conf -------
+
+daemon_start() {   # name metrics-port
+    local d=$V/$1
+    mkdir -p "$d"
+    pid_alive "$d/$1.pid" && return 0
+    # each daemon's own metrics port (the key is the same in every config)
+    ELEARN_METRICS_PORT=$2 nohup "$ELEARN_BUILD/bin/elearn-$1" \
+        -c "$ELEARN_TOP/config/$1.conf" >>"$d/$1.log" 2>&1 </dev/null &
+    echo $! >"$d/$1.pid"
+    wait_port "$2" 10 "elearn-$1"
+    log "$1: up (metrics on 127.0.0.1:$2, log $d/$1.log)"
+}
+
+outbox_start() {
+    daemon_start outbox "$ELEARN_OUTBOX_METRICS_PORT"
+}
+
+outbox_stop() {
+    stop_pidfile "$V/outbox/outbox.pid" elearn-outbox
+}
+
+# elearn-progress, the write-behind of video progress: started after the
+# migrations (tools/run.sh does), since a report it cannot write goes to
+# the DLQ.  Not in the default start: the test stack runs none (its tests
+# start their own in the same consumer group).
+progress_start() {
+    daemon_start progress "$ELEARN_PROGRESS_METRICS_PORT"
+}
+
+progress_stop() {
+    stop_pidfile "$V/progress/progress.pid" elearn-progress
+}
+
 # ------------------------------------------------------------------------
 
 status() {
     local c
-    for c in pg redis kafka nginx; do
+    for c in pg redis kafka outbox nginx progress; do
         case $c in
-            pg)    p=$ELEARN_PG_PORT ;;
-            redis) p=$ELEARN_REDIS_PORT ;;
-            kafka) p=$ELEARN_KAFKA_PORT ;;
-            nginx) p=$ELEARN_HTTP_PORT ;;
+            pg)       p=$ELEARN_PG_PORT ;;
+            redis)    p=$ELEARN_REDIS_PORT ;;
+            kafka)    p=$ELEARN_KAFKA_PORT ;;
+            outbox)   p=$ELEARN_OUTBOX_METRICS_PORT ;;
+            nginx)    p=$ELEARN_HTTP_PORT ;;
+            progress) p=$ELEARN_PROGRESS_METRICS_PORT ;;
         esac
         if port_open "$p"; then
             echo "$c: up (127.0.0.1:$p)"
@@ -267,12 +306,12 @@ status() {
 cmd=${1:-status}
 shift || true
 comps=("$@")
-[ ${#comps[@]} -eq 0 ] && comps=(pg redis kafka nginx)
-
 case $cmd in
     start)
+        [ ${#comps[@]} -eq 0 ] && comps=(pg redis kafka outbox nginx)
         for c in "${comps[@]}"; do "${c}_start"; done ;;
     stop)
+        [ ${#comps[@]} -eq 0 ] && comps=(pg redis kafka outbox nginx progress)
         for ((i = ${#comps[@]} - 1; i >= 0; i--)); do
             "${comps[$i]}_stop"
         done ;;
@@ -281,6 +320,7 @@ case $cmd in
     status)
         status ;;
     *)
-        echo "usage: $0 start|stop|status|reload [pg redis kafka nginx]" >&2
+        echo "usage: $0 start|stop|status|reload" \
+             "[pg redis kafka outbox nginx progress]" >&2
         exit 2 ;;
 esac

@@ -19,6 +19,14 @@
  * at any moment: their pool cleanup leaves the flight, and a dead
  * leader hands the flight to its first waiter.  This file must never let
  * a callback touch a request that is gone.
+ *
+ * A fill must not put back a document that a write has just replaced: a
+ * lookup reads the catalog version with the entry (MGET), and the fill
+ * stores the document only while the version is still the one seen
+ * before the query (one script).  A course write commits, bumps the
+ * version, then deletes the entry: a read that began before the commit
+ * either fills before the bump (and the delete removes it) or finds the
+ * version moved and stores nothing.
  */
 
 
@@ -44,6 +52,23 @@
 /* in-flight fills per worker; past it a miss simply queries */
 #define NGX_HTTP_ELEARN_COURSE_FLIGHTS_MAX  1024
 
+/* elearn:catalog:version is an INCR counter */
+#define NGX_HTTP_ELEARN_COURSE_VERSION_MAX  20
+
+
+/*
+ * KEYS[1] course:{id}, KEYS[2] elearn:catalog:version; ARGV[1] the
+ * version seen before the document was read ("0": none yet), ARGV[2] the
+ * document, ARGV[3] the TTL in seconds.  Sent with EVAL (fire and forget:
+ * nobody would be left to resend the text after a NOSCRIPT).
+ */
+static char  ngx_http_elearn_course_fill_lua[] =
+    "if (redis.call('GET', KEYS[2]) or '0') == ARGV[1] then\n"
+    "  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
 
 typedef struct ngx_http_elearn_course_flight_s  ngx_http_elearn_course_flight_t;
 
@@ -65,6 +90,9 @@ typedef struct {
     size_t                            lock_len;
     u_char                            id[NGX_INT64_LEN + 1];
     size_t                            id_len;
+    u_char                            version[
+                                          NGX_HTTP_ELEARN_COURSE_VERSION_MAX];
+    size_t                            version_len;  /* 0: not seen */
 
     ngx_http_elearn_course_flight_t  *flight;     /* NULL: in none */
     ngx_queue_t                       queue;      /* in flight->waiters */
@@ -220,34 +248,60 @@ ngx_http_elearn_course_cleanup(void *data)
 }
 
 
-static void
-ngx_http_elearn_course_cache_fill(ngx_http_request_t *r,
-    ngx_http_elearn_course_t *course, char *json, size_t len)
+/*
+ * Stores a document read while the catalog version was "version" (NULL:
+ * unconditionally, for the warming at start).  Fire and forget: a failed
+ * fill only costs the next reader a query.
+ */
+static ngx_int_t
+ngx_http_elearn_course_cache_fill(ngx_http_elearn_main_conf_t *emcf,
+    u_char *key, size_t key_len, ngx_str_t *version, char *json, size_t len)
 {
-    u_char                       ttl[NGX_TIME_T_LEN];
-    const char                  *argv[5];
-    size_t                       argvlen[5];
-    ngx_http_elearn_main_conf_t  *emcf;
-
-    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+    u_char       ttl[NGX_TIME_T_LEN];
+    size_t       ttl_len;
+    const char  *argv[8];
+    size_t       argvlen[8];
 
     if (emcf->redis == NULL) {
-        return;
+        return NGX_DECLINED;
     }
 
-    argv[0] = "SET";
-    argvlen[0] = 3;
-    argv[1] = (char *) course->key;
-    argvlen[1] = course->key_len;
-    argv[2] = json;
-    argvlen[2] = len;
-    argv[3] = "EX";
-    argvlen[3] = 2;
-    argv[4] = (char *) ttl;
-    argvlen[4] = ngx_sprintf(ttl, "%T", emcf->course_cache_ttl) - ttl;
+    ttl_len = ngx_sprintf(ttl, "%T", emcf->course_cache_ttl) - ttl;
 
-    /* fire and forget: a failed fill only costs the next reader a query */
-    (void) ngx_http_elearn_redis_command(NULL, NULL, NULL, 5, argv, argvlen);
+    if (version == NULL) {
+        argv[0] = "SET";
+        argvlen[0] = 3;
+        argv[1] = (char *) key;
+        argvlen[1] = key_len;
+        argv[2] = json;
+        argvlen[2] = len;
+        argv[3] = "EX";
+        argvlen[3] = 2;
+        argv[4] = (char *) ttl;
+        argvlen[4] = ttl_len;
+
+        return ngx_http_elearn_redis_command(NULL, NULL, NULL, 5, argv,
+                                             argvlen);
+    }
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_http_elearn_course_fill_lua;
+    argvlen[1] = sizeof(ngx_http_elearn_course_fill_lua) - 1;
+    argv[2] = "2";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+    argvlen[3] = key_len;
+    argv[4] = "elearn:catalog:version";
+    argvlen[4] = sizeof("elearn:catalog:version") - 1;
+    argv[5] = (char *) version->data;
+    argvlen[5] = version->len;
+    argv[6] = json;
+    argvlen[6] = len;
+    argv[7] = (char *) ttl;
+    argvlen[7] = ttl_len;
+
+    return ngx_http_elearn_redis_command(NULL, NULL, NULL, 8, argv, argvlen);
 }
 
 
@@ -283,8 +337,9 @@ ngx_http_elearn_course_pg_done(ngx_http_request_t *r, PGresult *res,
 {
     ngx_http_elearn_course_t *course = data;
 
-    char  *json;
-    int    len;
+    char       *json;
+    int         len;
+    ngx_str_t   version;
 
     json = NULL;
     len = 0;
@@ -304,7 +359,16 @@ ngx_http_elearn_course_pg_done(ngx_http_request_t *r, PGresult *res,
         json = PQgetvalue(res, 0, 0);
         len = PQgetlength(res, 0, 0);
 
-        ngx_http_elearn_course_cache_fill(r, course, json, len);
+        /* no version seen (Redis down at the lookup): nothing to keep */
+
+        if (course->version_len) {
+            version.data = course->version;
+            version.len = course->version_len;
+
+            (void) ngx_http_elearn_course_cache_fill(
+                      ngx_http_get_module_main_conf(r, ngx_http_elearn_module),
+                      course->key, course->key_len, &version, json, len);
+        }
     }
 
     ngx_http_elearn_course_unlock(course);
@@ -320,8 +384,8 @@ static ngx_int_t
 ngx_http_elearn_course_lookup(ngx_http_request_t *r,
     ngx_http_elearn_course_t *course, ngx_http_elearn_redis_handler_pt h)
 {
-    const char                   *argv[2];
-    size_t                        argvlen[2];
+    const char                   *argv[3];
+    size_t                        argvlen[3];
     ngx_http_elearn_main_conf_t  *emcf;
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
@@ -330,12 +394,49 @@ ngx_http_elearn_course_lookup(ngx_http_request_t *r,
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    argv[0] = "GET";
-    argvlen[0] = 3;
+    argv[0] = "MGET";
+    argvlen[0] = 4;
     argv[1] = (char *) course->key;
     argvlen[1] = course->key_len;
+    argv[2] = "elearn:catalog:version";
+    argvlen[2] = sizeof("elearn:catalog:version") - 1;
 
-    return ngx_http_elearn_redis_command(r, h, course, 2, argv, argvlen);
+    return ngx_http_elearn_redis_command(r, h, course, 3, argv, argvlen);
+}
+
+
+/*
+ * The entry of an MGET of ngx_http_elearn_course_lookup(), and the
+ * version beside it kept for the fill.  NULL when Redis failed.
+ */
+static redisReply *
+ngx_http_elearn_course_entry(ngx_http_elearn_course_t *course,
+    redisReply *reply, ngx_int_t rc)
+{
+    redisReply  *v;
+
+    course->version_len = 0;
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2)
+    {
+        return NULL;
+    }
+
+    v = reply->element[1];
+
+    if (v->type == REDIS_REPLY_NIL) {
+        course->version[0] = '0';          /* no course written yet */
+        course->version_len = 1;
+
+    } else if (v->type == REDIS_REPLY_STRING && v->len > 0
+               && v->len <= NGX_HTTP_ELEARN_COURSE_VERSION_MAX)
+    {
+        ngx_memcpy(course->version, v->str, v->len);
+        course->version_len = v->len;
+    }
+
+    return reply->element[0];
 }
 
 
@@ -346,17 +447,21 @@ ngx_http_elearn_course_recheck_done(ngx_http_request_t *r, redisReply *reply,
 {
     ngx_http_elearn_course_t *course = data;
 
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
+    redisReply  *entry;
+
+    entry = ngx_http_elearn_course_entry(course, reply, rc);
+
+    if (entry != NULL && entry->type == REDIS_REPLY_STRING) {
         ngx_http_elearn_course_unlock(course);
-        ngx_http_elearn_course_land(course, NGX_OK, reply->str, reply->len);
+        ngx_http_elearn_course_land(course, NGX_OK, entry->str, entry->len);
         ngx_http_elearn_finalize(r,
                                  ngx_http_elearn_send_json(r, NGX_HTTP_OK,
-                                                           reply->str,
-                                                           reply->len));
+                                                           entry->str,
+                                                           entry->len));
         return;
     }
 
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_NIL && !course->locked
+    if (entry != NULL && entry->type == REDIS_REPLY_NIL && !course->locked
         && ++course->polls < NGX_HTTP_ELEARN_COURSE_POLLS)
     {
         course->timer_for = NGX_HTTP_ELEARN_COURSE_POLL;
@@ -560,18 +665,22 @@ ngx_http_elearn_course_cache_done(ngx_http_request_t *r, redisReply *reply,
 {
     ngx_http_elearn_course_t *course = data;
 
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
+    redisReply  *entry;
+
+    entry = ngx_http_elearn_course_entry(course, reply, rc);
+
+    if (entry != NULL && entry->type == REDIS_REPLY_STRING) {
         ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_COURSE, 1);
         ngx_http_elearn_finalize(r,
                                  ngx_http_elearn_send_json(r, NGX_HTTP_OK,
-                                                           reply->str,
-                                                           reply->len));
+                                                           entry->str,
+                                                           entry->len));
         return;
     }
 
     ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_COURSE, 0);
 
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_NIL) {
+    if (entry != NULL && entry->type == REDIS_REPLY_NIL) {
         rc = ngx_http_elearn_course_miss(r, course);
 
         if (rc != NGX_AGAIN) {
@@ -686,4 +795,180 @@ ngx_http_elearn_course_get(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
     ngx_http_elearn_wait(r);
 
     return NGX_DONE;
+}
+
+
+/* --- warming at start --------------------------------------------------- */
+
+/*
+ * A second after it starts, worker 0 reads the ids of the
+ * elearn_cache_warm most popular published courses and fills their
+ * course:{id} entries with the statement and the key of a miss.  One
+ * statement at a time, on the worker's own queries, so requests never
+ * wait behind the warming for long; nothing here runs once the pool is
+ * destroyed.  Entries already there are simply rewritten.
+ */
+
+typedef struct {
+    ngx_event_t                    timer;
+    ngx_http_elearn_main_conf_t   *emcf;
+    int64_t                       *ids;
+    ngx_uint_t                     n;
+    ngx_uint_t                     next;
+    ngx_uint_t                     stored;
+    ngx_msec_t                     start;
+} ngx_http_elearn_course_warm_t;
+
+
+static void ngx_http_elearn_course_warm_next(
+    ngx_http_elearn_course_warm_t *w);
+
+
+static void
+ngx_http_elearn_course_warm_doc(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_course_warm_t *w = data;
+
+    u_char  key[NGX_HTTP_ELEARN_COURSE_KEY_LEN];
+    size_t  len;
+
+    if (rc == NGX_OK && PQresultStatus(res) == PGRES_TUPLES_OK
+        && PQntuples(res) == 1)
+    {
+        len = ngx_sprintf(key, "course:%L", w->ids[w->next]) - key;
+
+        if (ngx_http_elearn_course_cache_fill(w->emcf, key, len, NULL,
+                                              PQgetvalue(res, 0, 0),
+                                              PQgetlength(res, 0, 0))
+            == NGX_AGAIN)
+        {
+            w->stored++;
+        }
+
+    } else if (rc != NGX_OK || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "elearn course: warming stopped at course %L: %s",
+                      w->ids[w->next],
+                      rc == NGX_OK ? PQresultErrorMessage(res)
+                                   : "the database is unavailable");
+        w->n = w->next;
+        ngx_http_elearn_course_warm_next(w);
+        return;
+    }
+
+    w->next++;
+    ngx_http_elearn_course_warm_next(w);
+}
+
+
+static void
+ngx_http_elearn_course_warm_next(ngx_http_elearn_course_warm_t *w)
+{
+    u_char      *p, id[NGX_INT64_LEN + 1];
+    ngx_int_t    rc;
+    const char  *values[2];
+
+    if (w->next < w->n) {
+        p = ngx_sprintf(id, "%L", w->ids[w->next]);
+        *p = '\0';
+
+        values[0] = (char *) id;
+        values[1] = "false";
+
+        rc = ngx_http_elearn_pg_query(NULL, NGX_HTTP_ELEARN_SQL_COURSE_GET_JSON,
+                                      2, values,
+                                      ngx_http_elearn_course_warm_doc, w);
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "elearn course: warmed %ui of the %ui most popular "
+                  "courses in %M ms", w->stored, w->emcf->cache_warm,
+                  ngx_current_msec - w->start);
+}
+
+
+static void
+ngx_http_elearn_course_warm_ids(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_course_warm_t *w = data;
+
+    int  i, n;
+
+    if (rc != NGX_OK || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "elearn course: no warming: %s",
+                      rc == NGX_OK ? PQresultErrorMessage(res)
+                                   : "the database is unavailable");
+        return;
+    }
+
+    n = PQntuples(res);
+
+    w->ids = ngx_palloc(ngx_cycle->pool, (n + 1) * sizeof(int64_t));
+    if (w->ids == NULL) {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        w->ids[i] = ngx_atoof((u_char *) PQgetvalue(res, i, 0),
+                              PQgetlength(res, i, 0));
+        if (w->ids[i] == NGX_ERROR) {
+            return;
+        }
+    }
+
+    w->n = n;
+    ngx_http_elearn_course_warm_next(w);
+}
+
+
+static void
+ngx_http_elearn_course_warm_start(ngx_event_t *ev)
+{
+    ngx_http_elearn_course_warm_t *w = ev->data;
+
+    u_char      *p, n[NGX_INT_T_LEN + 1];
+    ngx_int_t    rc;
+    const char  *values[1];
+
+    p = ngx_sprintf(n, "%ui", w->emcf->cache_warm);
+    *p = '\0';
+    values[0] = (char *) n;
+
+    w->start = ngx_current_msec;
+
+    rc = ngx_http_elearn_pg_query(NULL, NGX_HTTP_ELEARN_SQL_COURSE_POPULAR, 1,
+                                  values, ngx_http_elearn_course_warm_ids, w);
+    if (rc != NGX_AGAIN) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "elearn course: no warming: the database is "
+                      "unavailable");
+    }
+}
+
+
+void
+ngx_http_elearn_course_warm(ngx_cycle_t *cycle,
+    ngx_http_elearn_main_conf_t *emcf)
+{
+    ngx_http_elearn_course_warm_t  *w;
+
+    w = ngx_pcalloc(cycle->pool, sizeof(ngx_http_elearn_course_warm_t));
+    if (w == NULL) {
+        return;
+    }
+
+    w->emcf = emcf;
+    w->timer.handler = ngx_http_elearn_course_warm_start;
+    w->timer.data = w;
+    w->timer.log = cycle->log;
+    w->timer.cancelable = 1;
+
+    /* the pools connect lazily: give them a moment */
+    ngx_add_timer(&w->timer, 1000);
 }

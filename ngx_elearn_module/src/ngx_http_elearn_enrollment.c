@@ -6,15 +6,11 @@
  * the list's owner id, so a cursor of one list never opens another).
  *
  * Enrolling is idempotent (one statement: insert or find).  A new
- * enrollment and a real unenrollment publish an event on
- * elearn.enrollments keyed by the course id, after the database write
- * committed (each statement runs alone, in autocommit).  The delivery is
- * at most once: when the producer's local queue is full (or there is no
- * producer) the event is lost, logged as a warning and counted in the
- * producer's queue_full statistic, and the client still gets its 201/204
- * because the enrollment itself did happen.  An outbox table written in
- * the same transaction and relayed by a worker is what would make it at
- * least once; it is not built yet.
+ * enrollment and a real unenrollment put an event for elearn.enrollments
+ * (keyed by the course id) into the outbox table in the same statement,
+ * so the change and its event commit together; elearn-outbox publishes
+ * it (workers/outbox).  Nothing here talks to Kafka: a broker outage
+ * delays the events, it never loses them nor fails an enrollment.
  *
  * Unenrolling answers 204 whether or not the user was enrolled, as the
  * contract writes it: a retried DELETE must not turn into an error.
@@ -27,22 +23,17 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <openssl/rand.h>
-
 #include "ngx_http_elearn_module.h"
 #include "ngx_http_elearn_problem.h"
 #include "ngx_http_elearn_pg.h"
 #include "ngx_http_elearn_redis.h"
-#include "ngx_http_elearn_kafka.h"
 #include "ngx_http_elearn_search.h"
 #include "ngx_http_elearn_sql.h"
 
 
-#define NGX_HTTP_ELEARN_ENROLL_TOPIC       "elearn.enrollments"
 #define NGX_HTTP_ELEARN_ENROLL_PAGE_SIZE   20
 #define NGX_HTTP_ELEARN_ENROLL_PAGE_MAX    100
 #define NGX_HTTP_ELEARN_ENROLL_OFFSET_MAX  10000    /* contract 1 */
-#define NGX_HTTP_ELEARN_ENROLL_TIME_LEN    64
 
 
 enum {
@@ -61,6 +52,11 @@ typedef struct {
     u_char                         course[NGX_INT64_LEN + 1];
     const char                    *values[2];
     ngx_uint_t                     retried;
+
+    /* the answer, sent once enroll:{user}:{course} is dropped */
+    ngx_uint_t                     status;
+    u_char                        *body;
+    size_t                         body_len;
 } ngx_http_elearn_enroll_t;
 
 
@@ -84,104 +80,26 @@ typedef struct {
 } ngx_http_elearn_enroll_list_t;
 
 
-/* --- events and cache ---------------------------------------------------- */
+/* --- the enrollment cache ------------------------------------------------ */
 
-/* "YYYY-MM-DDTHH:MM:SS.mmmZ" of now */
-static u_char *
-ngx_http_elearn_enrollment_now(u_char *p)
+static void
+ngx_http_elearn_enrollment_uncached(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc, void *data)
 {
-    ngx_tm_t     tm;
-    ngx_time_t  *tp;
+    ngx_http_elearn_enroll_t *e = data;
 
-    tp = ngx_timeofday();
-    ngx_gmtime(tp->sec, &tm);
-
-    return ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
-                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
-                       tp->msec);
+    ngx_http_elearn_finalize(r,
+        ngx_http_elearn_send_json(r, e->status, (char *) e->body,
+                                  e->body_len));
 }
 
 
 /*
- * Publishes one event of the contract's envelope; never fails the
- * request (see the top of the file).  at is a time the database gave,
- * JSON-safe; its name is at_name.
+ * Drops enroll:{user}:{course} (the progress endpoints' enrollment cache)
+ * and then answers e's status and body: the student's very next request
+ * sees the change, whichever worker serves it.  With Redis down it
+ * answers at once (the key then lives at most elearn_enrollment_cache_ttl).
  */
-static void
-ngx_http_elearn_enrollment_event(ngx_http_request_t *r,
-    ngx_http_elearn_enroll_t *e, const char *type, const char *at_name,
-    u_char *at, size_t at_len)
-{
-    u_char                       *buf, *p;
-    size_t                        len;
-    ngx_int_t                     rc;
-    ngx_http_elearn_main_conf_t  *emcf;
-    u_char                        uuid[16];
-
-    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
-
-    if (RAND_bytes(uuid, sizeof(uuid)) != 1) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "elearn enrollment: RAND_bytes() failed, %s event "
-                      "of user %L course %L lost", type, e->user_id,
-                      e->course_id);
-        return;
-    }
-
-    uuid[6] = (uuid[6] & 0x0f) | 0x40;      /* version 4 */
-    uuid[8] = (uuid[8] & 0x3f) | 0x80;      /* RFC 4122 variant */
-
-    len = sizeof("{\"eventId\":\"\",\"type\":\"\",\"occurredAt\":\"\","
-                 "\"schemaVersion\":1,\"data\":{\"userId\":,"
-                 "\"courseId\":,\"\":\"\"}}")
-          + 36 + ngx_strlen(type) + NGX_HTTP_ELEARN_ENROLL_TIME_LEN
-          + 2 * NGX_INT64_LEN + ngx_strlen(at_name) + at_len;
-
-    buf = ngx_pnalloc(r->pool, len);
-    if (buf == NULL) {
-        return;
-    }
-
-    p = ngx_cpymem(buf, "{\"eventId\":\"", sizeof("{\"eventId\":\"") - 1);
-    p = ngx_hex_dump(p, uuid, 4);
-    *p++ = '-';
-    p = ngx_hex_dump(p, uuid + 4, 2);
-    *p++ = '-';
-    p = ngx_hex_dump(p, uuid + 6, 2);
-    *p++ = '-';
-    p = ngx_hex_dump(p, uuid + 8, 2);
-    *p++ = '-';
-    p = ngx_hex_dump(p, uuid + 10, 6);
-    p = ngx_sprintf(p, "\",\"type\":\"%s\",\"occurredAt\":\"", type);
-    p = ngx_http_elearn_enrollment_now(p);
-    p = ngx_sprintf(p, "\",\"schemaVersion\":1,\"data\":{\"userId\":%L,"
-                    "\"courseId\":%L,\"%s\":\"",
-                    e->user_id, e->course_id, at_name);
-    p = ngx_cpymem(p, at, at_len);
-    p = ngx_cpymem(p, "\"}}", 3);
-
-    if (emcf->kafka == NULL) {
-        rc = NGX_ERROR;
-
-    } else {
-        rc = ngx_http_elearn_kafka_produce(emcf->kafka,
-                                           NGX_HTTP_ELEARN_ENROLL_TOPIC,
-                                           e->course,
-                                           ngx_strlen(e->course),
-                                           buf, p - buf);
-    }
-
-    if (rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "elearn enrollment: %s event of user %L course %L "
-                      "lost: %s", type, e->user_id, e->course_id,
-                      rc == NGX_BUSY ? "kafka queue full" : "no producer");
-    }
-}
-
-
-/* drops enroll:{user}:{course}, fire and forget (the TTL bounds a miss) */
 static void
 ngx_http_elearn_enrollment_uncache(ngx_http_request_t *r,
     ngx_http_elearn_enroll_t *e)
@@ -195,18 +113,24 @@ ngx_http_elearn_enrollment_uncache(ngx_http_request_t *r,
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
-    if (emcf->redis == NULL) {
-        return;
+    if (emcf->redis != NULL) {
+        p = ngx_sprintf(key, "enroll:%L:%L", e->user_id, e->course_id);
+
+        argv[0] = "DEL";
+        argvlen[0] = 3;
+        argv[1] = (char *) key;
+        argvlen[1] = p - key;
+
+        if (ngx_http_elearn_redis_command(r,
+                                          ngx_http_elearn_enrollment_uncached,
+                                          e, 2, argv, argvlen)
+            == NGX_AGAIN)
+        {
+            return;
+        }
     }
 
-    p = ngx_sprintf(key, "enroll:%L:%L", e->user_id, e->course_id);
-
-    argv[0] = "DEL";
-    argvlen[0] = 3;
-    argv[1] = (char *) key;
-    argvlen[1] = p - key;
-
-    (void) ngx_http_elearn_redis_command(NULL, NULL, NULL, 2, argv, argvlen);
+    ngx_http_elearn_enrollment_uncached(r, NULL, NGX_OK, e);
 }
 
 
@@ -303,15 +227,17 @@ ngx_http_elearn_enrollment_create_done(ngx_http_request_t *r, PGresult *res,
     p = ngx_cpymem(p, at, at_len);
     p = ngx_sprintf(p, "\",\"status\":\"%s\"}", PQgetvalue(res, 0, 2));
 
+    e->status = created ? NGX_HTTP_CREATED : NGX_HTTP_OK;
+    e->body = buf;
+    e->body_len = p - buf;
+
     if (created) {
-        ngx_http_elearn_enrollment_event(r, e, "enrollment.created",
-                                         "enrolledAt", at, at_len);
         ngx_http_elearn_enrollment_uncache(r, e);
+        return;
     }
 
     ngx_http_elearn_finalize(r,
-        ngx_http_elearn_send_json(r, created ? NGX_HTTP_CREATED : NGX_HTTP_OK,
-                                  (char *) buf, p - buf));
+        ngx_http_elearn_send_json(r, e->status, (char *) buf, p - buf));
 }
 
 
@@ -374,17 +300,11 @@ ngx_http_elearn_enrollment_delete_done(ngx_http_request_t *r, PGresult *res,
         return;
     }
 
-    if (PQntuples(res) == 1) {
-        ngx_http_elearn_enrollment_event(r, e, "enrollment.deleted",
-                                         "unenrolledAt",
-                                         (u_char *) PQgetvalue(res, 0, 0),
-                                         PQgetlength(res, 0, 0));
-    }
+    e->status = NGX_HTTP_NO_CONTENT;
+    e->body = (u_char *) "";
+    e->body_len = 0;
 
     ngx_http_elearn_enrollment_uncache(r, e);
-
-    ngx_http_elearn_finalize(r,
-        ngx_http_elearn_send_json(r, NGX_HTTP_NO_CONTENT, "", 0));
 }
 
 

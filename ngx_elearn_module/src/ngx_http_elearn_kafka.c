@@ -303,6 +303,17 @@ ngx_http_elearn_kafka_produce(ngx_http_elearn_kafka_t *kafka,
     const char *topic, const u_char *key, size_t key_len,
     const u_char *value, size_t value_len)
 {
+    return ngx_http_elearn_kafka_produce_report(kafka, topic, key, key_len,
+                                                value, value_len, NULL);
+}
+
+
+ngx_int_t
+ngx_http_elearn_kafka_produce_report(ngx_http_elearn_kafka_t *kafka,
+    const char *topic, const u_char *key, size_t key_len,
+    const u_char *value, size_t value_len,
+    ngx_http_elearn_kafka_report_t *report)
+{
     rd_kafka_resp_err_t  err;
 
     if (kafka == NULL || kafka->rk == NULL) {
@@ -314,6 +325,7 @@ ngx_http_elearn_kafka_produce(ngx_http_elearn_kafka_t *kafka,
                             RD_KAFKA_V_KEY((void *) key, key_len),
                             RD_KAFKA_V_VALUE((void *) value, value_len),
                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_OPAQUE(report),
                             RD_KAFKA_V_END);
 
     switch (err) {
@@ -476,6 +488,15 @@ ngx_http_elearn_kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg,
     void *opaque)
 {
     ngx_http_elearn_kafka_t  *kafka = opaque;
+
+    ngx_http_elearn_kafka_report_t  *report;
+
+    report = msg->_private;
+
+    if (report != NULL) {
+        report->handler(report, msg->err == RD_KAFKA_RESP_ERR_NO_ERROR
+                                ? NGX_OK : NGX_ERROR);
+    }
 
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         kafka->stats.delivered++;

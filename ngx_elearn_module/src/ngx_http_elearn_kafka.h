@@ -54,4 +54,33 @@ void ngx_http_elearn_kafka_get_stats(ngx_http_elearn_kafka_t *kafka,
     ngx_http_elearn_kafka_stats_t *stats);
 
 
+/*
+ * A delivery report wanted for one message (durable acknowledgements).
+ * The caller allocates it (outside any request pool: it may outlive the
+ * request) and keeps it valid until handler runs; handler runs exactly
+ * once, on the event loop, with NGX_OK when the broker acknowledged the
+ * message (acks=all, idempotent) or NGX_ERROR when delivery failed, and
+ * then owns the report (it frees it).  A caller whose request goes away
+ * first must detach itself from the report, never free it.
+ */
+typedef struct ngx_http_elearn_kafka_report_s  ngx_http_elearn_kafka_report_t;
+
+typedef void (*ngx_http_elearn_kafka_report_pt)(
+    ngx_http_elearn_kafka_report_t *report, ngx_int_t rc);
+
+struct ngx_http_elearn_kafka_report_s {
+    ngx_http_elearn_kafka_report_pt   handler;
+    void                             *data;
+};
+
+/*
+ * ngx_http_elearn_kafka_produce() with a delivery report: on NGX_OK the
+ * report's handler will be called; on any other return it will not.
+ */
+ngx_int_t ngx_http_elearn_kafka_produce_report(ngx_http_elearn_kafka_t *kafka,
+    const char *topic, const u_char *key, size_t key_len,
+    const u_char *value, size_t value_len,
+    ngx_http_elearn_kafka_report_t *report);
+
+
 #endif /* _NGX_HTTP_ELEARN_KAFKA_H_INCLUDED_ */

@@ -886,7 +886,7 @@ ngx_http_elearn_metrics_caches(ngx_http_elearn_metrics_output_t *o,
     ngx_uint_t          c, h, s;
     ngx_atomic_uint_t   v;
 
-    static char  *names[] = { "course", "search" };
+    static char  *names[] = { "course", "search", "facets", "suggest" };
     static char  *results[] = { "miss", "hit" };
 
     if (ngx_http_elearn_metrics_print(o,

@@ -28,6 +28,7 @@
 #include "ngx_http_elearn_search.h"
 #include "ngx_http_elearn_ws.h"
 #include "ngx_http_elearn_live.h"
+#include "ngx_http_elearn_progress.h"
 
 
 static ngx_int_t ngx_http_elearn_api_handler(ngx_http_request_t *r);
@@ -83,6 +84,8 @@ ngx_str_t  ngx_http_elearn_endpoint_names[] = {
     ngx_string("live_get"),
     ngx_string("live_close"),
     ngx_string("live_join"),
+    ngx_string("progress_report"),
+    ngx_string("progress_get"),
     ngx_null_string
 };
 
@@ -189,6 +192,17 @@ static ngx_http_elearn_route_t  ngx_http_elearn_routes[] = {
       NGX_HTTP_ELEARN_TEACHER, ngx_http_elearn_live_close,
       NGX_HTTP_ELEARN_OWNER_NONE },
 
+    /* enrollment is checked by the endpoint (cached), not by roles */
+    { "videos/#/progress", NGX_HTTP_POST,
+      NGX_HTTP_ELEARN_EP_PROGRESS_REPORT,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_progress_report,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
+    { "videos/#/progress", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_PROGRESS_GET,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_progress_get,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
     { NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -211,6 +225,11 @@ static ngx_conf_num_bounds_t  ngx_http_elearn_retry_after_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_elearn_session_max_bounds = {
     ngx_http_elearn_check_bounds, 1, 100
+};
+
+/* 0 turns warming off; each course is one query at start */
+static ngx_conf_num_bounds_t  ngx_http_elearn_cache_warm_bounds = {
+    ngx_http_elearn_check_bounds, 0, 10000
 };
 
 static ngx_conf_num_bounds_t  ngx_http_elearn_login_failures_bounds = {
@@ -237,6 +256,12 @@ static ngx_conf_enum_t  ngx_http_elearn_jwt_algs[] = {
     { ngx_string("HS256"), NGX_HTTP_ELEARN_JWT_HS256 },
     { ngx_string("RS256"), NGX_HTTP_ELEARN_JWT_RS256 },
     { ngx_string("ES256"), NGX_HTTP_ELEARN_JWT_ES256 },
+    { ngx_null_string, 0 }
+};
+
+static ngx_conf_enum_t  ngx_http_elearn_progress_acks[] = {
+    { ngx_string("queued"), NGX_HTTP_ELEARN_PROGRESS_ACK_QUEUED },
+    { ngx_string("durable"), NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE },
     { ngx_null_string, 0 }
 };
 
@@ -383,6 +408,13 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_elearn_main_conf_t, cache_lock_timeout),
       NULL },
+
+    { ngx_string("elearn_cache_warm"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, cache_warm),
+      &ngx_http_elearn_cache_warm_bounds },
 
     { ngx_string("elearn_jwt_alg"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -627,6 +659,69 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_elearn_main_conf_t, live_token_warning),
+      NULL },
+
+    { ngx_string("elearn_video_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, video_cache_ttl),
+      NULL },
+
+    { ngx_string("elearn_enrollment_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, enroll_cache_ttl),
+      NULL },
+
+    { ngx_string("elearn_enrollment_negative_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, enroll_negative_ttl),
+      NULL },
+
+    { ngx_string("elearn_progress_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, progress_ttl),
+      NULL },
+
+    { ngx_string("elearn_progress_slack"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, progress_slack),
+      NULL },
+
+    { ngx_string("elearn_progress_completion"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_elearn_progress_set_ratio,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, progress_completion),
+      NULL },
+
+    { ngx_string("elearn_progress_ack"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_elearn_progress_set_ack,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, progress_ack),
+      &ngx_http_elearn_progress_acks },
+
+    { ngx_string("elearn_progress_ack_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, progress_ack_timeout),
+      NULL },
+
+    { ngx_string("elearn_progress_naive"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_elearn_loc_conf_t, progress_naive),
       NULL },
 
       ngx_null_command
@@ -1447,6 +1542,13 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->course_cache_ttl = NGX_CONF_UNSET;
     emcf->search_cache_ttl = NGX_CONF_UNSET;
     emcf->cache_lock_timeout = NGX_CONF_UNSET_MSEC;
+    emcf->cache_warm = NGX_CONF_UNSET_UINT;
+    emcf->video_cache_ttl = NGX_CONF_UNSET;
+    emcf->enroll_cache_ttl = NGX_CONF_UNSET;
+    emcf->enroll_negative_ttl = NGX_CONF_UNSET;
+    emcf->progress_ttl = NGX_CONF_UNSET;
+    emcf->progress_slack = NGX_CONF_UNSET;
+    emcf->progress_completion = NGX_CONF_UNSET_UINT;
     emcf->jwt_alg = NGX_CONF_UNSET_UINT;
     emcf->jwt_ttl = NGX_CONF_UNSET;
     emcf->jwt_leeway = NGX_CONF_UNSET;
@@ -1489,6 +1591,7 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(emcf->course_cache_ttl, 3600);
     ngx_conf_init_value(emcf->search_cache_ttl, 600);
     ngx_conf_init_msec_value(emcf->cache_lock_timeout, 2000);
+    ngx_conf_init_uint_value(emcf->cache_warm, 100);
     ngx_conf_init_uint_value(emcf->jwt_alg, NGX_HTTP_ELEARN_JWT_HS256);
     ngx_conf_init_value(emcf->jwt_ttl, 900);
     ngx_conf_init_value(emcf->jwt_leeway, 30);
@@ -1526,6 +1629,10 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_http_elearn_live_init_conf(cf, emcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_elearn_progress_init_conf(cf, emcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1590,6 +1697,9 @@ ngx_http_elearn_create_loc_conf(ngx_conf_t *cf)
     elcf->ws_max_queue = NGX_CONF_UNSET_SIZE;
     elcf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
     elcf->ws_close_timeout = NGX_CONF_UNSET_MSEC;
+    elcf->progress_ack = NGX_CONF_UNSET_UINT;
+    elcf->progress_ack_timeout = NGX_CONF_UNSET_MSEC;
+    elcf->progress_naive = NGX_CONF_UNSET;
 
     return elcf;
 }
@@ -1604,6 +1714,18 @@ ngx_http_elearn_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->body_max_size, prev->body_max_size,
                               64 * 1024);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 2);
+    ngx_conf_merge_uint_value(conf->progress_ack, prev->progress_ack,
+                              NGX_HTTP_ELEARN_PROGRESS_ACK_QUEUED);
+    ngx_conf_merge_msec_value(conf->progress_ack_timeout,
+                              prev->progress_ack_timeout, 5000);
+    ngx_conf_merge_value(conf->progress_naive, prev->progress_naive, 0);
+
+    if (conf->progress_ack_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_progress_ack_timeout\" must not be "
+                           "zero");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->body_max_size == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1756,6 +1878,10 @@ ngx_http_elearn_init_process(ngx_cycle_t *cycle)
 
     if (ngx_http_elearn_live_init_process(cycle, emcf) != NGX_OK) {
         return NGX_ERROR;
+    }
+
+    if (emcf->redis && emcf->pg && emcf->cache_warm && ngx_worker == 0) {
+        ngx_http_elearn_course_warm(cycle, emcf);
     }
 
     return ngx_http_elearn_metrics_init_process(cycle);

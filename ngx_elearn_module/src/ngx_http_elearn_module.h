@@ -67,6 +67,8 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_LIVE_GET,
     NGX_HTTP_ELEARN_EP_LIVE_CLOSE,
     NGX_HTTP_ELEARN_EP_LIVE_JOIN,
+    NGX_HTTP_ELEARN_EP_PROGRESS_REPORT,
+    NGX_HTTP_ELEARN_EP_PROGRESS_GET,
     NGX_HTTP_ELEARN_EP_MAX
 } ngx_http_elearn_endpoint_e;
 
@@ -139,6 +141,15 @@ typedef struct {
     time_t                       course_cache_ttl;
     time_t                       search_cache_ttl;
     ngx_msec_t                   cache_lock_timeout;
+    ngx_uint_t                   cache_warm;     /* courses at start */
+
+    /* video progress (ngx_http_elearn_progress.c) */
+    time_t                       video_cache_ttl;
+    time_t                       enroll_cache_ttl;
+    time_t                       enroll_negative_ttl;
+    time_t                       progress_ttl;
+    time_t                       progress_slack;
+    ngx_uint_t                   progress_completion;  /* per million */
 
     /* auth: tokens */
     ngx_uint_t                   jwt_alg;        /* NGX_HTTP_ELEARN_JWT_* */
@@ -194,7 +205,15 @@ typedef struct {
     size_t                       ws_max_queue;
     ngx_msec_t                   ws_ping_interval;
     ngx_msec_t                   ws_close_timeout;
+    /* video progress: NGX_HTTP_ELEARN_PROGRESS_ACK_* */
+    ngx_uint_t                   progress_ack;
+    ngx_msec_t                   progress_ack_timeout;
+    ngx_flag_t                   progress_naive;
 } ngx_http_elearn_loc_conf_t;
+
+
+#define NGX_HTTP_ELEARN_PROGRESS_ACK_QUEUED   0
+#define NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE  1
 
 
 /*
@@ -278,6 +297,9 @@ ngx_int_t ngx_http_elearn_readyz(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 ngx_int_t ngx_http_elearn_course_get(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
+/* worker 0 fills course:{id} for the elearn_cache_warm most popular */
+void ngx_http_elearn_course_warm(ngx_cycle_t *cycle,
+    ngx_http_elearn_main_conf_t *emcf);
 ngx_int_t ngx_http_elearn_json_echo(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 
@@ -295,6 +317,12 @@ ngx_int_t ngx_http_elearn_enrollment_delete(ngx_http_request_t *r,
 ngx_int_t ngx_http_elearn_enrollment_mine(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 ngx_int_t ngx_http_elearn_enrollment_of_course(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/* ngx_http_elearn_progress.c: video progress (contract section 4) */
+ngx_int_t ngx_http_elearn_progress_report(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+ngx_int_t ngx_http_elearn_progress_get(ngx_http_request_t *r,
     ngx_http_elearn_ctx_t *ctx);
 
 /* ngx_http_elearn_account.c: contract section 2 */

@@ -75,6 +75,7 @@ struct ngx_http_elearn_pg_op_s {
     char                          **values;
     int                             nparams;
     unsigned                        running:1;
+    unsigned                        own:1;      /* the worker's, no r */
 };
 
 
@@ -331,7 +332,10 @@ ngx_http_elearn_pg_query(ngx_http_request_t *r, const char *sql,
         return NGX_ERROR;
     }
 
-    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+    emcf = (r == NULL)
+           ? ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                                 ngx_http_elearn_module)
+           : ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
     pool = emcf->pg;
 
     if (pool == NULL || pool->destroyed) {
@@ -349,21 +353,27 @@ ngx_http_elearn_pg_query(ngx_http_request_t *r, const char *sql,
         return NGX_ERROR;
     }
 
-    /* before anything is sent, so that a failure here leaves no trace */
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        ngx_http_elearn_pg_op_free(op);
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_http_elearn_pg_op_cleanup;
-    cln->data = op;
-
-    op->request = r;
-    op->cln = cln;
     op->handler = handler;
     op->data = data;
+
+    if (r == NULL) {
+        op->own = 1;
+
+    } else {
+        /* before anything is sent: a failure here leaves no trace */
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            ngx_http_elearn_pg_op_free(op);
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_elearn_pg_op_cleanup;
+        cln->data = op;
+
+        op->request = r;
+        op->cln = cln;
+    }
 
     /*
      * An idle connection takes the query at once.  A send that fails here
@@ -645,6 +655,9 @@ ngx_http_elearn_pg_answer(ngx_http_elearn_pg_op_t *op, PGresult *res,
         op->handler(r, res, rc, op->data);
 
         ngx_http_run_posted_requests(c);
+
+    } else if (op->own && !op->pool->destroyed) {
+        op->handler(NULL, res, rc, op->data);
     }
 
     if (res != NULL) {

@@ -60,8 +60,11 @@ ngx_http_elearn_pg_pool_t *ngx_http_elearn_pg_pool_create(ngx_cycle_t *cycle,
 void ngx_http_elearn_pg_pool_destroy(ngx_http_elearn_pg_pool_t *pool);
 
 /*
- * Runs one parameterised statement for r.  nparams values are text
- * (NULL for SQL NULL) and are copied, so the caller's buffers may go.
+ * Runs one parameterised statement for r, or with r NULL for the worker
+ * itself (the handler gets r NULL, and is not called once the pool is
+ * destroyed; such a query never holds up a graceful shutdown).  nparams
+ * values are text (NULL for SQL NULL) and are copied, so the caller's
+ * buffers may go.
  * Returns NGX_AGAIN when the query is under way or queued (the handler
  * will be called), or NGX_HTTP_SERVICE_UNAVAILABLE / NGX_ERROR when it
  * could not even be queued (the handler will not be called).

@@ -23,6 +23,7 @@
 #include <ngx_event.h>
 #include <ngx_http.h>
 #include <hiredis/async.h>
+#include <openssl/sha.h>
 
 #include "ngx_http_elearn_event.h"
 #include "ngx_http_elearn_redis.h"
@@ -1302,4 +1303,108 @@ ngx_http_elearn_redis_find(ngx_http_elearn_redis_t *redis, ngx_str_t *channel)
                                ngx_crc32_short(channel->data, channel->len));
 
     return (ngx_http_elearn_redis_sub_t *) sn;
+}
+
+
+/* --- scripts ------------------------------------------------------------ */
+
+/* one script run of a request; lives in r->pool */
+typedef struct {
+    ngx_http_elearn_redis_script_t    *script;
+    ngx_http_elearn_redis_handler_pt   handler;
+    void                              *data;
+    int                                argc;
+    const char                       **argv;
+    size_t                            *argvlen;
+    unsigned                           retried:1;
+} ngx_http_elearn_redis_eval_t;
+
+
+static void
+ngx_http_elearn_redis_eval_reply(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_redis_eval_t *ev = data;
+
+    if (rc == NGX_OK
+        && reply->type == REDIS_REPLY_ERROR
+        && !ev->retried
+        && reply->len >= sizeof("NOSCRIPT") - 1
+        && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1) == 0)
+    {
+        ev->retried = 1;
+        ev->argv[0] = "EVAL";
+        ev->argvlen[0] = sizeof("EVAL") - 1;
+        ev->argv[1] = ev->script->text;
+        ev->argvlen[1] = ev->script->len;
+
+        rc = ngx_http_elearn_redis_command(r,
+                                           ngx_http_elearn_redis_eval_reply,
+                                           ev, ev->argc, ev->argv,
+                                           ev->argvlen);
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
+        ev->handler(r, NULL, NGX_HTTP_SERVICE_UNAVAILABLE, ev->data);
+        return;
+    }
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "elearn redis: script %s failed: %*s",
+                      ev->script->name, (size_t) reply->len, reply->str);
+    }
+
+    ev->handler(r, reply, rc, ev->data);
+}
+
+
+ngx_int_t
+ngx_http_elearn_redis_eval(ngx_http_request_t *r,
+    ngx_http_elearn_redis_script_t *script,
+    ngx_http_elearn_redis_handler_pt handler, void *data, int nkeys,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    u_char                        *p, md[SHA_DIGEST_LENGTH];
+    ngx_http_elearn_redis_eval_t  *ev;
+
+    if (!script->hashed) {
+        SHA1((u_char *) script->text, script->len, md);
+        ngx_hex_dump(script->sha, md, SHA_DIGEST_LENGTH);
+        script->hashed = 1;
+    }
+
+    ev = ngx_palloc(r->pool, sizeof(ngx_http_elearn_redis_eval_t));
+    if (ev == NULL) {
+        return NGX_ERROR;
+    }
+
+    ev->argv = ngx_palloc(r->pool, (argc + 3) * sizeof(char *));
+    ev->argvlen = ngx_palloc(r->pool, (argc + 3) * sizeof(size_t));
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+
+    if (ev->argv == NULL || ev->argvlen == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ev->script = script;
+    ev->handler = handler;
+    ev->data = data;
+    ev->argc = argc + 3;
+    ev->retried = 0;
+
+    ev->argv[0] = "EVALSHA";
+    ev->argvlen[0] = sizeof("EVALSHA") - 1;
+    ev->argv[1] = (char *) script->sha;
+    ev->argvlen[1] = sizeof(script->sha);
+    ev->argv[2] = (char *) p;
+    ev->argvlen[2] = ngx_sprintf(p, "%d", nkeys) - p;
+
+    ngx_memcpy(ev->argv + 3, argv, argc * sizeof(char *));
+    ngx_memcpy(ev->argvlen + 3, argvlen, argc * sizeof(size_t));
+
+    return ngx_http_elearn_redis_command(r,
+                                         ngx_http_elearn_redis_eval_reply,
+                                         ev, ev->argc, ev->argv, ev->argvlen);
 }

@@ -82,6 +82,35 @@ ngx_int_t ngx_http_elearn_redis_command(ngx_http_request_t *r,
     const char **argv, const size_t *argvlen);
 
 /*
+ * A Lua script of the module: static text, hashed on first use.  Scripts
+ * name every key they touch in KEYS unless their comment says otherwise.
+ */
+typedef struct {
+    const char  *name;          /* for the log */
+    const char  *text;
+    size_t       len;
+    u_char       sha[40];       /* SHA-1 of text, hex */
+    unsigned     hashed:1;
+} ngx_http_elearn_redis_script_t;
+
+#define ngx_http_elearn_redis_script(name, text)                              \
+    { name, text, sizeof(text) - 1, { 0 }, 0 }
+
+/*
+ * Runs a script for r with EVALSHA, and once more with EVAL and its text
+ * when Redis answers NOSCRIPT (restarted, or its scripts flushed).  argv
+ * holds nkeys keys, then the arguments (argc in all); they are not
+ * copied, so they must live in r->pool (or be static) until the handler
+ * runs.  The handler gets the script's reply, an error reply other than
+ * NOSCRIPT included.  Returns as ngx_http_elearn_redis_command(), or
+ * NGX_ERROR (no memory).
+ */
+ngx_int_t ngx_http_elearn_redis_eval(ngx_http_request_t *r,
+    ngx_http_elearn_redis_script_t *script,
+    ngx_http_elearn_redis_handler_pt handler, void *data, int nkeys,
+    int argc, const char **argv, const size_t *argvlen);
+
+/*
  * Subscribes the worker to a channel for its lifetime (or until
  * unsubscribed); survives reconnects.  One handler per channel:
  * subscribing again replaces handler and data.  The channel name is

@@ -5,10 +5,11 @@
  * The query string is decoded and validated here ('+' is a space, the
  * result must be UTF-8 without NUL); every value reaches PostgreSQL as a
  * bound parameter of a statement of sql/api.sql, never as SQL text.  A
- * search runs two statements in parallel on the pool: the page (one JSON
- * text per course, with its sort key) and the total with the facets
- * (counted over at most NGX_HTTP_ELEARN_SEARCH_COUNT_CAP matches, so a
- * common word costs a bounded scan).  Relevance ranks only a bounded,
+ * search runs the page statement (one JSON text per course, with its
+ * sort key) and, unless the cache has them, the total with the facets in
+ * parallel on the pool (counted over at most
+ * NGX_HTTP_ELEARN_SEARCH_COUNT_CAP matches, so a common word costs a
+ * bounded scan).  Relevance ranks only a bounded,
  * deterministic candidate set (see search_relevance in sql/api.sql).
  *
  * Cursors are keyset positions (sort key, course id) signed with
@@ -19,9 +20,16 @@
  * The first NGX_HTTP_ELEARN_SEARCH_CACHE_PAGES offset pages (a cursor walk
  * starts from page 1 too) are cached whole, body and Link header, under
  * search:{catalog version}:{sha256 of the normalized parameters} for
- * elearn_search_cache_ttl.  Course writes INCR elearn:catalog:version,
- * so after any change every older entry is unreachable at once and just
- * expires (docs/caching.md).  Pages behind a cursor are never cached.
+ * elearn_search_cache_ttl.  The total, the facets and the ranked
+ * candidate list depend on q and the filters only, so they are computed
+ * once per query and kept (as long) in the query entry,
+ * search:{catalog version}:q:{sha256 of q and the filters}: every other
+ * page, and every page behind a cursor, runs the page statement alone,
+ * and a relevance page is a cut of the list, its rows read by id.  One
+ * script reads the version and both entries in one round trip.
+ * Course writes INCR elearn:catalog:version, so after any change every
+ * older entry is unreachable at once and just expires (docs/caching.md).
+ * Pages behind a cursor are never cached.
  */
 
 
@@ -99,13 +107,77 @@ typedef struct {
     /* search:{version}:{sha256}, empty when this page is not cached */
     ngx_str_t                      cache_key;
     u_char                         digest[64];
+
+    /* search:{version}:q:{sha256}, empty when it is not kept */
+    ngx_str_t                      facets_key;
+    u_char                         facets_digest[64];
+    /* the page cut from the query entry's ranked list: "id:rank,..." */
+    ngx_str_t                      slice;
+
+    unsigned                       have_facets:1;
+    unsigned                       have_slice:1;
+    unsigned                       cacheable:1;   /* the page is cached */
 } ngx_http_elearn_search_t;
+
+
+/*
+ * KEYS[1] elearn:catalog:version; ARGV[1] the page's digest ("" for a
+ * page that is not cached), ARGV[2] the digest of q and the filters,
+ * ARGV[3] the offset, ARGV[4] how many list entries to cut ("0": none),
+ * ARGV[5] a cursor's course id ("" for offset paging).
+ *
+ * The query entry is "<total>\n<ranked list>\n<facets>", the list
+ * "id:rank,id:rank,..." best first (see search_facets in sql/api.sql).
+ * Returns {version, page entry or nil, "<total>\n<facets>" or nil, the
+ * cut "id:rank,..." or nil}: "" past the end, nil when the entry has no
+ * list or the cursor's course is not in it (the statement answers then).
+ * The entries' keys are made here from the version, so they are not in
+ * KEYS: this needs one Redis, not a cluster (as the whole cache does).
+ */
+static ngx_http_elearn_redis_script_t  ngx_http_elearn_search_lookup_lua =
+    ngx_http_elearn_redis_script("search lookup",
+    "local v = redis.call('GET', KEYS[1]) or '0'\n"
+    "local page = false\n"
+    "if ARGV[1] ~= '' then\n"
+    "  page = redis.call('GET', 'search:' .. v .. ':' .. ARGV[1])\n"
+    "end\n"
+    "local e = redis.call('GET', 'search:' .. v .. ':q:' .. ARGV[2])\n"
+    "if not e then return {v, page, false, false} end\n"
+    "local a = string.find(e, '\\n', 1, true)\n"
+    "local b = a and string.find(e, '\\n', a + 1, true)\n"
+    "if not b then return {v, page, false, false} end\n"
+    "local head = string.sub(e, 1, a) .. string.sub(e, b + 1)\n"
+    "if ARGV[4] == '0' or b == a + 1 then\n"
+    "  return {v, page, head, false}\n"
+    "end\n"
+    "local list = ',' .. string.sub(e, a + 1, b - 1) .. ','\n"
+    "local pos = 1\n"
+    "if ARGV[5] ~= '' then\n"
+    "  local _, f = string.find(list, ',' .. ARGV[5] .. ':', 1, true)\n"
+    "  if not f then return {v, page, head, false} end\n"
+    "  pos = string.find(list, ',', f, true)\n"
+    "else\n"
+    "  for i = 1, tonumber(ARGV[3]) do\n"
+    "    pos = string.find(list, ',', pos + 1, true)\n"
+    "    if pos == #list then break end\n"
+    "  end\n"
+    "end\n"
+    "local stop = pos\n"
+    "for i = 1, tonumber(ARGV[4]) do\n"
+    "  if stop == #list then break end\n"
+    "  stop = string.find(list, ',', stop + 1, true)\n"
+    "end\n"
+    "return {v, page, head, string.sub(list, pos + 1, stop - 1)}\n");
 
 
 static ngx_int_t ngx_http_elearn_search_query(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s);
-static ngx_int_t ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
+static ngx_int_t ngx_http_elearn_search_by_ids(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s);
+static void ngx_http_elearn_suggest_done(ngx_http_request_t *r,
+    PGresult *res, ngx_int_t rc, void *data);
+static ngx_int_t ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_uint_t cached_page);
 
 
 static const char  *ngx_http_elearn_sort_names[] = {
@@ -728,12 +800,13 @@ ngx_http_elearn_search_links(ngx_http_request_t *r,
 
 
 /*
- * Stores an answer as "<Link length>\n<Link><body>" (fire and forget: a
- * failed store only costs the next reader a query).
+ * Stores an entry: "<n>\n<head><body>", where n is the length of the
+ * Link header (head) of a page, or the total of the facets (head empty).
+ * Fire and forget: a failed store only costs the next reader a query.
  */
 static void
-ngx_http_elearn_search_cache_store(ngx_http_request_t *r,
-    ngx_http_elearn_search_t *s, ngx_str_t *link, u_char *body, size_t len)
+ngx_http_elearn_search_cache_store(ngx_http_request_t *r, ngx_str_t *key,
+    size_t n, ngx_str_t *head, ngx_str_t *body)
 {
     u_char                       *buf, *p, ttl[NGX_TIME_T_LEN];
     const char                   *argv[5];
@@ -742,22 +815,21 @@ ngx_http_elearn_search_cache_store(ngx_http_request_t *r,
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
-    if (s->cache_key.len == 0 || emcf->redis == NULL) {
+    if (key->len == 0 || emcf->redis == NULL) {
         return;
     }
 
-    buf = ngx_pnalloc(r->pool, NGX_SIZE_T_LEN + 1 + link->len + len);
+    buf = ngx_pnalloc(r->pool, NGX_SIZE_T_LEN + 1 + head->len + body->len);
     if (buf == NULL) {
         return;
     }
 
-    p = ngx_sprintf(buf, "%uz\n%V", link->len, link);
-    p = ngx_cpymem(p, body, len);
+    p = ngx_sprintf(buf, "%uz\n%V%V", n, head, body);
 
     argv[0] = "SET";
     argvlen[0] = 3;
-    argv[1] = (char *) s->cache_key.data;
-    argvlen[1] = s->cache_key.len;
+    argv[1] = (char *) key->data;
+    argvlen[1] = key->len;
     argv[2] = (char *) buf;
     argvlen[2] = p - buf;
     argv[3] = "EX";
@@ -775,7 +847,7 @@ ngx_http_elearn_search_respond(ngx_http_request_t *r,
 {
     u_char      *buf, *p;
     size_t       len;
-    ngx_str_t   *next, link;
+    ngx_str_t   *next, link, body;
     ngx_uint_t   i, total, last_page, exact;
 
     next = NULL;
@@ -854,7 +926,11 @@ ngx_http_elearn_search_respond(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_elearn_search_cache_store(r, s, &link, buf, p - buf);
+    body.data = buf;
+    body.len = p - buf;
+
+    ngx_http_elearn_search_cache_store(r, &s->cache_key, link.len, &link,
+                                       &body);
 
     return ngx_http_elearn_send_json(r, NGX_HTTP_OK, (char *) buf, p - buf);
 }
@@ -884,6 +960,7 @@ ngx_http_elearn_search_done(ngx_http_request_t *r,
 {
     int        i, n;
     ngx_int_t  total;
+    ngx_str_t  list;
 
     if (s->failed) {
         return;
@@ -938,6 +1015,20 @@ ngx_http_elearn_search_done(ngx_http_request_t *r,
                 != NGX_OK)
             {
                 rc = NGX_ERROR;
+
+            } else {
+                /* "<total>\n<ranked list>\n<facets>" */
+                list.len = PQgetlength(res, 0, 2);
+                list.data = ngx_pnalloc(r->pool, list.len + 1);
+
+                if (list.data != NULL) {
+                    *ngx_cpymem(list.data, PQgetvalue(res, 0, 2), list.len)
+                        = '\n';
+                    list.len++;
+                    ngx_http_elearn_search_cache_store(r, &s->facets_key,
+                                                       s->total, &list,
+                                                       &s->facets);
+                }
             }
         }
     }
@@ -1236,14 +1327,9 @@ ngx_http_elearn_search(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
         }
     }
 
-    if (!s->args[NGX_HTTP_ELEARN_ARG_CURSOR].present
-        && s->page <= NGX_HTTP_ELEARN_SEARCH_CACHE_PAGES)
-    {
-        rc = ngx_http_elearn_search_cache_lookup(r, s);
-
-    } else {
-        rc = ngx_http_elearn_search_query(r, s);
-    }
+    rc = ngx_http_elearn_search_cache_lookup(r, s,
+                          !s->args[NGX_HTTP_ELEARN_ARG_CURSOR].present
+                          && s->page <= NGX_HTTP_ELEARN_SEARCH_CACHE_PAGES);
 
     if (rc != NGX_AGAIN) {
         return rc;
@@ -1256,7 +1342,99 @@ ngx_http_elearn_search(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 
 
 /*
- * Starts the two statements.  NGX_AGAIN when they are under way, else
+ * A relevance page from the slice of the ranked list: "id:rank,..." into
+ * two array literals for search_by_ids.  The list came from our own
+ * statement through Redis: anything but digits in an id, or a character
+ * a real's text never has in a rank, is a malformed entry.
+ */
+static ngx_int_t
+ngx_http_elearn_search_by_ids(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    u_char      *p, *last, *ids, *ranks, *i, *k;
+    ngx_int_t    rc;
+    ngx_uint_t   in_rank;
+    const char  *values[2];
+
+    s->pending = 1;
+
+    if (s->slice.len == 0) {
+        s->nrows = 0;
+        return ngx_http_elearn_search_respond(r, s);
+    }
+
+    ids = ngx_pnalloc(r->pool, 2 * (s->slice.len + 3));
+    if (ids == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ranks = ids + s->slice.len + 3;
+    i = ids;
+    k = ranks;
+    *i++ = '{';
+    *k++ = '{';
+    in_rank = 0;
+
+    for (p = s->slice.data, last = p + s->slice.len; p < last; p++) {
+
+        if (*p == ':' && !in_rank && i[-1] != '{' && i[-1] != ',') {
+            in_rank = 1;
+
+        } else if (*p == ',' && in_rank && k[-1] != '{' && k[-1] != ',') {
+            in_rank = 0;
+            *i++ = ',';
+            *k++ = ',';
+
+        } else if (!in_rank && *p >= '0' && *p <= '9') {
+            *i++ = *p;
+
+        } else if (in_rank
+                   && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e'
+                       || *p == '-' || *p == '+'))
+        {
+            *k++ = *p;
+
+        } else {
+            goto malformed;
+        }
+    }
+
+    if (!in_rank || k[-1] == ':' || k[-1] == '{' || k[-1] == ',') {
+        goto malformed;
+    }
+
+    *i++ = '}';
+    *i = '\0';
+    *k++ = '}';
+    *k = '\0';
+
+    values[0] = (char *) ids;
+    values[1] = (char *) ranks;
+
+    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SEARCH_BY_IDS, 2,
+                                  values, ngx_http_elearn_search_page_done,
+                                  s);
+    if (rc != NGX_AGAIN) {
+        return ngx_http_elearn_problem_backend(r, rc, "the database");
+    }
+
+    return NGX_AGAIN;
+
+malformed:
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "elearn search: malformed ranked list in \"%V\"",
+                  &s->facets_key);
+
+    s->have_slice = 0;
+
+    return ngx_http_elearn_search_query(r, s);
+}
+
+
+/*
+ * Starts the page statement, and the facets' too unless they came from
+ * the cache.  NGX_AGAIN when they are under way, else
  * the answer (already sent) to finalize with.
  */
 static ngx_int_t
@@ -1318,6 +1496,9 @@ ngx_http_elearn_search_query(ngx_http_request_t *r,
     } else if (s->sort == NGX_HTTP_ELEARN_SORT_POPULAR) {
         sql = NGX_HTTP_ELEARN_SQL_SEARCH_POPULAR;
 
+    } else if (s->have_slice) {
+        return ngx_http_elearn_search_by_ids(r, s);
+
     } else {
         sql = NGX_HTTP_ELEARN_SQL_SEARCH_RELEVANCE;
         values[8] = values[7];
@@ -1334,10 +1515,19 @@ ngx_http_elearn_search_query(ngx_http_request_t *r,
         return ngx_http_elearn_problem_backend(r, rc, "the database");
     }
 
+    s->pending = 1;
+
+    if (s->have_facets) {
+        return NGX_AGAIN;
+    }
+
+    /* with q, the ranked list for the query entry too (whatever the sort) */
+
     s->pending = 2;
     values[4] = NGX_HTTP_ELEARN_SEARCH_COUNT_CAP;
+    values[5] = values[0] ? (char *) cap : "0";
 
-    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SEARCH_FACETS, 5,
+    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SEARCH_FACETS, 6,
                                   values, ngx_http_elearn_search_facets_done,
                                   s);
     if (rc != NGX_AGAIN) {
@@ -1365,29 +1555,20 @@ ngx_http_elearn_search_miss(ngx_http_request_t *r,
 }
 
 
-static void
-ngx_http_elearn_search_cache_done(ngx_http_request_t *r, redisReply *reply,
-    ngx_int_t rc, void *data)
+/* a cached page, "<Link length>\n<Link><body>": sends it, or NGX_DECLINED */
+static ngx_int_t
+ngx_http_elearn_search_cached_page(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, redisReply *entry)
 {
-    ngx_http_elearn_search_t *s = data;
-
     u_char           *p, *last;
     size_t            n;
     ngx_table_elt_t  *h;
 
-    if (rc != NGX_OK || reply->type != REDIS_REPLY_STRING) {
-        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
-        ngx_http_elearn_search_miss(r, s);
-        return;
-    }
-
-    /* "<Link length>\n<Link><body>" */
-
-    p = (u_char *) reply->str;
-    last = p + reply->len;
+    p = (u_char *) entry->str;
+    last = p + entry->len;
     n = 0;
 
-    while (p < last && *p >= '0' && *p <= '9' && n < reply->len) {
+    while (p < last && *p >= '0' && *p <= '9' && n < entry->len) {
         n = n * 10 + (*p++ - '0');
     }
 
@@ -1395,27 +1576,20 @@ ngx_http_elearn_search_cache_done(ngx_http_request_t *r, redisReply *reply,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "elearn search: malformed cache entry \"%V\"",
                       &s->cache_key);
-        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
-        s->cache_key.len = 0;
-        ngx_http_elearn_search_miss(r, s);
-        return;
+        return NGX_DECLINED;
     }
-
-    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 1);
 
     if (n) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
-            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         /* the reply is hiredis's until we return */
         h->value.data = ngx_pnalloc(r->pool, n);
         if (h->value.data == NULL) {
             h->hash = 0;
-            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         h->hash = 1;
@@ -1426,81 +1600,206 @@ ngx_http_elearn_search_cache_done(ngx_http_request_t *r, redisReply *reply,
 
     p += n;
 
-    ngx_http_elearn_finalize(r,
-                             ngx_http_elearn_send_json(r, NGX_HTTP_OK,
-                                                       (char *) p,
-                                                       last - p));
+    return ngx_http_elearn_send_json(r, NGX_HTTP_OK, (char *) p, last - p);
+}
+
+
+/* cached facets, "<total>\n<facets JSON>": NGX_OK, or NGX_DECLINED */
+static ngx_int_t
+ngx_http_elearn_search_cached_facets(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, redisReply *entry)
+{
+    u_char     *p, *last;
+    ngx_int_t   total;
+
+    p = (u_char *) entry->str;
+    last = p + entry->len;
+
+    while (p < last && *p >= '0' && *p <= '9') {
+        p++;
+    }
+
+    if (p == (u_char *) entry->str || p == last || *p != '\n'
+        || p + 1 == last)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "elearn search: malformed cache entry \"%V\"",
+                      &s->facets_key);
+        return NGX_DECLINED;
+    }
+
+    total = ngx_atoi((u_char *) entry->str, p - (u_char *) entry->str);
+    if (total == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    s->total = total;
+
+    p++;
+
+    s->facets.len = last - p;
+    s->facets.data = ngx_pnalloc(r->pool, s->facets.len);
+    if (s->facets.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(s->facets.data, p, s->facets.len);
+    s->have_facets = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_elearn_search_key(ngx_http_request_t *r, ngx_str_t *key,
+    redisReply *version, const char *infix, u_char *digest)
+{
+    u_char  *p;
+
+    key->data = ngx_pnalloc(r->pool, sizeof("search:") - 1 + version->len
+                                     + ngx_strlen(infix) + 64);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(key->data, "search:%*s%s", (size_t) version->len,
+                    version->str, infix);
+    p = ngx_cpymem(p, digest, 64);
+    key->len = p - key->data;
+
+    return NGX_OK;
+}
+
+
+/* the catalog version of a lookup script's reply, or NULL */
+static redisReply *
+ngx_http_elearn_search_version(redisReply *reply, ngx_int_t rc)
+{
+    size_t       i;
+    redisReply  *v;
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 4)
+    {
+        return NULL;
+    }
+
+    v = reply->element[0];
+
+    if (v->type != REDIS_REPLY_STRING || v->len == 0
+        || v->len > NGX_HTTP_ELEARN_SEARCH_VERSION_MAX)
+    {
+        return NULL;
+    }
+
+    for (i = 0; i < v->len; i++) {
+        if (v->str[i] < '0' || v->str[i] > '9') {
+            return NULL;
+        }
+    }
+
+    return v;
 }
 
 
 static void
-ngx_http_elearn_search_version_done(ngx_http_request_t *r, redisReply *reply,
-    ngx_int_t rc, void *data)
+ngx_http_elearn_search_lookup_done(ngx_http_request_t *r,
+    redisReply *reply, ngx_int_t rc, void *data)
 {
     ngx_http_elearn_search_t *s = data;
 
-    u_char      *p;
-    size_t       vlen;
-    const char  *version, *argv[2];
-    size_t       argvlen[2];
+    ngx_uint_t   cached_page;
+    redisReply  *v, *page, *facets, *slice;
 
-    if (rc != NGX_OK
-        || (reply->type != REDIS_REPLY_STRING
-            && reply->type != REDIS_REPLY_NIL)
-        || (reply->type == REDIS_REPLY_STRING
-            && (reply->len == 0
-                || reply->len > NGX_HTTP_ELEARN_SEARCH_VERSION_MAX)))
-    {
+    cached_page = s->cacheable;
+
+    v = ngx_http_elearn_search_version(reply, rc);
+    if (v == NULL) {
         /* no version, no safe key: the database answers, nothing kept */
-        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
-        ngx_http_elearn_search_miss(r, s);
-        return;
+        goto miss;
     }
 
-    if (reply->type == REDIS_REPLY_NIL) {
-        version = "0";                    /* no course written yet */
-        vlen = 1;
+    page = reply->element[1];
+    facets = reply->element[2];
+    slice = reply->element[3];
 
-    } else {
-        version = reply->str;
-        vlen = reply->len;
-    }
-
-    s->cache_key.data = ngx_pnalloc(r->pool,
-                                    sizeof("search::") + vlen
-                                    + sizeof(s->digest));
-    if (s->cache_key.data == NULL) {
+    if (ngx_http_elearn_search_key(r, &s->facets_key, v, ":q:",
+                                   s->facets_digest)
+        != NGX_OK)
+    {
         ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
-    p = ngx_sprintf(s->cache_key.data, "search:%*s:", vlen, version);
-    p = ngx_cpymem(p, s->digest, sizeof(s->digest));
-    s->cache_key.len = p - s->cache_key.data;
+    if (cached_page) {
+        if (ngx_http_elearn_search_key(r, &s->cache_key, v, ":", s->digest)
+            != NGX_OK)
+        {
+            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
 
-    argv[0] = "GET";
-    argvlen[0] = 3;
-    argv[1] = (char *) s->cache_key.data;
-    argvlen[1] = s->cache_key.len;
+        if (page->type == REDIS_REPLY_STRING) {
+            rc = ngx_http_elearn_search_cached_page(r, s, page);
 
-    rc = ngx_http_elearn_redis_command(r, ngx_http_elearn_search_cache_done,
-                                       s, 2, argv, argvlen);
-    if (rc != NGX_AGAIN) {
-        s->cache_key.len = 0;
+            if (rc != NGX_DECLINED) {
+                ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH,
+                                              1);
+                ngx_http_elearn_finalize(r, rc);
+                return;
+            }
+        }
+
         ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
-        ngx_http_elearn_search_miss(r, s);
     }
+
+    if (facets->type == REDIS_REPLY_STRING) {
+        rc = ngx_http_elearn_search_cached_facets(r, s, facets);
+        if (rc == NGX_ERROR) {
+            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+    }
+
+    if (s->have_facets && slice->type == REDIS_REPLY_STRING) {
+        s->slice.len = slice->len;
+        s->slice.data = ngx_pnalloc(r->pool, slice->len + 1);
+        if (s->slice.data == NULL) {
+            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        ngx_memcpy(s->slice.data, slice->str, slice->len);
+        s->have_slice = 1;
+    }
+
+    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_FACETS,
+                                  s->have_facets);
+
+    ngx_http_elearn_search_miss(r, s);
+    return;
+
+miss:
+
+    if (cached_page) {
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+    }
+
+    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_FACETS, 0);
+    s->facets_key.len = 0;
+    ngx_http_elearn_search_miss(r, s);
 }
 
 
 /*
- * The parameters that make the answer, by name in byte order, each
- * length-prefixed, with defaults resolved (so "sort" left out and the
- * default sort spelled out share an entry).
+ * Hex SHA-256 of the parameters that make the answer, by name in byte
+ * order, each length-prefixed, with defaults resolved (so "sort" left out
+ * and the default sort spelled out share an entry).  Without page_too,
+ * of q and the filters alone: what the total and the facets depend on.
  */
 static ngx_int_t
 ngx_http_elearn_search_digest(ngx_http_request_t *r,
-    ngx_http_elearn_search_t *s)
+    ngx_http_elearn_search_t *s, ngx_uint_t page_too, u_char *digest)
 {
     u_char        *buf, *p, md[EVP_MAX_MD_SIZE];
     size_t         len;
@@ -1538,7 +1837,7 @@ ngx_http_elearn_search_digest(ngx_http_request_t *r,
             v = &none;
         }
 
-        if (i == NGX_HTTP_ELEARN_ARG_Q) {
+        if (page_too && i == NGX_HTTP_ELEARN_ARG_Q) {
             p = ngx_sprintf(p, "page=%ui;pageSize=%ui;", s->page,
                             s->page_size);
         }
@@ -1546,49 +1845,204 @@ ngx_http_elearn_search_digest(ngx_http_request_t *r,
         p = ngx_sprintf(p, "%V=%uz:%V;", &s->args[i].name, v->len, v);
     }
 
-    p = ngx_sprintf(p, "sort=%s;", ngx_http_elearn_sort_names[s->sort]);
+    if (page_too) {
+        p = ngx_sprintf(p, "sort=%s;", ngx_http_elearn_sort_names[s->sort]);
+    }
 
     if (EVP_Digest(buf, p - buf, md, &mdlen, EVP_sha256(), NULL) != 1
-        || mdlen * 2 != sizeof(s->digest))
+        || mdlen * 2 != 64)
     {
         return NGX_ERROR;
     }
 
-    ngx_hex_dump(s->digest, md, mdlen);
+    ngx_hex_dump(digest, md, mdlen);
 
     return NGX_OK;
 }
 
 
-/* GET the catalog version, then the entry: NGX_AGAIN or the answer */
+/*
+ * One script: the catalog version, the page's entry (when the page is one
+ * that is cached) and the facets' entry.  NGX_AGAIN or the answer.
+ */
 static ngx_int_t
 ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
-    ngx_http_elearn_search_t *s)
+    ngx_http_elearn_search_t *s, ngx_uint_t cached_page)
 {
+    u_char                       *p;
     ngx_int_t                     rc;
-    const char                   *argv[2];
-    size_t                        argvlen[2];
+    ngx_uint_t                    cut;
+    const char                   *argv[6];
+    size_t                        argvlen[6];
     ngx_http_elearn_main_conf_t  *emcf;
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
-    if (emcf->redis == NULL
-        || ngx_http_elearn_search_digest(r, s) != NGX_OK)
+    p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
+
+    if (p == NULL
+        || emcf->redis == NULL
+        || (cached_page
+            && ngx_http_elearn_search_digest(r, s, 1, s->digest) != NGX_OK)
+        || ngx_http_elearn_search_digest(r, s, 0, s->facets_digest)
+           != NGX_OK)
     {
         return ngx_http_elearn_search_query(r, s);
     }
 
-    argv[0] = "GET";
-    argvlen[0] = 3;
-    argv[1] = "elearn:catalog:version";
-    argvlen[1] = sizeof("elearn:catalog:version") - 1;
+    argv[0] = "elearn:catalog:version";
+    argvlen[0] = sizeof("elearn:catalog:version") - 1;
+    argv[1] = (char *) s->digest;
+    argvlen[1] = cached_page ? sizeof(s->digest) : 0;
+    argv[2] = (char *) s->facets_digest;
+    argvlen[2] = sizeof(s->facets_digest);
 
-    rc = ngx_http_elearn_redis_command(r,
-                                       ngx_http_elearn_search_version_done,
-                                       s, 2, argv, argvlen);
+    /* a relevance page is cut from the ranked list: one row more, too */
+
+    cut = (s->sort == NGX_HTTP_ELEARN_SORT_RELEVANCE
+           && s->args[NGX_HTTP_ELEARN_ARG_Q].present)
+          ? s->page_size + 1 : 0;
+
+    argv[3] = (char *) p;
+    argvlen[3] = ngx_sprintf(p, "%ui", (s->page - 1) * s->page_size) - p;
+    p += argvlen[3];
+    argv[4] = (char *) p;
+    argvlen[4] = ngx_sprintf(p, "%ui", cut) - p;
+    argv[5] = s->id.len ? (char *) s->id.data : "";
+    argvlen[5] = s->id.len;
+
+    s->cacheable = cached_page;
+
+    rc = ngx_http_elearn_redis_eval(r, &ngx_http_elearn_search_lookup_lua,
+                                    ngx_http_elearn_search_lookup_done, s, 1,
+                                    6, argv, argvlen);
     if (rc != NGX_AGAIN) {
-        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+        if (cached_page) {
+            ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+        }
+
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_FACETS, 0);
         return ngx_http_elearn_search_query(r, s);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* NGX_AGAIN, or the answer (a problem) to finalize with */
+static ngx_int_t
+ngx_http_elearn_suggest_query(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    ngx_int_t    rc;
+    const char  *values[1];
+
+    values[0] = ngx_http_elearn_search_param(r, s, NGX_HTTP_ELEARN_ARG_Q);
+    if (values[0] == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SUGGEST, 1, values,
+                                  ngx_http_elearn_suggest_done, s);
+    if (rc != NGX_AGAIN) {
+        return ngx_http_elearn_problem_backend(r, rc, "the database");
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_elearn_suggest_lookup_done(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_t *s = data;
+
+    redisReply  *v;
+
+    v = ngx_http_elearn_search_version(reply, rc);
+
+    if (v != NULL) {
+        if (ngx_http_elearn_search_key(r, &s->cache_key, v, ":s:", s->digest)
+            != NGX_OK)
+        {
+            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        if (reply->element[1]->type == REDIS_REPLY_STRING) {
+            rc = ngx_http_elearn_search_cached_page(r, s, reply->element[1]);
+
+            if (rc != NGX_DECLINED) {
+                ngx_http_elearn_metrics_cache(r,
+                                              NGX_HTTP_ELEARN_CACHE_SUGGEST,
+                                              1);
+                ngx_http_elearn_finalize(r, rc);
+                return;
+            }
+        }
+    }
+
+    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SUGGEST, 0);
+
+    rc = ngx_http_elearn_suggest_query(r, s);
+    if (rc != NGX_AGAIN) {
+        ngx_http_elearn_finalize(r, rc);
+    }
+}
+
+
+/*
+ * Suggestions are cached as pages are (an entry with an empty Link) under
+ * search:{catalog version}:s:{sha256 of q}, read with the search lookup
+ * script (no query entry, nothing to cut).  NGX_AGAIN, NGX_DECLINED (no
+ * cache: query), or an answer.
+ */
+static ngx_int_t
+ngx_http_elearn_suggest_lookup(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    u_char                       *key, md[EVP_MAX_MD_SIZE];
+    ngx_str_t                    *q;
+    unsigned int                  mdlen;
+    const char                   *argv[6];
+    size_t                        argvlen[6];
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+    q = &s->args[NGX_HTTP_ELEARN_ARG_Q].value;
+
+    key = ngx_pnalloc(r->pool, sizeof("s:") - 1 + sizeof(s->digest));
+
+    if (emcf->redis == NULL || key == NULL
+        || EVP_Digest(q->data, q->len, md, &mdlen, EVP_sha256(), NULL) != 1
+        || mdlen * 2 != sizeof(s->digest))
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_hex_dump(s->digest, md, mdlen);
+    ngx_memcpy(ngx_cpymem(key, "s:", 2), s->digest, sizeof(s->digest));
+
+    argv[0] = "elearn:catalog:version";
+    argvlen[0] = sizeof("elearn:catalog:version") - 1;
+    argv[1] = (char *) key;
+    argvlen[1] = 2 + sizeof(s->digest);
+    argv[2] = "-";                       /* no query entry */
+    argvlen[2] = 1;
+    argv[3] = "0";
+    argvlen[3] = 1;
+    argv[4] = "0";                       /* nothing to cut */
+    argvlen[4] = 1;
+    argv[5] = "";
+    argvlen[5] = 0;
+
+    if (ngx_http_elearn_redis_eval(r, &ngx_http_elearn_search_lookup_lua,
+                                   ngx_http_elearn_suggest_lookup_done, s, 1,
+                                   6, argv, argvlen)
+        != NGX_AGAIN)
+    {
+        return NGX_DECLINED;
     }
 
     return NGX_AGAIN;
@@ -1599,8 +2053,11 @@ static void
 ngx_http_elearn_suggest_done(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc, void *data)
 {
-    u_char  *buf, *p;
-    size_t   len;
+    ngx_http_elearn_search_t *s = data;
+
+    u_char     *buf, *p;
+    size_t      len;
+    ngx_str_t   body, empty = ngx_null_string;
 
     if (rc == NGX_OK
         && (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1))
@@ -1629,6 +2086,10 @@ ngx_http_elearn_suggest_done(ngx_http_request_t *r, PGresult *res,
     p = ngx_cpymem(p, PQgetvalue(res, 0, 0), len);
     *p++ = '}';
 
+    body.data = buf;
+    body.len = p - buf;
+    ngx_http_elearn_search_cache_store(r, &s->cache_key, 0, &empty, &body);
+
     ngx_http_elearn_finalize(r,
                              ngx_http_elearn_send_json(r, NGX_HTTP_OK,
                                                        (char *) buf,
@@ -1642,7 +2103,7 @@ ngx_http_elearn_suggest(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
     size_t                         chars;
     ngx_int_t                      rc;
     ngx_str_t                     *q;
-    const char                    *bad, *values[1];
+    const char                    *bad;
     ngx_http_elearn_search_t      *s;
     ngx_http_elearn_main_conf_t   *emcf;
     ngx_http_elearn_field_error_t  err;
@@ -1691,15 +2152,15 @@ ngx_http_elearn_suggest(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
                                                "the database");
     }
 
-    values[0] = ngx_http_elearn_search_param(r, s, NGX_HTTP_ELEARN_ARG_Q);
-    if (values[0] == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    rc = ngx_http_elearn_suggest_lookup(r, s);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SUGGEST, 0);
+        rc = ngx_http_elearn_suggest_query(r, s);
     }
 
-    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SUGGEST, 1, values,
-                                  ngx_http_elearn_suggest_done, s);
     if (rc != NGX_AGAIN) {
-        return ngx_http_elearn_problem_backend(r, rc, "the database");
+        return rc;
     }
 
     ngx_http_elearn_wait(r);

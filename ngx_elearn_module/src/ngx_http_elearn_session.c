@@ -55,7 +55,7 @@
 /* purge of expired entries, and retry of a failed load */
 #define NGX_HTTP_ELEARN_REVOKED_TICK     1000
 
-/* the longest argv a script takes: EVALSHA sha numkeys + keys + args */
+/* the most keys and arguments a script takes */
 #define NGX_HTTP_ELEARN_SESSION_ARGS     16
 
 
@@ -225,25 +225,16 @@ typedef enum {
 } ngx_http_elearn_script_e;
 
 
-typedef struct {
-    const char                          *name;
-    const char                          *text;
-    size_t                               len;
-    u_char                               sha[2 * SHA_DIGEST_LENGTH];
-    unsigned                             hashed:1;
-} ngx_http_elearn_script_t;
-
-
-#define ngx_http_elearn_script(name, text)                                    \
-    { name, text, sizeof(text) - 1, { 0 }, 0 }
-
-static ngx_http_elearn_script_t  ngx_http_elearn_scripts[] = {
-    ngx_http_elearn_script("create", ngx_http_elearn_lua_create),
-    ngx_http_elearn_script("refresh", ngx_http_elearn_lua_refresh),
-    ngx_http_elearn_script("revoke", ngx_http_elearn_lua_revoke),
-    ngx_http_elearn_script("list", ngx_http_elearn_lua_list),
-    ngx_http_elearn_script("login_allowed",
-                           ngx_http_elearn_lua_login_allowed)
+static ngx_http_elearn_redis_script_t  ngx_http_elearn_scripts[] = {
+    ngx_http_elearn_redis_script("session create",
+                                 ngx_http_elearn_lua_create),
+    ngx_http_elearn_redis_script("session refresh",
+                                 ngx_http_elearn_lua_refresh),
+    ngx_http_elearn_redis_script("session revoke",
+                                 ngx_http_elearn_lua_revoke),
+    ngx_http_elearn_redis_script("session list", ngx_http_elearn_lua_list),
+    ngx_http_elearn_redis_script("login allowed",
+                                 ngx_http_elearn_lua_login_allowed)
 };
 
 
@@ -252,6 +243,7 @@ typedef struct {
     ngx_http_elearn_session_handler_pt   handler;
     void                                *data;
     ngx_http_elearn_script_e             script;
+    int                                  nkeys;
     int                                  argc;
     const char                          *argv[NGX_HTTP_ELEARN_SESSION_ARGS];
     size_t                               argvlen[NGX_HTTP_ELEARN_SESSION_ARGS];
@@ -260,7 +252,6 @@ typedef struct {
     ngx_str_t                            jti;
     time_t                               sid_until;
     time_t                               jti_until;
-    unsigned                             retried:1;
     unsigned                             failed:1;   /* building argv */
 } ngx_http_elearn_session_op_t;
 
@@ -332,7 +323,6 @@ static ngx_uint_t ngx_http_elearn_session_token_shape(u_char *data,
 static time_t ngx_http_elearn_session_revoke_until(
     ngx_http_elearn_main_conf_t *emcf);
 static void ngx_http_elearn_session_login_clear(ngx_str_t *email);
-static void ngx_http_elearn_script_hash(ngx_http_elearn_script_t *script);
 
 static void ngx_http_elearn_revocations_add(ngx_http_elearn_revocations_t *rv,
     const char *prefix, u_char *name, size_t len, time_t until);
@@ -676,8 +666,6 @@ ngx_http_elearn_session_op(ngx_http_request_t *r,
     ngx_http_elearn_script_e script, int nkeys,
     ngx_http_elearn_session_handler_pt handler, void *data)
 {
-    u_char                        *p;
-    ngx_http_elearn_script_t      *s;
     ngx_http_elearn_session_op_t  *op;
 
     op = ngx_pcalloc(r->pool, sizeof(ngx_http_elearn_session_op_t));
@@ -685,28 +673,10 @@ ngx_http_elearn_session_op(ngx_http_request_t *r,
         return NULL;
     }
 
-    s = &ngx_http_elearn_scripts[script];
-
-    if (!s->hashed) {
-        ngx_http_elearn_script_hash(s);
-    }
-
-    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-    if (p == NULL) {
-        return NULL;
-    }
-
     op->handler = handler;
     op->data = data;
     op->script = script;
-
-    op->argv[0] = "EVALSHA";
-    op->argvlen[0] = sizeof("EVALSHA") - 1;
-    op->argv[1] = (char *) s->sha;
-    op->argvlen[1] = sizeof(s->sha);
-    op->argv[2] = (char *) p;
-    op->argvlen[2] = ngx_sprintf(p, "%d", nkeys) - p;
-    op->argc = 3;
+    op->nkeys = nkeys;
 
     return op;
 }
@@ -788,8 +758,10 @@ ngx_http_elearn_session_send(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    rc = ngx_http_elearn_redis_command(r, ngx_http_elearn_session_reply, op,
-                                       op->argc, op->argv, op->argvlen);
+    rc = ngx_http_elearn_redis_eval(r, &ngx_http_elearn_scripts[op->script],
+                                    ngx_http_elearn_session_reply, op,
+                                    op->nkeys, op->argc, op->argv,
+                                    op->argvlen);
 
     if (rc == NGX_AGAIN || rc == NGX_ERROR) {
         return rc;
@@ -805,45 +777,12 @@ ngx_http_elearn_session_reply(ngx_http_request_t *r, redisReply *reply,
 {
     ngx_http_elearn_session_op_t  *op = data;
 
-    ngx_http_elearn_script_t  *s;
-
-    s = &ngx_http_elearn_scripts[op->script];
-
     if (rc != NGX_OK) {
         goto done;
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-
-        /* Redis restarted or flushed its scripts: send the text once */
-
-        if (!op->retried
-            && reply->len >= sizeof("NOSCRIPT") - 1
-            && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1)
-               == 0)
-        {
-            op->retried = 1;
-            op->argv[0] = "EVAL";
-            op->argvlen[0] = sizeof("EVAL") - 1;
-            op->argv[1] = s->text;
-            op->argvlen[1] = s->len;
-
-            rc = ngx_http_elearn_redis_command(r,
-                                               ngx_http_elearn_session_reply,
-                                               op, op->argc, op->argv,
-                                               op->argvlen);
-            if (rc == NGX_AGAIN) {
-                return;
-            }
-
-            rc = NGX_HTTP_SERVICE_UNAVAILABLE;
-            goto done;
-        }
-
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "elearn session: %s script failed: %*s",
-                      s->name, (size_t) reply->len, reply->str);
-
+        /* logged by ngx_http_elearn_redis_eval() */
         rc = NGX_HTTP_SERVICE_UNAVAILABLE;
         goto done;
     }
@@ -874,7 +813,7 @@ ngx_http_elearn_session_reply(ngx_http_request_t *r, redisReply *reply,
     if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "elearn session: %s script: unexpected reply",
-                      s->name);
+                      ngx_http_elearn_scripts[op->script].name);
         rc = NGX_HTTP_SERVICE_UNAVAILABLE;
 
     } else if (rc == NGX_ERROR) {
@@ -1286,19 +1225,6 @@ static time_t
 ngx_http_elearn_session_revoke_until(ngx_http_elearn_main_conf_t *emcf)
 {
     return ngx_time() + emcf->jwt_ttl + emcf->jwt_leeway;
-}
-
-
-static void
-ngx_http_elearn_script_hash(ngx_http_elearn_script_t *script)
-{
-    u_char  md[SHA_DIGEST_LENGTH];
-
-    SHA1((u_char *) script->text, script->len, md);
-
-    ngx_hex_dump(script->sha, md, SHA_DIGEST_LENGTH);
-
-    script->hashed = 1;
 }
 
 

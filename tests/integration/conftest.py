@@ -21,6 +21,7 @@ TEST_PORTS = {
     "ELEARN_REDIS_PORT": "16379",
     "ELEARN_KAFKA_PORT": "19092",
     "ELEARN_KAFKA_CONTROLLER_PORT": "19093",
+    "ELEARN_OUTBOX_METRICS_PORT": "19483",
 }
 
 
@@ -144,7 +145,9 @@ def stack():
                                                   "demo-data.py"), "--full",
                  check=False, timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
-    s.start("nginx")
+    # a kept stack (ELEARN_TEST_KEEP) may run older builds
+    s.stop("nginx", "outbox")
+    s.start("outbox", "nginx")
     s.wait_ready(60)
     yield s
     if not os.environ.get("ELEARN_TEST_KEEP"):

@@ -23,10 +23,11 @@ def test_alerts_use_exported_metrics(base_url):
     rules = open(os.path.join(PROM, "alerts.yml")).read()
     used = set(re.findall(r"\b(elearn_[a-z_]+)", rules))
     exported = requests.get(base_url + "/metrics").text
-    lib = ""
-    for name in os.listdir(os.path.join(TOP, "workers", "lib")):
-        if name.endswith(".c"):
-            lib += open(os.path.join(TOP, "workers", "lib", name)).read()
+    lib = ""         # the workers' library and every daemon
+    for d in os.listdir(os.path.join(TOP, "workers")):
+        for name in os.listdir(os.path.join(TOP, "workers", d)):
+            if name.endswith(".c"):
+                lib += open(os.path.join(TOP, "workers", d, name)).read()
     for m in used:
         family = re.sub(r"_(bucket|sum|count)$", "", m)
         assert ("# TYPE %s " % family) in exported or \

@@ -43,6 +43,9 @@ BAD = [
     ("elearn_search_cache_ttl", "later"),
     ("elearn_cache_lock_timeout", "0"),
     ("elearn_cache_lock_timeout", "long"),
+    ("elearn_cache_warm", "-1"),
+    ("elearn_cache_warm", "10001"),
+    ("elearn_cache_warm", "many"),
     ("elearn_body_max_size", "0"),
     ("elearn_body_max_size", "huge"),
     ("elearn_retry_after", "0"),
@@ -93,13 +96,33 @@ BAD = [
     ("elearn_ws_close_timeout", "0"),
     ("elearn_ws_close_timeout", "x"),
     ("elearn_ws_echo", "maybe"),
+    ("elearn_video_cache_ttl", "0"),
+    ("elearn_video_cache_ttl", "x"),
+    ("elearn_enrollment_cache_ttl", "0"),
+    ("elearn_enrollment_cache_ttl", "later"),
+    ("elearn_enrollment_negative_ttl", "0"),
+    ("elearn_enrollment_negative_ttl", "1h"),
+    ("elearn_progress_ttl", "0"),
+    ("elearn_progress_ttl", "long"),
+    ("elearn_progress_slack", "2h"),
+    ("elearn_progress_slack", "some"),
+    ("elearn_progress_completion", "0"),
+    ("elearn_progress_completion", "1.5"),
+    ("elearn_progress_completion", "90%"),
+    ("elearn_progress_completion", ".9"),
+    ("elearn_progress_ack", "maybe"),
+    ("elearn_progress_ack", "sync"),
+    ("elearn_progress_ack_timeout", "0"),
+    ("elearn_progress_ack_timeout", "soon"),
+    ("elearn_progress_naive", "yes"),
 ]
 
 # where nginx itself names the fault differently
 EXPECT = {"elearn_thread_pool": 'unknown thread pool "nosuchpool"'}
 
 LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after",
-                  "elearn_ws_echo"}
+                  "elearn_ws_echo", "elearn_progress_ack",
+                  "elearn_progress_ack_timeout", "elearn_progress_naive"}
 
 
 def run_nginx(stack_env, *args):
@@ -253,4 +276,15 @@ http { elearn_redis_addr 127.0.0.1:6379;
        server { listen 127.0.0.1:1; location /live/ { elearn_live; } } }
 """ % (stack_env["ELEARN_MODULE"], tmp_path))
     r = run_nginx(stack_env, "-t", "-p", str(tmp_path), "-c", str(conf))
+def test_progress_directives_accept_good_values(stack_env, tmp_path):
+    r = nginx_t(stack_env, tmp_path,
+                ["elearn_progress_completion 0.95;",
+                 "elearn_progress_slack 0;",
+                 "elearn_progress_ttl 7d;",
+                 "elearn_enrollment_negative_ttl 5m;"],
+                ["elearn_progress_ack durable;",
+                 "elearn_progress_ack_timeout 250ms;",
+                 "elearn_progress_naive on;"])
+    assert r.returncode == 0, r.stderr
+    r = nginx_t(stack_env, tmp_path, ["elearn_progress_completion 1;"])
     assert r.returncode == 0, r.stderr

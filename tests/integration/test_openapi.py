@@ -189,3 +189,50 @@ def test_live_answers_match(spec, stack, base_url, pg):
                      timeout=10)
     assert r.status_code == 410
     check(spec, ws, "get", r)
+def test_progress_answers_match(spec, stack, base_url, pg):
+    import uuid
+    path = "/api/v1/videos/{videoId}/progress"
+    email = "oap%s@test.elearn.dev" % uuid.uuid4().hex[:10]
+    assert requests.post(base_url + "/api/v1/auth/register",
+                         json={"email": email, "password": "open api pass",
+                               "displayName": "OpenAPI"}).status_code == 201
+    hdr = {"Authorization": "Bearer " + stack.token(email, "open api pass")}
+    with pg.cursor() as cur:
+        cur.execute("SELECT v.video_id FROM videos v JOIN courses c "
+                    "USING (course_id) WHERE c.published "
+                    "AND v.duration_seconds > 60 ORDER BY v.video_id "
+                    "LIMIT 1")
+        vid = cur.fetchone()[0]
+        cur.execute("SELECT course_id FROM videos WHERE video_id = %s",
+                    (vid,))
+        cid = cur.fetchone()[0]
+    assert requests.post(base_url + "/api/v1/courses/%d/enrollments" % cid,
+                         headers=hdr).status_code in (200, 201)
+    url = base_url + "/api/v1/videos/%d/progress"
+
+    def post(v, body, h=hdr, **kw):
+        return requests.post(url % v, headers=h, json=body, **kw)
+
+    ok = {"positionSeconds": 10, "watched": [[0, 10]]}
+    for r in (post(vid, ok), post(vid, {"positionSeconds": -1}),
+              post(vid, ok, h={}), post(999999999, ok),
+              post(vid, dict(ok, pad="x" * 5000)),
+              requests.post(url % vid, headers=dict(
+                  hdr, **{"Content-Type": "application/json"}), data="{")):
+        check(spec, path, "post", r)
+    r = requests.get(url % vid, headers=hdr)
+    assert r.status_code == 200 and r.json()["positionSeconds"] == 10
+    check(spec, path, "get", r)
+    ihdr = {"Authorization": "Bearer " + stack.token(
+        "instructor@elearn.dev", "instructor-dev-pass")}
+    check(spec, path, "get", requests.get(url % vid, headers=ihdr))
+    check(spec, path, "get", requests.get(url % vid))
+    with pg.cursor() as cur:
+        cur.execute("SELECT video_id FROM videos WHERE course_id = %s "
+                    "AND duration_seconds IS NOT NULL AND video_id <> %s "
+                    "LIMIT 1", (cid, vid))
+        row = cur.fetchone()
+    if row:
+        r = requests.get(url % row[0], headers=hdr)
+        assert r.json()["updatedAt"] is None
+        check(spec, path, "get", r)

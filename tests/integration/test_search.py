@@ -367,3 +367,32 @@ def test_suggest_bad_input(base_url, auth, raw, status):
 def test_suggest_hundred_characters_is_fine(base_url, auth):
     q = urllib.parse.quote("é" * 100)
     assert get(base_url, auth, SUGGEST, raw="q=" + q).status_code == 200
+
+
+def test_relevance_pages_cut_from_the_list_match_the_ranking(base_url, auth,
+                                                              pg):
+    """After the first page, relevance pages are cut from the query's
+    ranked list (docs/caching.md): offset pages, and a cursor walk, give
+    exactly what ranking in SQL gives, in order, to the last candidate."""
+    q, level = "python", ["beginner", "intermediate",
+                          "advanced"][uuid.uuid4().int % 3]
+    with pg.cursor() as cur:
+        cur.execute(
+            "SELECT course_id FROM (SELECT course_id, ts_rank(search, "
+            + TSQ + ") AS rank FROM (SELECT course_id, search FROM courses "
+            "WHERE published AND search @@ " + TSQ + " AND level = %s "
+            "ORDER BY course_id LIMIT 1000) c) r "
+            "ORDER BY rank DESC, course_id DESC", (q, q, level))
+        ranked = [r[0] for r in cur.fetchall()]
+    assert 40 < len(ranked) <= 1000
+    size = 17
+    params = {"q": q, "level": level, "pageSize": size}
+    got = []
+    for page in range(1, (len(ranked) + size - 1) // size + 2):
+        r = get(base_url, auth, SEARCH, dict(params, page=page))
+        assert r.status_code == 200, r.text
+        got += [c["courseId"] for c in r.json()["courses"]]
+    assert got == ranked
+    seen, pages = walk(base_url, auth, params)
+    assert seen == ranked
+    assert pages == (len(ranked) + size - 1) // size

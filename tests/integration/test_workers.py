@@ -51,9 +51,11 @@ def event(data=None, event_id=None):
 
 
 class Daemon:
-    """One elearn-testconsumer process with its own metrics port and log."""
+    """One daemon process (elearn-testconsumer unless binary says another)
+    with its own metrics port and log."""
 
-    def __init__(self, build_dir, env, log_path, config=CONFIG, extra=None):
+    def __init__(self, build_dir, env, log_path, config=CONFIG, extra=None,
+                 binary="elearn-testconsumer"):
         self.port = free_port()
         self.log_path = log_path
         e = dict(os.environ)
@@ -62,7 +64,7 @@ class Daemon:
         e.update(extra or {})
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(pathlib.Path(build_dir) / "bin" / "elearn-testconsumer"),
+            [str(pathlib.Path(build_dir) / "bin" / binary),
              "-c", str(config)],
             env=e, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(TOP))
         self.wait_assigned()

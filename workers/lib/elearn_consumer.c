@@ -50,6 +50,7 @@ struct elearn_consumer_s {
     elearn_consumer_reload_fn reload;
 
     rd_kafka_message_t **pending;
+    unsigned char *rejected; /* per pending message: elearn_message_reject */
     size_t npending;
     long long batch_started_ms;
 
@@ -763,7 +764,8 @@ elearn_consumer_create(const elearn_consumer_conf_t *conf,
     if (batch != NULL) {
         c->pending =
             calloc(ELEARN_CONSUMER_BATCH_MAX, sizeof(rd_kafka_message_t *));
-        if (c->pending == NULL) {
+        c->rejected = calloc(ELEARN_CONSUMER_BATCH_MAX, 1);
+        if (c->pending == NULL || c->rejected == NULL) {
             snprintf(errstr, errlen, "consumer: out of memory");
             goto failed;
         }
@@ -850,6 +852,7 @@ elearn_consumer_destroy(elearn_consumer_t *c)
     pthread_cond_destroy(&c->wd_cond);
     pthread_mutex_destroy(&c->wd_lock);
     free(c->pending);
+    free(c->rejected);
     free(c->config_path);
     free(c);
 }
@@ -872,6 +875,15 @@ elearn_consumer_view(
     msg->timestamp_ms = rd_kafka_message_timestamp(rkm, &tstype);
     msg->attempt = attempt;
     msg->rkm = rkm;
+    msg->rejected = NULL;
+}
+
+void
+elearn_message_reject(const elearn_message_t *msg)
+{
+    if (msg->rejected != NULL) {
+        *msg->rejected = 1;
+    }
 }
 
 int
@@ -1122,6 +1134,37 @@ elearn_consumer_drop_pending(elearn_consumer_t *c, size_t from)
 }
 
 /*
+ * After the batch handler's success: the messages it rejected go through
+ * the per-message handler (retries, DLQ), then every offset of the batch is
+ * stored.  Returns 0, or -1 when the loop must stop (nothing more stored:
+ * the batch comes back, and its effects are idempotent).  The pending list
+ * is empty afterwards either way.
+ */
+static int
+elearn_consumer_finish_batch(elearn_consumer_t *c)
+{
+    size_t i, n;
+
+    n = c->npending;
+
+    for (i = 0; i < n; i++) {
+        if (!c->rejected[i]) {
+            continue;
+        }
+
+        /* the handler is never NULL (elearn_consumer_create) */
+        if (elearn_consumer_process(c, c->pending[i]) != 0) {
+            elearn_consumer_drop_pending(c, 0);
+            return -1;
+        }
+    }
+
+    elearn_consumer_store(c, c->pending, n);
+    elearn_consumer_drop_pending(c, 0);
+    return 0;
+}
+
+/*
  * Handles the pending batch.  Returns 0 when every offset is stored, -1
  * when the loop must stop; the pending list is empty afterwards either way.
  */
@@ -1150,6 +1193,8 @@ elearn_consumer_flush_batch(elearn_consumer_t *c)
     for (attempt = 1;; attempt++) {
         for (i = 0; i < n; i++) {
             elearn_consumer_view(c->pending[i], attempt, &msgs[i]);
+            c->rejected[i] = 0;
+            msgs[i].rejected = &c->rejected[i];
         }
         why[0] = '\0';
 
@@ -1162,10 +1207,8 @@ elearn_consumer_flush_batch(elearn_consumer_t *c)
         }
 
         if (r == ELEARN_CONSUMER_OK) {
-            elearn_consumer_store(c, c->pending, n);
             free(msgs);
-            elearn_consumer_drop_pending(c, 0);
-            return 0;
+            return elearn_consumer_finish_batch(c);
         }
 
         if (r == ELEARN_CONSUMER_STOP) {

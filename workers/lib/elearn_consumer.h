@@ -24,7 +24,11 @@
  *
  * Batches: with a batch handler, messages are collected up to
  * consumer.batch.size or consumer.batch.timeout after the first one, and
- * their offsets stored after the batch handler succeeds.  A batch that still
+ * their offsets stored after the batch handler succeeds.  A batch handler
+ * may also commit the batch without some of its messages: it marks each of
+ * them with elearn_message_reject() and returns OK; the library then passes
+ * the rejected messages, in order, through the per-message handler (retries,
+ * DLQ) and only then stores the batch's offsets.  A batch that still
  * fails after its retries is replayed message by message through the
  * per-message handler (which finds the poison message and dead-letters only
  * it); without a per-message handler every message of the batch goes to the
@@ -79,6 +83,7 @@ typedef struct {
     int64_t timestamp_ms; /* -1 if unknown */
     int attempt;          /* 1 for the first call */
     const rd_kafka_message_t *rkm;
+    unsigned char *rejected; /* batch calls only: see elearn_message_reject */
 } elearn_message_t;
 
 /*
@@ -167,6 +172,15 @@ int elearn_consumer_health(void *ctx, char *buf, size_t len);
  */
 int elearn_message_header(const elearn_message_t *msg, const char *name,
     const void **value, size_t *len);
+
+/*
+ * In a batch handler: marks msg as not handled by the batch (a poison
+ * message the handler isolated).  If the batch handler then returns OK, the
+ * rejected messages go through the per-message handler (retries, DLQ)
+ * before the batch's offsets are stored; with any other result the marks
+ * are ignored.  Outside a batch call it does nothing.
+ */
+void elearn_message_reject(const elearn_message_t *msg);
 
 /*
  * Backoff before attempt "attempt + 1": base * 2^(attempt - 1), capped at

@@ -29,6 +29,7 @@
 
 #include "elearn_config.h"
 #include "elearn_consumer.h"
+#include "elearn_daemon.h"
 #include "elearn_log.h"
 #include "elearn_metrics.h"
 #include "elearn_metrics_http.h"
@@ -285,79 +286,30 @@ tc_handle_batch(void *ctx, const elearn_message_t *msgs, size_t n, char *errstr,
     }
 }
 
-static void
-tc_warn_unused(void *ctx, const char *key)
-{
-    elearn_log(ELEARN_LOG_WARN, "main",
-        "config: unknown key \"%s\" in %s (typo?)", key, (const char *) ctx);
-}
-
-static void
-tc_usage(void)
-{
-    fprintf(stderr, "usage: elearn-testconsumer [-c config-file]\n");
-}
-
 int
 main(int argc, char **argv)
 {
-    int opt, rc, use_batch;
+    int rc, use_batch;
     long long port;
-    const char *path, *conninfo, *level_name, *addr;
+    const char *conninfo, *addr;
     tc_ctx_t tc;
     elearn_config_t *cfg;
     elearn_consumer_t *consumer;
-    elearn_log_level_t level;
     elearn_metrics_http_t *http;
     elearn_consumer_conf_t conf;
     char err[1024];
 
-    path = "config/testconsumer.conf";
-    rc = 1;
-    cfg = NULL;
     consumer = NULL;
     http = NULL;
     memset(&tc, 0, sizeof(tc));
 
-    while ((opt = getopt(argc, argv, "c:h")) != -1) {
-        switch (opt) {
-        case 'c':
-            path = optarg;
-            break;
-        case 'h':
-            tc_usage();
-            return 0;
-        default:
-            tc_usage();
-            return 2;
-        }
-    }
-
-    if (elearn_signal_install(err, sizeof(err)) != 0) {
-        elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
-        return 1;
-    }
-
-    cfg = elearn_config_create(path, err, sizeof(err));
+    cfg = elearn_daemon_init(
+        argc, argv, "elearn-testconsumer", "config/testconsumer.conf", &rc);
     if (cfg == NULL) {
-        elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
-        goto failed;
+        return rc;
     }
 
-    if (elearn_config_get_str(
-            cfg, "log.level", "info", &level_name, err, sizeof(err))
-        != 0)
-    {
-        elearn_log(ELEARN_LOG_ERROR, "main", "%s", err);
-        goto failed;
-    }
-
-    if (elearn_log_parse_level(level_name, &level) != 0) {
-        elearn_log(ELEARN_LOG_ERROR, "main",
-            "config: \"log.level\" must be debug, info, warn or error");
-        goto failed;
-    }
-    elearn_log_set_level(level);
+    rc = 1;
 
     if (elearn_consumer_conf_load(&conf, cfg, err, sizeof(err)) != 0
         || elearn_config_get_str(
@@ -377,7 +329,7 @@ main(int argc, char **argv)
         goto failed;
     }
 
-    elearn_config_unused(cfg, tc_warn_unused, (void *) path);
+    elearn_daemon_warn_unused(cfg);
 
     tc.pg = elearn_pg_create(conninfo, "elearn-testconsumer", err, sizeof(err));
     if (tc.pg == NULL) {
@@ -418,7 +370,8 @@ main(int argc, char **argv)
         goto failed;
     }
 
-    if (elearn_consumer_set_reload(consumer, path, NULL) != 0) {
+    if (elearn_consumer_set_reload(consumer, elearn_config_path(cfg), NULL)
+        != 0) {
         elearn_log(ELEARN_LOG_ERROR, "main", "out of memory");
         goto failed;
     }
