@@ -27,6 +27,7 @@
 #include "ngx_http_elearn_sql.h"
 #include "ngx_http_elearn_search.h"
 #include "ngx_http_elearn_ws.h"
+#include "ngx_http_elearn_live.h"
 #include "ngx_http_elearn_progress.h"
 
 
@@ -50,6 +51,7 @@ static char *ngx_http_elearn_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_elearn_set_alg(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_elearn_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_elearn_init_process(ngx_cycle_t *cycle);
 static void ngx_http_elearn_exit_process(ngx_cycle_t *cycle);
 
@@ -78,6 +80,10 @@ ngx_str_t  ngx_http_elearn_endpoint_names[] = {
     ngx_string("my_enrollments"),
     ngx_string("course_enrollments"),
     ngx_string("ws_echo"),
+    ngx_string("live_create"),
+    ngx_string("live_get"),
+    ngx_string("live_close"),
+    ngx_string("live_join"),
     ngx_string("progress_report"),
     ngx_string("progress_get"),
     ngx_null_string
@@ -170,6 +176,22 @@ static ngx_http_elearn_route_t  ngx_http_elearn_routes[] = {
       NGX_HTTP_ELEARN_TEACHER, ngx_http_elearn_enrollment_of_course,
       NGX_HTTP_ELEARN_OWNER_COURSE },
 
+    /* live sessions: who may read or close one is decided by its course */
+    { "courses/#/live-sessions", NGX_HTTP_POST,
+      NGX_HTTP_ELEARN_EP_LIVE_CREATE,
+      NGX_HTTP_ELEARN_TEACHER, ngx_http_elearn_live_create,
+      NGX_HTTP_ELEARN_OWNER_COURSE },
+
+    { "live-sessions/#", NGX_HTTP_GET|NGX_HTTP_HEAD,
+      NGX_HTTP_ELEARN_EP_LIVE_GET,
+      NGX_HTTP_ELEARN_USER, ngx_http_elearn_live_get,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
+    { "live-sessions/#/close", NGX_HTTP_POST,
+      NGX_HTTP_ELEARN_EP_LIVE_CLOSE,
+      NGX_HTTP_ELEARN_TEACHER, ngx_http_elearn_live_close,
+      NGX_HTTP_ELEARN_OWNER_NONE },
+
     /* enrollment is checked by the endpoint (cached), not by roles */
     { "videos/#/progress", NGX_HTTP_POST,
       NGX_HTTP_ELEARN_EP_PROGRESS_REPORT,
@@ -216,6 +238,18 @@ static ngx_conf_num_bounds_t  ngx_http_elearn_login_failures_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_elearn_jwt_cache_bounds = {
     ngx_http_elearn_check_bounds, 0, 10000000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_live_capacity_bounds = {
+    ngx_http_elearn_check_bounds, 1, 1000000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_live_rate_bounds = {
+    ngx_http_elearn_check_bounds, 0, 10000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_elearn_live_replay_bounds = {
+    ngx_http_elearn_check_bounds, 1, 100000
 };
 
 static ngx_conf_enum_t  ngx_http_elearn_jwt_algs[] = {
@@ -564,6 +598,69 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       offsetof(ngx_http_elearn_loc_conf_t, ws_close_timeout),
       NULL },
 
+    { ngx_string("elearn_live"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_elearn_live_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("elearn_live_capacity"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_capacity),
+      &ngx_http_elearn_live_capacity_bounds },
+
+    { ngx_string("elearn_live_capacity_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_capacity_max),
+      &ngx_http_elearn_live_capacity_bounds },
+
+    { ngx_string("elearn_live_chat_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_chat_max_size),
+      NULL },
+
+    { ngx_string("elearn_live_chat_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_chat_rate),
+      &ngx_http_elearn_live_rate_bounds },
+
+    { ngx_string("elearn_live_replay_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_replay_max),
+      &ngx_http_elearn_live_replay_bounds },
+
+    { ngx_string("elearn_live_replay_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_replay_ttl),
+      NULL },
+
+    { ngx_string("elearn_live_lease"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_lease),
+      NULL },
+
+    { ngx_string("elearn_live_token_warning"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_token_warning),
+      NULL },
+
     { ngx_string("elearn_video_cache_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -632,7 +729,7 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_elearn_module_ctx = {
-    ngx_http_elearn_auth_add_variables,    /* preconfiguration */
+    ngx_http_elearn_preconfiguration,      /* preconfiguration */
     ngx_http_elearn_postconfiguration,     /* postconfiguration */
 
     ngx_http_elearn_create_main_conf,      /* create main configuration */
@@ -1461,6 +1558,14 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->revocation_fail_open = NGX_CONF_UNSET;
     emcf->login_max_failures = NGX_CONF_UNSET_UINT;
     emcf->login_failure_window = NGX_CONF_UNSET;
+    emcf->live_capacity = NGX_CONF_UNSET_UINT;
+    emcf->live_capacity_max = NGX_CONF_UNSET_UINT;
+    emcf->live_chat_max_size = NGX_CONF_UNSET_SIZE;
+    emcf->live_chat_rate = NGX_CONF_UNSET_UINT;
+    emcf->live_replay_max = NGX_CONF_UNSET_UINT;
+    emcf->live_replay_ttl = NGX_CONF_UNSET_MSEC;
+    emcf->live_lease = NGX_CONF_UNSET_MSEC;
+    emcf->live_token_warning = NGX_CONF_UNSET_MSEC;
 
     return emcf;
 }
@@ -1520,6 +1625,10 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_http_elearn_search_init_conf(cf, emcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_elearn_live_init_conf(cf, emcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1659,6 +1768,17 @@ ngx_http_elearn_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 static ngx_int_t
+ngx_http_elearn_preconfiguration(ngx_conf_t *cf)
+{
+    if (ngx_http_elearn_auth_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_elearn_live_add_variables(cf);
+}
+
+
+static ngx_int_t
 ngx_http_elearn_postconfiguration(ngx_conf_t *cf)
 {
     ngx_http_handler_pt          *h;
@@ -1756,6 +1876,10 @@ ngx_http_elearn_init_process(ngx_cycle_t *cycle)
         }
     }
 
+    if (ngx_http_elearn_live_init_process(cycle, emcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (emcf->redis && emcf->pg && emcf->cache_warm && ngx_worker == 0) {
         ngx_http_elearn_course_warm(cycle, emcf);
     }
@@ -1775,6 +1899,7 @@ ngx_http_elearn_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_elearn_metrics_exit_process(cycle);
+    ngx_http_elearn_live_exit_process(cycle);
 
     if (emcf->revocations) {
         ngx_http_elearn_revocations_destroy(emcf->revocations);

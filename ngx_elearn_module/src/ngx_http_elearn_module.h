@@ -63,6 +63,10 @@ typedef enum {
     NGX_HTTP_ELEARN_EP_MY_ENROLLMENTS,
     NGX_HTTP_ELEARN_EP_COURSE_ENROLLMENTS,
     NGX_HTTP_ELEARN_EP_WS_ECHO,
+    NGX_HTTP_ELEARN_EP_LIVE_CREATE,
+    NGX_HTTP_ELEARN_EP_LIVE_GET,
+    NGX_HTTP_ELEARN_EP_LIVE_CLOSE,
+    NGX_HTTP_ELEARN_EP_LIVE_JOIN,
     NGX_HTTP_ELEARN_EP_PROGRESS_REPORT,
     NGX_HTTP_ELEARN_EP_PROGRESS_GET,
     NGX_HTTP_ELEARN_EP_MAX
@@ -170,6 +174,17 @@ typedef struct {
     ngx_str_t                    thread_pool_name;
     ngx_thread_pool_t           *thread_pool;
     ngx_uint_t                   api_used;       /* some elearn_api */
+
+    /* live sessions (ngx_http_elearn_live.c) */
+    ngx_uint_t                   live_capacity;  /* default */
+    ngx_uint_t                   live_capacity_max;
+    size_t                       live_chat_max_size;
+    ngx_uint_t                   live_chat_rate; /* per user per second */
+    ngx_uint_t                   live_replay_max;
+    ngx_msec_t                   live_replay_ttl;
+    ngx_msec_t                   live_lease;
+    ngx_msec_t                   live_token_warning;
+    ngx_uint_t                   live_used;      /* some elearn_live */
 
     /* per worker process, created in init_process */
     ngx_http_elearn_pg_pool_t   *pg;

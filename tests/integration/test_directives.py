@@ -70,6 +70,21 @@ BAD = [
     ("elearn_login_failure_window", "x"),
     ("elearn_thread_pool", "nosuchpool"),
     ("elearn_cursor_key_file", "/nonexistent/cursor.key"),
+    ("elearn_live", "on"),
+    ("elearn_live_capacity", "0"),
+    ("elearn_live_capacity", "2000"),
+    ("elearn_live_capacity_max", "0"),
+    ("elearn_live_capacity_max", "lots"),
+    ("elearn_live_chat_max_size", "0"),
+    ("elearn_live_chat_max_size", "1m"),
+    ("elearn_live_chat_rate", "-1"),
+    ("elearn_live_chat_rate", "fast"),
+    ("elearn_live_replay_max", "0"),
+    ("elearn_live_replay_max", "1000000"),
+    ("elearn_live_replay_ttl", "0"),
+    ("elearn_live_replay_ttl", "x"),
+    ("elearn_live_lease", "1s"),
+    ("elearn_live_token_warning", "x"),
     ("elearn_ws_max_message", "0"),
     ("elearn_ws_max_message", "100"),
     ("elearn_ws_max_message", "65m"),
@@ -239,6 +254,28 @@ def test_example_configs_pass(stack_env, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_live_without_redis_is_refused(stack_env, tmp_path):
+    conf = tmp_path / "noredis.conf"
+    conf.write_text("""
+load_module %s;
+pid %s/nginx.pid;
+error_log stderr;
+events {}
+http { server { listen 127.0.0.1:1; location /live/ { elearn_live; } } }
+""" % (stack_env["ELEARN_MODULE"], tmp_path))
+    r = run_nginx(stack_env, "-t", "-p", str(tmp_path), "-c", str(conf))
+    assert r.returncode != 0
+    assert "elearn_live" in r.stderr and "elearn_redis_addr" in r.stderr, \
+        r.stderr
+    conf.write_text("""
+load_module %s;
+pid %s/nginx.pid;
+error_log stderr;
+events {}
+http { elearn_redis_addr 127.0.0.1:6379;
+       server { listen 127.0.0.1:1; location /live/ { elearn_live; } } }
+""" % (stack_env["ELEARN_MODULE"], tmp_path))
+    r = run_nginx(stack_env, "-t", "-p", str(tmp_path), "-c", str(conf))
 def test_progress_directives_accept_good_values(stack_env, tmp_path):
     r = nginx_t(stack_env, tmp_path,
                 ["elearn_progress_completion 0.95;",

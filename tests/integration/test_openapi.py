@@ -140,6 +140,55 @@ def test_suggest_answers_match(spec, base_url, auth):
               requests.get(base_url + path, params=params, headers=auth))
 
 
+def test_live_answers_match(spec, stack, base_url, pg):
+    owner = {"Authorization": "Bearer " + stack.token(
+        "instructor@elearn.dev", "instructor-dev-pass")}
+    student = {"Authorization": "Bearer " + stack.token()}
+    with pg.cursor() as cur:
+        cur.execute("SELECT course_id FROM courses WHERE instructor_id = 2 "
+                    "AND published ORDER BY course_id LIMIT 1")
+        cid = cur.fetchone()[0]
+    create = "/api/v1/courses/{courseId}/live-sessions"
+    url = base_url + "/api/v1/courses/%d/live-sessions" % cid
+    r = requests.post(url, headers=owner, json={"title": "t", "capacity": 1})
+    assert r.status_code == 201
+    check(spec, create, "post", r)
+    sid = r.json()["sessionId"]
+    for body in ({"title": "t", "capacity": 5000}, {"title": ""}):
+        check(spec, create, "post", requests.post(url, headers=owner,
+                                                  json=body))
+    check(spec, create, "post", requests.post(url, headers=student,
+                                              json={"title": "t"}))
+    check(spec, create, "post", requests.post(url, json={"title": "t"}))
+
+    one = "/api/v1/live-sessions/{sessionId}"
+    r = requests.get(base_url + "/api/v1/live-sessions/%d" % sid,
+                     headers=owner)
+    assert r.status_code == 200
+    check(spec, one, "get", r)
+    check(spec, one, "get", requests.get(
+        base_url + "/api/v1/live-sessions/999999999", headers=owner))
+
+    ws = "/live/{sessionId}"
+    hs = {"Upgrade": "websocket", "Connection": "Upgrade",
+          "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    for path in ("/live/%d" % sid, "/live/999999999?access_token=%s"
+                 % owner["Authorization"][7:]):
+        r = requests.get(base_url + path, headers=hs, timeout=10)
+        assert r.status_code in (401, 404)
+        check(spec, ws, "get", r)
+
+    close = "/api/v1/live-sessions/{sessionId}/close"
+    r = requests.post(base_url + "/api/v1/live-sessions/%d/close" % sid,
+                      headers=owner)
+    assert r.status_code == 204
+    check(spec, close, "post", r)
+    r = requests.get(base_url + "/live/%d?access_token=%s"
+                     % (sid, owner["Authorization"][7:]), headers=hs,
+                     timeout=10)
+    assert r.status_code == 410
+    check(spec, ws, "get", r)
 def test_progress_answers_match(spec, stack, base_url, pg):
     import uuid
     path = "/api/v1/videos/{videoId}/progress"

@@ -1,0 +1,56 @@
+
+/*
+ * elearn live: live sessions (contract section 7), the REST calls that
+ * create, inspect and close them and the WebSocket /live/{sessionId} that
+ * participants join.
+ *
+ * Each message gets its sequence number from one Redis script per session
+ * (INCR, append to the replay buffer, PUBLISH: one publish per message);
+ * every worker process that has participants of a session subscribes to
+ * its channel and serializes each message into one WebSocket frame that
+ * all its local participants share.  Capacity is counted in Redis with a
+ * lease per worker process, so a crashed node's participants expire.
+ */
+
+
+#ifndef _NGX_HTTP_ELEARN_LIVE_H_INCLUDED_
+#define _NGX_HTTP_ELEARN_LIVE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_elearn_module.h"
+
+
+/* POST /api/v1/courses/{courseId}/live-sessions (owner: the router) */
+ngx_int_t ngx_http_elearn_live_create(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/* GET /api/v1/live-sessions/{sessionId} (enrolled, owner or admin) */
+ngx_int_t ngx_http_elearn_live_get(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/* POST /api/v1/live-sessions/{sessionId}/close (owner or admin) */
+ngx_int_t ngx_http_elearn_live_close(ngx_http_request_t *r,
+    ngx_http_elearn_ctx_t *ctx);
+
+/* The "elearn_live" location directive: the WebSocket /live/{id}. */
+char *ngx_http_elearn_live_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* Registers $elearn_live_session (preconfiguration). */
+ngx_int_t ngx_http_elearn_live_add_variables(ngx_conf_t *cf);
+
+/* Checks the elearn_live_* settings (init_main_conf). */
+char *ngx_http_elearn_live_init_conf(ngx_conf_t *cf,
+    ngx_http_elearn_main_conf_t *emcf);
+
+/* The worker's registry of local sessions and its lease timer. */
+ngx_int_t ngx_http_elearn_live_init_process(ngx_cycle_t *cycle,
+    ngx_http_elearn_main_conf_t *emcf);
+void ngx_http_elearn_live_exit_process(ngx_cycle_t *cycle);
+
+
+#endif /* _NGX_HTTP_ELEARN_LIVE_H_INCLUDED_ */
