@@ -863,9 +863,11 @@ def progress_daemon_scenarios(rows, notes):
     # a backlog of distinct rows, produced while the daemon is stopped
     stack("stop", "progress")
     progress_produce(PROGRESS_BACKLOG)
-    stack("start", "progress")
-    m0 = progress_metrics()
     t0 = time.time()
+    stack("start", "progress")
+    # a new process: its counters start at 0 (a first batch may be in
+    # before its metrics can be read)
+    m0 = dict.fromkeys(progress_metrics(), 0.0)
     deadline = t0 + 300
     m = m0
     while time.time() < deadline:

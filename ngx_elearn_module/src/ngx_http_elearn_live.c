@@ -549,32 +549,39 @@ ngx_http_elearn_live_query(ngx_http_request_t *r, const char *sql,
 
 
 /*
- * Reads a live_get row into rest; returns 0 when the caller may see the
- * session, or the problem already answered (a status to finalize with).
- * want_owner: only the owner (or an admin) may.
+ * Reads a live_get row into rest.  NGX_OK when the caller may see the
+ * session, else NGX_DECLINED with *answer what to finalize with (a
+ * problem is sent already: its own return value is the output filter's,
+ * NGX_OK included, so it cannot say "go on").  want_owner: only the owner
+ * (or an admin) may.
  */
 static ngx_int_t
 ngx_http_elearn_live_row(ngx_http_request_t *r, PGresult *res, ngx_int_t rc,
     ngx_http_elearn_live_rest_t *rest, ngx_http_elearn_user_t *user,
-    ngx_uint_t want_owner, ngx_uint_t *owner)
+    ngx_uint_t want_owner, ngx_uint_t *owner, ngx_int_t *answer)
 {
     int64_t  instructor;
 
     if (rc != NGX_OK) {
-        return ngx_http_elearn_problem_backend(r, rc, "the database");
+        *answer = ngx_http_elearn_problem_backend(r, rc, "the database");
+        return NGX_DECLINED;
     }
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "elearn live: live_get failed: %s",
                       PQresultErrorMessage(res));
-        return ngx_http_elearn_problem_backend(r, NGX_ERROR, "the database");
+        *answer = ngx_http_elearn_problem_backend(r, NGX_ERROR,
+                                                  "the database");
+        return NGX_DECLINED;
     }
 
     if (PQntuples(res) == 0) {
-        return ngx_http_elearn_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
-                                       "live session %L does not exist",
-                                       rest->id);
+        *answer = ngx_http_elearn_problem(r, NGX_HTTP_NOT_FOUND,
+                                          "not-found",
+                                          "live session %L does not exist",
+                                          rest->id);
+        return NGX_DECLINED;
     }
 
     rest->course_id = ngx_atoof((u_char *) PQgetvalue(res, 0, 1),
@@ -590,7 +597,8 @@ ngx_http_elearn_live_row(ngx_http_request_t *r, PGresult *res, ngx_int_t rc,
     rest->status.data = ngx_pnalloc(r->pool, rest->status.len + 1);
 
     if (rest->title.data == NULL || rest->status.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        *answer = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
     }
 
     /* kept escaped, ready for JSON */
@@ -604,22 +612,25 @@ ngx_http_elearn_live_row(ngx_http_request_t *r, PGresult *res, ngx_int_t rc,
               || user->role == NGX_HTTP_ELEARN_ROLE_ADMIN);
 
     if (*owner) {
-        return 0;
+        return NGX_OK;
     }
 
     if (want_owner) {
-        return ngx_http_elearn_problem(r, NGX_HTTP_FORBIDDEN, "forbidden",
-                                       "only the course's instructor may do "
-                                       "this");
+        *answer = ngx_http_elearn_problem(r, NGX_HTTP_FORBIDDEN,
+                                          "forbidden", "only the course's "
+                                          "instructor may do this");
+        return NGX_DECLINED;
     }
 
     if (PQgetvalue(res, 0, 6)[0] != 't') {
-        return ngx_http_elearn_problem(r, NGX_HTTP_FORBIDDEN, "forbidden",
-                                       "only the course's students and "
-                                       "instructor may see this session");
+        *answer = ngx_http_elearn_problem(r, NGX_HTTP_FORBIDDEN,
+                                          "forbidden", "only the course's "
+                                          "students and instructor may see "
+                                          "this session");
+        return NGX_DECLINED;
     }
 
-    return 0;
+    return NGX_OK;
 }
 
 
@@ -917,8 +928,9 @@ ngx_http_elearn_live_got(ngx_http_request_t *r, PGresult *res, ngx_int_t rc,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_elearn_module);
 
-    rc = ngx_http_elearn_live_row(r, res, rc, rest, ctx->user, 0, &owner);
-    if (rc != 0) {
+    if (ngx_http_elearn_live_row(r, res, rc, rest, ctx->user, 0, &owner, &rc)
+        != NGX_OK)
+    {
         ngx_http_elearn_finalize(r, rc);
         return;
     }
@@ -1053,8 +1065,9 @@ ngx_http_elearn_live_close_checked(ngx_http_request_t *r, PGresult *res,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_elearn_module);
 
-    rc = ngx_http_elearn_live_row(r, res, rc, rest, ctx->user, 1, &owner);
-    if (rc != 0) {
+    if (ngx_http_elearn_live_row(r, res, rc, rest, ctx->user, 1, &owner, &rc)
+        != NGX_OK)
+    {
         ngx_http_elearn_finalize(r, rc);
         return;
     }
@@ -2192,8 +2205,9 @@ ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
 
     /* until p joins the session, the request's cleanup frees it */
 
-    rc = ngx_http_elearn_live_row(r, res, rc, &rest, ctx->user, 0, &owner);
-    if (rc != 0) {
+    if (ngx_http_elearn_live_row(r, res, rc, &rest, ctx->user, 0, &owner, &rc)
+        != NGX_OK)
+    {
         ngx_http_elearn_finalize(r, rc);
         return;
     }

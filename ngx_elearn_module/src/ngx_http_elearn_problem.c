@@ -34,6 +34,7 @@ static ngx_http_elearn_status_title_t  ngx_http_elearn_titles[] = {
     { 405, "Method Not Allowed" },
     { 408, "Request Timeout" },
     { 409, "Conflict" },
+    { 410, "Gone" },
     { 413, "Content Too Large" },
     { 415, "Unsupported Media Type" },
     { 422, "Unprocessable Content" },

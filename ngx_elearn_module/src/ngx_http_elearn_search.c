@@ -131,6 +131,7 @@ typedef struct {
  * Returns {version, page entry or nil, "<total>\n<facets>" or nil, the
  * cut "id:rank,..." or nil}: "" past the end, nil when the entry has no
  * list or the cursor's course is not in it (the statement answers then).
+ * A page hit returns at once: nothing else is read or copied.
  * The entries' keys are made here from the version, so they are not in
  * KEYS: this needs one Redis, not a cluster (as the whole cache does).
  */
@@ -140,6 +141,7 @@ static ngx_http_elearn_redis_script_t  ngx_http_elearn_search_lookup_lua =
     "local page = false\n"
     "if ARGV[1] ~= '' then\n"
     "  page = redis.call('GET', 'search:' .. v .. ':' .. ARGV[1])\n"
+    "  if page then return {v, page, false, false} end\n"
     "end\n"
     "local e = redis.call('GET', 'search:' .. v .. ':q:' .. ARGV[2])\n"
     "if not e then return {v, page, false, false} end\n"
