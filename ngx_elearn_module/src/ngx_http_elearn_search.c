@@ -117,6 +117,7 @@ typedef struct {
     unsigned                       have_facets:1;
     unsigned                       have_slice:1;
     unsigned                       cacheable:1;   /* the page is cached */
+    unsigned                       page_missed:1; /* looked up, not there */
 } ngx_http_elearn_search_t;
 
 
@@ -1673,34 +1674,40 @@ ngx_http_elearn_search_key(ngx_http_request_t *r, ngx_str_t *key,
 }
 
 
-/* the catalog version of a lookup script's reply, or NULL */
-static redisReply *
-ngx_http_elearn_search_version(redisReply *reply, ngx_int_t rc)
+/* a catalog version as Redis gave it: digits, at most VERSION_MAX */
+static ngx_uint_t
+ngx_http_elearn_search_version_ok(redisReply *v)
 {
-    size_t       i;
-    redisReply  *v;
-
-    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 4)
-    {
-        return NULL;
-    }
-
-    v = reply->element[0];
+    size_t  i;
 
     if (v->type != REDIS_REPLY_STRING || v->len == 0
         || v->len > NGX_HTTP_ELEARN_SEARCH_VERSION_MAX)
     {
-        return NULL;
+        return 0;
     }
 
     for (i = 0; i < v->len; i++) {
         if (v->str[i] < '0' || v->str[i] > '9') {
-            return NULL;
+            return 0;
         }
     }
 
-    return v;
+    return 1;
+}
+
+
+/* the catalog version of a lookup script's reply, or NULL */
+static redisReply *
+ngx_http_elearn_search_version(redisReply *reply, ngx_int_t rc)
+{
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 4
+        || !ngx_http_elearn_search_version_ok(reply->element[0]))
+    {
+        return NULL;
+    }
+
+    return reply->element[0];
 }
 
 
@@ -1741,7 +1748,7 @@ ngx_http_elearn_search_lookup_done(ngx_http_request_t *r,
             return;
         }
 
-        if (page->type == REDIS_REPLY_STRING) {
+        if (!s->page_missed && page->type == REDIS_REPLY_STRING) {
             rc = ngx_http_elearn_search_cached_page(r, s, page);
 
             if (rc != NGX_DECLINED) {
@@ -1752,7 +1759,9 @@ ngx_http_elearn_search_lookup_done(ngx_http_request_t *r,
             }
         }
 
-        ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+        if (!s->page_missed) {
+            ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+        }
     }
 
     if (facets->type == REDIS_REPLY_STRING) {
@@ -1783,7 +1792,7 @@ ngx_http_elearn_search_lookup_done(ngx_http_request_t *r,
 
 miss:
 
-    if (cached_page) {
+    if (cached_page && !s->page_missed) {
         ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
     }
 
@@ -1865,37 +1874,28 @@ ngx_http_elearn_search_digest(ngx_http_request_t *r,
 
 /*
  * One script: the catalog version, the page's entry (when the page is one
- * that is cached) and the facets' entry.  NGX_AGAIN or the answer.
+ * that is cached and was not looked up already), the query entry and the
+ * cut of its ranked list.  NGX_AGAIN or the answer.
  */
 static ngx_int_t
-ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
-    ngx_http_elearn_search_t *s, ngx_uint_t cached_page)
+ngx_http_elearn_search_eval(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
 {
-    u_char                       *p;
-    ngx_int_t                     rc;
-    ngx_uint_t                    cut;
-    const char                   *argv[6];
-    size_t                        argvlen[6];
-    ngx_http_elearn_main_conf_t  *emcf;
-
-    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+    u_char      *p;
+    ngx_int_t    rc;
+    ngx_uint_t   cut;
+    const char  *argv[6];
+    size_t       argvlen[6];
 
     p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
-
-    if (p == NULL
-        || emcf->redis == NULL
-        || (cached_page
-            && ngx_http_elearn_search_digest(r, s, 1, s->digest) != NGX_OK)
-        || ngx_http_elearn_search_digest(r, s, 0, s->facets_digest)
-           != NGX_OK)
-    {
-        return ngx_http_elearn_search_query(r, s);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     argv[0] = "elearn:catalog:version";
     argvlen[0] = sizeof("elearn:catalog:version") - 1;
     argv[1] = (char *) s->digest;
-    argvlen[1] = cached_page ? sizeof(s->digest) : 0;
+    argvlen[1] = (s->cacheable && !s->page_missed) ? sizeof(s->digest) : 0;
     argv[2] = (char *) s->facets_digest;
     argvlen[2] = sizeof(s->facets_digest);
 
@@ -1913,13 +1913,11 @@ ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
     argv[5] = s->id.len ? (char *) s->id.data : "";
     argvlen[5] = s->id.len;
 
-    s->cacheable = cached_page;
-
     rc = ngx_http_elearn_redis_eval(r, &ngx_http_elearn_search_lookup_lua,
                                     ngx_http_elearn_search_lookup_done, s, 1,
                                     6, argv, argvlen);
     if (rc != NGX_AGAIN) {
-        if (cached_page) {
+        if (s->cacheable && !s->page_missed) {
             ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
         }
 
@@ -1928,6 +1926,145 @@ ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
     }
 
     return NGX_AGAIN;
+}
+
+
+/* the eval path from a Redis callback */
+static void
+ngx_http_elearn_search_eval_or_query(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_elearn_search_eval(r, s);
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_elearn_finalize(r, rc);
+    }
+}
+
+
+static void
+ngx_http_elearn_search_page_entry(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_t *s = data;
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
+        rc = ngx_http_elearn_search_cached_page(r, s, reply);
+
+        if (rc != NGX_DECLINED) {
+            ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 1);
+            ngx_http_elearn_finalize(r, rc);
+            return;
+        }
+    }
+
+    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+    s->page_missed = 1;
+
+    ngx_http_elearn_search_eval_or_query(r, s);
+}
+
+
+static void
+ngx_http_elearn_search_page_version(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_t *s = data;
+
+    const char  *argv[2];
+    size_t       argvlen[2];
+    redisReply   zero;
+
+    if (rc != NGX_OK
+        || (reply->type == REDIS_REPLY_STRING
+            && !ngx_http_elearn_search_version_ok(reply))
+        || (reply->type != REDIS_REPLY_STRING
+            && reply->type != REDIS_REPLY_NIL))
+    {
+        /* the script reads (and checks) the version once more */
+        ngx_http_elearn_search_eval_or_query(r, s);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        ngx_memzero(&zero, sizeof(redisReply));
+        zero.str = "0";                  /* no course written yet */
+        zero.len = 1;
+        reply = &zero;
+    }
+
+    if (ngx_http_elearn_search_key(r, &s->cache_key, reply, ":", s->digest)
+        != NGX_OK)
+    {
+        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    argv[0] = "GET";
+    argvlen[0] = 3;
+    argv[1] = (char *) s->cache_key.data;
+    argvlen[1] = s->cache_key.len;
+
+    if (ngx_http_elearn_redis_command(r, ngx_http_elearn_search_page_entry,
+                                      s, 2, argv, argvlen)
+        != NGX_AGAIN)
+    {
+        ngx_http_elearn_search_eval_or_query(r, s);
+    }
+}
+
+
+/*
+ * A first page, the commonest request, is two plain GETs: the catalog
+ * version, then the page's entry (cheaper for Redis than the script,
+ * which only a miss runs).  Other pages go to the script at once.
+ * NGX_AGAIN or the answer.
+ */
+static ngx_int_t
+ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_uint_t cached_page)
+{
+    const char                   *argv[2];
+    size_t                        argvlen[2];
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (emcf->redis == NULL
+        || (cached_page
+            && ngx_http_elearn_search_digest(r, s, 1, s->digest) != NGX_OK)
+        || ngx_http_elearn_search_digest(r, s, 0, s->facets_digest)
+           != NGX_OK)
+    {
+        return ngx_http_elearn_search_query(r, s);
+    }
+
+    s->cacheable = cached_page;
+
+    if (!cached_page) {
+        return ngx_http_elearn_search_eval(r, s);
+    }
+
+    argv[0] = "GET";
+    argvlen[0] = 3;
+    argv[1] = "elearn:catalog:version";
+    argvlen[1] = sizeof("elearn:catalog:version") - 1;
+
+    if (ngx_http_elearn_redis_command(r, ngx_http_elearn_search_page_version,
+                                      s, 2, argv, argvlen)
+        == NGX_AGAIN)
+    {
+        return NGX_AGAIN;
+    }
+
+    /* Redis is not connected: the script would not run either */
+
+    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_FACETS, 0);
+
+    return ngx_http_elearn_search_query(r, s);
 }
 
 
