@@ -92,23 +92,16 @@ ngx_http_elearn_role_name(ngx_uint_t role)
 static ngx_http_elearn_user_t *
 ngx_http_elearn_auth_user(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 {
-    u_char                        *token;
-    size_t                         len;
-    ngx_uint_t                     role, cached;
-    const char                    *reason;
-    ngx_table_elt_t               *h;
-    ngx_http_elearn_user_t        *user;
-    ngx_http_elearn_jwt_claims_t   claims;
-    ngx_http_elearn_main_conf_t   *emcf;
-    char                           iss[NGX_HTTP_ELEARN_ISS_MAX];
+    u_char                  *token;
+    size_t                   len;
+    ngx_table_elt_t         *h;
+    ngx_http_elearn_user_t  *user;
 
     if (ctx->auth_done) {
         return ctx->user;
     }
 
     ctx->auth_done = 1;
-
-    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
     h = r->headers_in.authorization;
 
@@ -135,9 +128,38 @@ ngx_http_elearn_auth_user(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
         len--;
     }
 
-    if (len == 0 || len > NGX_HTTP_ELEARN_JWT_MAX_LEN) {
-        ctx->auth_error = len ? "token too long" : "empty token";
+    user = ngx_pcalloc(r->pool, sizeof(ngx_http_elearn_user_t));
+    if (user == NULL) {
+        ctx->auth_error = "out of memory";
         return NULL;
+    }
+
+    if (ngx_http_elearn_auth_token(r, token, len, user, &ctx->auth_error)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    ctx->user = user;
+
+    return user;
+}
+
+
+ngx_int_t
+ngx_http_elearn_auth_token(ngx_http_request_t *r, u_char *token, size_t len,
+    ngx_http_elearn_user_t *user, const char **reason)
+{
+    ngx_uint_t                     role, cached;
+    ngx_http_elearn_jwt_claims_t   claims;
+    ngx_http_elearn_main_conf_t   *emcf;
+    char                           iss[NGX_HTTP_ELEARN_ISS_MAX];
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (len == 0 || len > NGX_HTTP_ELEARN_JWT_MAX_LEN) {
+        *reason = len ? "token too long" : "empty token";
+        return NGX_DECLINED;
     }
 
     cached = 0;
@@ -155,25 +177,18 @@ ngx_http_elearn_auth_user(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 
         if (ngx_http_elearn_jwt_verify(emcf->jwt_key, iss, ngx_time(),
                                        emcf->jwt_leeway, token, len, &claims,
-                                       &reason)
+                                       reason)
             != 0)
         {
-            ctx->auth_error = reason;
-            return NULL;
+            return NGX_DECLINED;
         }
     }
 
     role = ngx_http_elearn_role_parse((u_char *) claims.role,
                                       ngx_strlen(claims.role));
     if (role == 0) {
-        ctx->auth_error = "unknown role";
-        return NULL;
-    }
-
-    user = ngx_pcalloc(r->pool, sizeof(ngx_http_elearn_user_t));
-    if (user == NULL) {
-        ctx->auth_error = "out of memory";
-        return NULL;
+        *reason = "unknown role";
+        return NGX_DECLINED;
     }
 
     user->user_id = claims.sub;
@@ -186,9 +201,7 @@ ngx_http_elearn_auth_user(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
         ngx_http_elearn_jwt_cache_put(emcf->jwt_cache, token, len, &claims);
     }
 
-    ctx->user = user;
-
-    return user;
+    return NGX_OK;
 }
 
 

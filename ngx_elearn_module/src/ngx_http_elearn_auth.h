@@ -35,6 +35,14 @@ typedef struct {
 ngx_int_t ngx_http_elearn_auth_access(ngx_http_request_t *r);
 
 /*
+ * Verifies an access token (the verified-token cache first) and fills
+ * user from its claims.  NGX_OK, or NGX_DECLINED with *reason (for the
+ * log, never the token).  Revocation is the caller's to check.
+ */
+ngx_int_t ngx_http_elearn_auth_token(ngx_http_request_t *r, u_char *token,
+    size_t len, ngx_http_elearn_user_t *user, const char **reason);
+
+/*
  * Mints an access token for a login session: claims iss, sub, role, sid,
  * a fresh random jti, iat, exp (now + elearn_jwt_ttl).  The token lives
  * in r->pool.  NGX_OK or NGX_ERROR (no signing key: a verify-only node).

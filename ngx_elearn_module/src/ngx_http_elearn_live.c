@@ -2285,15 +2285,11 @@ static ngx_int_t
 ngx_http_elearn_live_token(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx,
     ngx_http_elearn_user_t *user)
 {
-    u_char                        *token, *p, *last;
-    size_t                         len;
-    ngx_str_t                      value, sid, jti;
-    ngx_int_t                      rc;
-    ngx_uint_t                     role;
-    const char                    *reason;
-    ngx_http_elearn_jwt_claims_t   claims;
-    ngx_http_elearn_main_conf_t   *emcf;
-    char                           iss[256];
+    u_char                       *token, *p, *last;
+    size_t                        len;
+    ngx_str_t                     value, sid, jti;
+    ngx_int_t                     rc;
+    ngx_http_elearn_main_conf_t  *emcf;
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
@@ -2329,49 +2325,17 @@ ngx_http_elearn_live_token(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    if (len > NGX_HTTP_ELEARN_JWT_MAX_LEN) {
-        ctx->auth_error = "token too long";
-        return NGX_DECLINED;
-    }
-
-    if (emcf->jwt_cache == NULL
-        || !ngx_http_elearn_jwt_cache_get(emcf->jwt_cache, token, len,
-                                          ngx_time(), &claims))
+    if (ngx_http_elearn_auth_token(r, token, len, user, &ctx->auth_error)
+        != NGX_OK)
     {
-        if (emcf->jwt_issuer.len >= sizeof(iss)) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(iss, emcf->jwt_issuer.data, emcf->jwt_issuer.len);
-        iss[emcf->jwt_issuer.len] = '\0';
-
-        if (ngx_http_elearn_jwt_verify(emcf->jwt_key, iss, ngx_time(),
-                                       emcf->jwt_leeway, token, len, &claims,
-                                       &reason)
-            != 0)
-        {
-            ctx->auth_error = reason;
-            return NGX_DECLINED;
-        }
-
-        if (emcf->jwt_cache) {
-            ngx_http_elearn_jwt_cache_put(emcf->jwt_cache, token, len,
-                                          &claims);
-        }
-    }
-
-    role = ngx_http_elearn_role_parse((u_char *) claims.role,
-                                      ngx_strlen(claims.role));
-    if (role == 0) {
-        ctx->auth_error = "unknown role";
         return NGX_DECLINED;
     }
 
     if (emcf->revocations) {
-        sid.data = (u_char *) claims.sid;
-        sid.len = ngx_strlen(claims.sid);
-        jti.data = (u_char *) claims.jti;
-        jti.len = ngx_strlen(claims.jti);
+        sid.data = user->sid;
+        sid.len = ngx_strlen(user->sid);
+        jti.data = user->jti;
+        jti.len = ngx_strlen(user->jti);
 
         rc = ngx_http_elearn_revocations_check(emcf->revocations, &sid, &jti);
 
@@ -2384,10 +2348,6 @@ ngx_http_elearn_live_token(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx,
             return NGX_HTTP_SERVICE_UNAVAILABLE;
         }
     }
-
-    user->user_id = claims.sub;
-    user->role = role;
-    user->exp = claims.exp;
 
     return NGX_OK;
 }

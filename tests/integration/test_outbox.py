@@ -10,12 +10,10 @@ import subprocess
 import time
 import uuid
 
-import pytest
+import confluent_kafka as ck
 import requests
 
 from test_enrollments import enroll, hdr, published, register, unenroll
-
-ck = pytest.importorskip("confluent_kafka")
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
