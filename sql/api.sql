@@ -97,14 +97,19 @@ SELECT email, display_name, role
 -- $5 candidate cap, $6 cursor rank (real), $7 cursor course_id,
 -- $8 page size, $9 offset.
 -- ts_rank reads every candidate's tsvector (FIELD-NOTES: ranking 58k
--- matches ~650 ms), so only a bounded, deterministic candidate set is
--- ranked: the first $5 matches in course_id order (the oldest; ids only
--- grow, so a course added mid-walk never pushes a candidate out).  Title
--- (A) weighs above summary (B) above description (C).  Matches past the
--- cap are reached with sort=newest or popular.  The page is chosen on ids
--- and ranks alone; only its rows are joined and turned into JSON (built
--- for every candidate, the documents cost 3-5 times the ranking).
--- Index: courses_search_idx (rare words), courses_pkey (common words).
+-- matches ~650 ms), so $5 candidates at most are ranked.  A one-word
+-- query (the commonest shape) reads ranks computed when each course was
+-- written (search_postings, migration 0013): its candidates are its $5
+-- best matches of all, exactly.  Any other shape ranks a bounded,
+-- deterministic set: its first $5 matches in course_id order (the
+-- oldest; ids only grow, so a course added mid-walk never pushes a
+-- candidate out).  Title (A) weighs above summary (B) above description
+-- (C).  Matches past the cap are reached with sort=newest or popular.
+-- The page is chosen on ids and ranks alone; only its rows are joined
+-- and turned into JSON (built for every candidate, the documents cost
+-- 3-5 times the ranking).
+-- Index: search_postings_rank_idx (one word); courses_search_idx (rare
+-- words), courses_pkey (common words).
 SELECT json_build_object(
          'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
          'category', c.category, 'level', c.level, 'language', c.language,
@@ -115,18 +120,7 @@ SELECT json_build_object(
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
        p.rank::text, p.course_id
   FROM (SELECT r.course_id, r.rank
-          FROM (SELECT cand.course_id,
-                       ts_rank(cand.search,
-                               websearch_to_tsquery('english', $1)) AS rank
-                  FROM (SELECT course_id, search
-                          FROM courses
-                         WHERE published
-                           AND search @@ websearch_to_tsquery('english', $1)
-                           AND ($2::text IS NULL OR category = $2)
-                           AND ($3::text IS NULL OR level = $3)
-                           AND ($4::text IS NULL OR language = $4)
-                         ORDER BY course_id
-                         LIMIT $5) cand) r
+          FROM elearn_search_candidates($1, $2, $3, $4, $5) r
          WHERE $6::real IS NULL
                OR (r.rank, r.course_id) < ($6::real, $7::bigint)
          ORDER BY r.rank DESC, r.course_id DESC
@@ -271,13 +265,16 @@ SELECT json_build_object(
 -- search_relevance orders them; NULL with $6 0 or no q).  $1 q (NULL =
 -- browse), $2 category, $3 level, $4 language, $5 cap, $6 candidate cap.
 -- Every filter applies to every facet (a facet shows what is inside the
--- current result).  Counts cover at most $5 matches (the module passes
--- 10000, where offset paging stops): exact below it, lower bounds at it
--- (an exact count of a common word's 59k matches costs ~55 ms, the
--- capped one ~12 ms).  The module keeps the row for the query (not the
+-- current result).  A one-word query's counts are exact: they are sums
+-- of its cells in search_term_counts (migration 0013).  Other shapes
+-- count at most $5 matches (the module passes 10000, where offset paging
+-- stops): exact below it, lower bounds at it (an exact count of a common
+-- word's 59k matches costs ~55 ms, the capped one ~12 ms).  The module
+-- keeps the row for the query (not the
 -- page), so every later page of a relevance search is a slice of the
--- list and search_by_ids.  With q: courses_search_idx; without:
--- courses_published_facets_idx.
+-- list and search_by_ids.  The candidates are search_relevance's.  One
+-- word: search_postings_rank_idx (index-only) and search_term_counts_pkey;
+-- other q: courses_search_idx; without q: courses_published_facets_idx.
 SELECT coalesce(sum(n) FILTER (WHERE f = 'total'), 0),
        json_build_object(
          'category', coalesce(json_agg(json_build_object('value', v,
@@ -294,33 +291,36 @@ SELECT coalesce(sum(n) FILTER (WHERE f = 'total'), 0),
                           FILTER (WHERE f = 'language'), '[]'))::text,
        (SELECT string_agg(r.course_id || ':' || r.rank::text, ','
                           ORDER BY r.rank DESC, r.course_id DESC)
-          FROM (SELECT cand.course_id,
-                       ts_rank(cand.search,
-                               websearch_to_tsquery('english', $1)) AS rank
-                  FROM (SELECT course_id, search
-                          FROM courses
-                         WHERE published
-                           AND search @@ websearch_to_tsquery('english', $1)
-                           AND ($2::text IS NULL OR category = $2)
-                           AND ($3::text IS NULL OR level = $3)
-                           AND ($4::text IS NULL OR language = $4)
-                         ORDER BY course_id
-                         LIMIT $6) cand) r)
+          FROM elearn_search_candidates($1, $2, $3, $4, $6) r)
   FROM (SELECT CASE WHEN GROUPING(category) = 0 THEN 'category'
                     WHEN GROUPING(level) = 0 THEN 'level'
                     WHEN GROUPING(language) = 0 THEN 'language'
                     ELSE 'total' END AS f,
                coalesce(category, level, language) AS v,
-               count(*) AS n
-          FROM (SELECT category, level, language
-                  FROM courses
-                 WHERE published
-                   AND ($1::text IS NULL
-                        OR search @@ websearch_to_tsquery('english', $1))
-                   AND ($2::text IS NULL OR category = $2)
-                   AND ($3::text IS NULL OR level = $3)
-                   AND ($4::text IS NULL OR language = $4)
-                 LIMIT $5) m
+               sum(w) AS n
+          FROM ((SELECT t.category, t.level, t.language, t.n
+                   FROM search_term_counts t
+                  WHERE t.lexeme
+                        = elearn_search_term(websearch_to_tsquery('english',
+                                                                  $1))
+                    AND t.n > 0
+                    AND ($2::text IS NULL OR t.category = $2)
+                    AND ($3::text IS NULL OR t.level = $3)
+                    AND ($4::text IS NULL OR t.language = $4))
+                UNION ALL
+                (SELECT category, level, language, 1
+                   FROM courses
+                  WHERE ($1::text IS NULL
+                         OR elearn_search_term(
+                                websearch_to_tsquery('english', $1))
+                            IS NULL)
+                    AND published
+                    AND ($1::text IS NULL
+                         OR search @@ websearch_to_tsquery('english', $1))
+                    AND ($2::text IS NULL OR category = $2)
+                    AND ($3::text IS NULL OR level = $3)
+                    AND ($4::text IS NULL OR language = $4)
+                  LIMIT $5)) m (category, level, language, w)
          GROUP BY GROUPING SETS ((category), (level), (language), ())) g;
 
 -- name: search_by_ids

@@ -58,6 +58,7 @@ BASE = "http://127.0.0.1:%s" % PORT
 OUT = os.path.join(os.environ["ELEARN_VAR"], "..", "bench")
 ONLY = os.environ.get("BENCH_ONLY", "")
 SEARCH_CONNS = 50                       # issue 4: 50 concurrent clients
+THINK_MS = 100                          # a search client's pause, ms
 SEARCH_QUERIES = os.path.join(TOP, "tools", "bench-search-queries.txt")
 
 UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -147,6 +148,18 @@ function request()
         path = path .. "&page=" .. (4 + n % 3)
     end
     return wrk.format("GET", path)
+end
+"""
+
+# LINES_LUA with think time: each connection waits args[4] ms after an
+# answer before its next request (a user reading the results), so the
+# offered load is set by the clients rather than by how fast answers
+# come back
+THINK_LUA = LINES_LUA.replace(
+    'paged = args[3] == "page"\n',
+    'paged = args[3] == "page"\n    think = tonumber(args[4])\n') + """
+function delay()
+    return think
 end
 """
 
@@ -468,6 +481,13 @@ def search_scenarios(rows, notes):
         mix, "/api/v1/courses/search?q=", "page"], **kw)
     rows.append(("search, uncached pages, %d-query mix (pages 4-6)"
                  % len(queries), r, None, "-"))
+    redis_flush_search()          # its first touches are in it too
+    think = os.path.join(OUT, "think.lua")
+    open(think, "w").write(THINK_LUA)
+    r = wrk("/api/v1/courses/search", script=think, args=[
+        mix, "/api/v1/courses/search?q=", "page", str(THINK_MS)], **kw)
+    rows.append(("search, uncached pages, %d-query mix, %d ms think time"
+                 % (len(queries), THINK_MS), r, None, "-"))
     one = write_lines("search-top.txt", [top])
     r = wrk("/api/v1/courses/search", script=lua, seconds=half, args=[
         one, "/api/v1/courses/search?q=", "page"], **kw)

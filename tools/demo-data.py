@@ -798,12 +798,19 @@ def load(dsn, demo, log):
             for col, seq in cur.fetchall():
                 cur.execute("SELECT setval(%%s, coalesce(max(%s), 0) + 1, "
                             "false) FROM %s" % (col, table), (seq,))
+        # the triggers that keep search_postings were off (or fired row by
+        # row on an emptied table): build it whole, in this transaction
+        t1 = time.monotonic()
+        cur.execute("SELECT elearn_search_postings_rebuild()")
+        log("search postings: %d rows in %.1f s"
+            % (cur.fetchone()[0], time.monotonic() - t1))
         conn.commit()
         t1 = time.monotonic()
         conn.autocommit = True
         # VACUUM sets the visibility map where COPY FREEZE could not (the
         # partitions), so index-only scans work at once; ANALYZE for plans.
         cur.execute("VACUUM (ANALYZE) quiz_submissions")
+        cur.execute("VACUUM (ANALYZE) search_postings")
         cur.execute("ANALYZE")
         log("analyzed in %.1f s" % (time.monotonic() - t1))
         return cp.counts

@@ -283,18 +283,7 @@
     "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
     "       p.rank::text, p.course_id\n" \
     "  FROM (SELECT r.course_id, r.rank\n" \
-    "          FROM (SELECT cand.course_id,\n" \
-    "                       ts_rank(cand.search,\n" \
-    "                               websearch_to_tsquery('english', $1)) AS rank\n" \
-    "                  FROM (SELECT course_id, search\n" \
-    "                          FROM courses\n" \
-    "                         WHERE published\n" \
-    "                           AND search @@ websearch_to_tsquery('english', $1)\n" \
-    "                           AND ($2::text IS NULL OR category = $2)\n" \
-    "                           AND ($3::text IS NULL OR level = $3)\n" \
-    "                           AND ($4::text IS NULL OR language = $4)\n" \
-    "                         ORDER BY course_id\n" \
-    "                         LIMIT $5) cand) r\n" \
+    "          FROM elearn_search_candidates($1, $2, $3, $4, $5) r\n" \
     "         WHERE $6::real IS NULL\n" \
     "               OR (r.rank, r.course_id) < ($6::real, $7::bigint)\n" \
     "         ORDER BY r.rank DESC, r.course_id DESC\n" \
@@ -428,33 +417,36 @@
     "                          FILTER (WHERE f = 'language'), '[]'))::text,\n" \
     "       (SELECT string_agg(r.course_id || ':' || r.rank::text, ','\n" \
     "                          ORDER BY r.rank DESC, r.course_id DESC)\n" \
-    "          FROM (SELECT cand.course_id,\n" \
-    "                       ts_rank(cand.search,\n" \
-    "                               websearch_to_tsquery('english', $1)) AS rank\n" \
-    "                  FROM (SELECT course_id, search\n" \
-    "                          FROM courses\n" \
-    "                         WHERE published\n" \
-    "                           AND search @@ websearch_to_tsquery('english', $1)\n" \
-    "                           AND ($2::text IS NULL OR category = $2)\n" \
-    "                           AND ($3::text IS NULL OR level = $3)\n" \
-    "                           AND ($4::text IS NULL OR language = $4)\n" \
-    "                         ORDER BY course_id\n" \
-    "                         LIMIT $6) cand) r)\n" \
+    "          FROM elearn_search_candidates($1, $2, $3, $4, $6) r)\n" \
     "  FROM (SELECT CASE WHEN GROUPING(category) = 0 THEN 'category'\n" \
     "                    WHEN GROUPING(level) = 0 THEN 'level'\n" \
     "                    WHEN GROUPING(language) = 0 THEN 'language'\n" \
     "                    ELSE 'total' END AS f,\n" \
     "               coalesce(category, level, language) AS v,\n" \
-    "               count(*) AS n\n" \
-    "          FROM (SELECT category, level, language\n" \
-    "                  FROM courses\n" \
-    "                 WHERE published\n" \
-    "                   AND ($1::text IS NULL\n" \
-    "                        OR search @@ websearch_to_tsquery('english', $1))\n" \
-    "                   AND ($2::text IS NULL OR category = $2)\n" \
-    "                   AND ($3::text IS NULL OR level = $3)\n" \
-    "                   AND ($4::text IS NULL OR language = $4)\n" \
-    "                 LIMIT $5) m\n" \
+    "               sum(w) AS n\n" \
+    "          FROM ((SELECT t.category, t.level, t.language, t.n\n" \
+    "                   FROM search_term_counts t\n" \
+    "                  WHERE t.lexeme\n" \
+    "                        = elearn_search_term(websearch_to_tsquery('english',\n" \
+    "                                                                  $1))\n" \
+    "                    AND t.n > 0\n" \
+    "                    AND ($2::text IS NULL OR t.category = $2)\n" \
+    "                    AND ($3::text IS NULL OR t.level = $3)\n" \
+    "                    AND ($4::text IS NULL OR t.language = $4))\n" \
+    "                UNION ALL\n" \
+    "                (SELECT category, level, language, 1\n" \
+    "                   FROM courses\n" \
+    "                  WHERE ($1::text IS NULL\n" \
+    "                         OR elearn_search_term(\n" \
+    "                                websearch_to_tsquery('english', $1))\n" \
+    "                            IS NULL)\n" \
+    "                    AND published\n" \
+    "                    AND ($1::text IS NULL\n" \
+    "                         OR search @@ websearch_to_tsquery('english', $1))\n" \
+    "                    AND ($2::text IS NULL OR category = $2)\n" \
+    "                    AND ($3::text IS NULL OR level = $3)\n" \
+    "                    AND ($4::text IS NULL OR language = $4)\n" \
+    "                  LIMIT $5)) m (category, level, language, w)\n" \
     "         GROUP BY GROUPING SETS ((category), (level), (language), ())) g\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_BY_IDS \

@@ -316,3 +316,163 @@ def test_invalid_create_writes_nothing_and_keeps_the_connection(
     with pg.cursor() as cur:
         cur.execute("SELECT count(*) FROM courses WHERE title = %s", (title,))
         assert cur.fetchone()[0] == 0
+
+
+# --- one-word search postings (migration 0013) ----------------------------
+
+POSTINGS_DIFF = """
+    SELECT count(*) FROM (
+        (SELECT lexeme, course_id, rank, category, level, language
+           FROM search_postings WHERE course_id = ANY(%(ids)s)
+         EXCEPT ALL
+         SELECT u.lexeme, c.course_id,
+                ts_rank(c.search, quote_literal(u.lexeme)::tsquery),
+                c.category, c.level, c.language
+           FROM courses c, unnest(c.search) u
+          WHERE c.published AND c.course_id = ANY(%(ids)s))
+        UNION ALL
+        (SELECT u.lexeme, c.course_id,
+                ts_rank(c.search, quote_literal(u.lexeme)::tsquery),
+                c.category, c.level, c.language
+           FROM courses c, unnest(c.search) u
+          WHERE c.published AND c.course_id = ANY(%(ids)s)
+         EXCEPT ALL
+         SELECT lexeme, course_id, rank, category, level, language
+           FROM search_postings WHERE course_id = ANY(%(ids)s))) d"""
+
+
+def postings_of(pg, cid):
+    with pg.cursor() as cur:
+        cur.execute("SELECT lexeme, category FROM search_postings "
+                    "WHERE course_id = %s ORDER BY lexeme", (cid,))
+        return cur.fetchall()
+
+
+def cells(pg, lexeme):
+    """The non-zero search_term_counts cells of a lexeme."""
+    with pg.cursor() as cur:
+        cur.execute("SELECT category, level, language, n "
+                    "FROM search_term_counts WHERE lexeme = %s AND n > 0 "
+                    "ORDER BY 1, 2, 3", (lexeme,))
+        return cur.fetchall()
+
+
+def postings_diff(pg, ids):
+    with pg.cursor() as cur:
+        cur.execute(POSTINGS_DIFF, {"ids": list(ids)})
+        return cur.fetchone()[0]
+
+
+def facet(r, name, value):
+    return {f["value"]: f["count"] for f in r.json()["facets"][name]}.get(
+        value, 0)
+
+
+def test_one_word_postings_follow_every_write(base_url, who, created, pg):
+    """One-word searches read search_postings (ranks computed at write
+    time): each write keeps it equal to ts_rank over the course's own
+    vector, in the writer's transaction, so search answers the very next
+    request right."""
+    a, b, c = word(), word(), word()
+    r = post(base_url, who["instructor"],
+             course(title="Postings " + a, summary="About " + b,
+                    category="postings-x"), created)
+    assert r.status_code == 201, r.text
+    cid = r.json()["courseId"]
+    assert postings_diff(pg, [cid]) == 0
+    lexemes = [row[0] for row in postings_of(pg, cid)]
+    with pg.cursor() as cur:
+        cur.execute("SELECT elearn_search_term(websearch_to_tsquery("
+                    "'english', w)) FROM unnest(%s::text[]) w", ([a, b],))
+        stems = [row[0] for row in cur.fetchall()]
+    assert len(stems) == 2 and set(stems) <= set(lexemes)
+    assert cells(pg, stems[1]) == [("postings-x", "beginner", "en", 1)]
+    assert search_ids(base_url, who["student"], a) == [cid]
+    assert search_ids(base_url, who["student"], b) == [cid]
+
+    # title and category change: old word gone, new word and facet there
+    r = patch(base_url, who["instructor"], cid,
+              {"title": "Postings " + c, "category": "postings-y"})
+    assert r.status_code == 200, r.text
+    assert postings_diff(pg, [cid]) == 0
+    assert search_ids(base_url, who["student"], a) == []
+    assert search_ids(base_url, who["student"], c) == [cid]
+    s = requests.get(base_url + SEARCH, headers=who["student"],
+                     params={"q": b}, timeout=30)
+    assert facet(s, "category", "postings-y") == 1
+    assert facet(s, "category", "postings-x") == 0
+    assert s.json()["pagination"]["totalResults"] == 1
+    assert cells(pg, stems[1]) == [("postings-y", "beginner", "en", 1)]
+    assert cells(pg, stems[0]) == []
+
+    # an enrollment count change rewrites nothing (trigger's WHEN)
+    with pg.cursor() as cur:
+        cur.execute("SELECT xmin::text FROM search_postings "
+                    "WHERE course_id = %s ORDER BY lexeme", (cid,))
+        before = cur.fetchall()
+        cur.execute("UPDATE courses SET enrollment_count = "
+                    "enrollment_count + 1 WHERE course_id = %s", (cid,))
+        cur.execute("SELECT xmin::text FROM search_postings "
+                    "WHERE course_id = %s ORDER BY lexeme", (cid,))
+        assert cur.fetchall() == before
+
+    # unpublished: no postings, no hits; published again: back
+    r = patch(base_url, who["instructor"], cid, {"published": False})
+    assert r.status_code == 200, r.text
+    assert postings_of(pg, cid) == []
+    assert cells(pg, stems[1]) == []
+    assert search_ids(base_url, who["student"], c) == []
+    r = patch(base_url, who["instructor"], cid, {"published": True})
+    assert r.status_code == 200, r.text
+    assert postings_diff(pg, [cid]) == 0
+    assert search_ids(base_url, who["student"], c) == [cid]
+
+    # deleted (there is no API for it: the rows go with the course)
+    with pg.cursor() as cur:
+        cur.execute("DELETE FROM courses WHERE course_id = %s", (cid,))
+    assert postings_of(pg, cid) == []
+    assert cells(pg, stems[1]) == []
+
+
+def test_postings_equal_the_catalog(pg):
+    """The loaded catalog (COPY with triggers off, then
+    elearn_search_postings_rebuild()) against ts_rank over 300 courses."""
+    with pg.cursor() as cur:
+        cur.execute("SELECT course_id FROM courses "
+                    "ORDER BY hashint8(course_id) LIMIT 300")
+        ids = [row[0] for row in cur.fetchall()]
+    assert len(ids) == 300
+    assert postings_diff(pg, ids) == 0
+
+
+def test_term_counts_equal_the_catalog(pg):
+    """search_term_counts against counting the catalog, for 40 lexemes
+    from the commonest down."""
+    with pg.cursor() as cur:
+        cur.execute("SELECT lexeme FROM search_term_counts GROUP BY 1 "
+                    "ORDER BY sum(n) DESC, 1")
+        lexemes = [row[0] for row in cur.fetchall()]
+        assert len(lexemes) > 100
+        sample = lexemes[:10] + lexemes[10::len(lexemes) // 30][:30]
+        cur.execute(
+            "SELECT count(*) FROM ("
+            "(SELECT lexeme, category, level, language, n "
+            "   FROM search_term_counts "
+            "  WHERE lexeme = ANY(%(l)s) AND n > 0 "
+            " EXCEPT ALL "
+            " SELECT u.lexeme, c.category, c.level, c.language, "
+            "        count(*)::integer "
+            "   FROM courses c, unnest(tsvector_to_array(c.search)) u(lexeme) "
+            "  WHERE c.published AND u.lexeme = ANY(%(l)s) "
+            "  GROUP BY 1, 2, 3, 4) "
+            "UNION ALL "
+            "(SELECT u.lexeme, c.category, c.level, c.language, "
+            "        count(*)::integer "
+            "   FROM courses c, unnest(tsvector_to_array(c.search)) u(lexeme) "
+            "  WHERE c.published AND u.lexeme = ANY(%(l)s) "
+            "  GROUP BY 1, 2, 3, 4 "
+            " EXCEPT ALL "
+            " SELECT lexeme, category, level, language, n "
+            "   FROM search_term_counts "
+            "  WHERE lexeme = ANY(%(l)s) AND n > 0)) d", {"l": sample})
+        assert cur.fetchone()[0] == 0

@@ -396,3 +396,36 @@ def test_relevance_pages_cut_from_the_list_match_the_ranking(base_url, auth,
     seen, pages = walk(base_url, auth, params)
     assert seen == ranked
     assert pages == (len(ranked) + size - 1) // size
+
+
+def test_one_word_relevance_ranks_every_match(base_url, auth, pg):
+    """A one-word query is ranked over all its matches, not a subset:
+    its candidates are the 1,000 best by ts_rank of every matching
+    course (precomputed in search_postings), so page 1 of a word in tens
+    of thousands of courses shows its best.  Offset pages and a cursor
+    walk give exactly that list."""
+    q = "edition"
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(*) FROM courses WHERE published AND "
+                    "search @@ " + TSQ, (q,))
+        matches = cur.fetchone()[0]
+        cur.execute(
+            "SELECT course_id FROM courses WHERE published AND search @@ "
+            + TSQ + " ORDER BY ts_rank(search, " + TSQ + ") DESC, "
+            "course_id DESC LIMIT 1000", (q, q))
+        best = [r[0] for r in cur.fetchall()]
+    assert matches > 5000 and len(best) == 1000
+    size = 100
+    got = []
+    for page in range(1, 12):
+        r = get(base_url, auth, SEARCH, {"q": q, "pageSize": size,
+                                         "page": page})
+        assert r.status_code == 200, r.text
+        got += [c["courseId"] for c in r.json()["courses"]]
+        if page == 1:
+            # what relevance can list: its candidates (contract: offset
+            # pages stop at the total; sort=newest reaches the rest)
+            assert r.json()["pagination"]["totalResults"] == 1000
+    assert got == best
+    seen, pages = walk(base_url, auth, {"q": q, "pageSize": size})
+    assert seen == best and pages == 10
