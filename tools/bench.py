@@ -126,6 +126,7 @@ LOGIN_ACCOUNTS = 16
 LINES_LUA = """
 -- globals, not locals: thread:set() after loading sets globals
 lines, i, n, prefix, paged = {}, 0, 0, "", false
+suffix = function() return "" end
 local threads = {}
 function setup(thread)
     table.insert(threads, thread)
@@ -142,7 +143,7 @@ function init(args)
 end
 function request()
     i = i % #lines + 1
-    local path = prefix .. lines[i]
+    local path = prefix .. lines[i] .. suffix()
     if paged then
         n = n + 1
         path = path .. "&page=" .. (4 + n % 3)
@@ -155,11 +156,24 @@ end
 # answer before its next request (a user reading the results), so the
 # offered load is set by the clients rather than by how fast answers
 # come back
+# With args[5] "fresh", q gets a random run of English stop words, which
+# the query parser drops (the query is the same) but which make every
+# request's cache keys its own: nothing is ever read from the search
+# cache, each request runs its page statement and search_facets.
 THINK_LUA = LINES_LUA.replace(
     'paged = args[3] == "page"\n',
-    'paged = args[3] == "page"\n    think = tonumber(args[4])\n') + """
+    'paged = args[3] == "page"\n    think = tonumber(args[4])\n'
+    '    if args[5] == "fresh" then suffix = stopwords end\n') + """
 function delay()
     return think
+end
+local stop = {"the", "a", "of", "and", "to", "in", "is", "it", "on", "for"}
+function stopwords()
+    local s = ""
+    for k = 1, 8 do
+        s = s .. "+" .. stop[math.random(#stop)]
+    end
+    return s
 end
 """
 
@@ -488,6 +502,19 @@ def search_scenarios(rows, notes):
         mix, "/api/v1/courses/search?q=", "page", str(THINK_MS)], **kw)
     rows.append(("search, uncached pages, %d-query mix, %d ms think time"
                  % (len(queries), THINK_MS), r, None, "-"))
+    r = wrk("/api/v1/courses/search", script=think, args=[
+        mix, "/api/v1/courses/search?q=", "page", str(THINK_MS), "fresh"],
+        **kw)
+    rows.append(("search, nothing cached (every request a new key), "
+                 "%d-query mix, %d ms think time" % (len(queries), THINK_MS),
+                 r, None, "-"))
+    notes.append("search, nothing cached: as the row above, but q ends in "
+                 "8 random English stop words (the parser drops them, the "
+                 "query is the same word), so no request finds a cache "
+                 "entry: each runs its page statement and search_facets "
+                 "(total, facets, ranked list) in PostgreSQL.  Think time: "
+                 "each of the 50 clients waits %d ms after an answer." %
+                 THINK_MS)
     one = write_lines("search-top.txt", [top])
     r = wrk("/api/v1/courses/search", script=lua, seconds=half, args=[
         one, "/api/v1/courses/search?q=", "page"], **kw)
