@@ -70,11 +70,10 @@
 #define NGX_HTTP_ELEARN_LIVE_PREFIX      "elearn:live:"
 #define NGX_HTTP_ELEARN_LIVE_KEY_LEN     (sizeof(NGX_HTTP_ELEARN_LIVE_PREFIX) \
                                           + 2 * NGX_INT64_LEN + 16)
-#define NGX_HTTP_ELEARN_LIVE_NKEYS       6
-#define NGX_HTTP_ELEARN_LIVE_ARGS_MAX    8
+#define NGX_HTTP_ELEARN_LIVE_NKEYS       9
+#define NGX_HTTP_ELEARN_LIVE_ARGS_MAX    10
 #define NGX_HTTP_ELEARN_LIVE_TS_LEN      sizeof("2026-01-01T00:00:00.000Z")
 #define NGX_HTTP_ELEARN_LIVE_CLOSED_TTL  "86400000"
-#define NGX_HTTP_ELEARN_LIVE_PRESENCE    100      /* ms: coalesced */
 #define NGX_HTTP_ELEARN_LIVE_HOLD_MAX    4096     /* items held per list */
 
 #define NGX_HTTP_ELEARN_LIVE_CLOSING                                          \
@@ -92,19 +91,31 @@
 /*
  * The one script behind every Redis change of a session.  KEYS: 1 seq,
  * 2 replay buffer, 3 occupancy hash, 4 lease zset, 5 closed mark, 6 the
- * sender's chat counter.  ARGV[1] is the mode, ARGV[2] the channel.
+ * sender's chat counter, 7 the joining user's enrollment status
+ * (enroll:{user}:{course}, the progress endpoints' cache, see
+ * docs/caching.md), 8 the joining user's display name, 9 the last
+ * participant count published.  ARGV[1] is the mode, ARGV[2] the channel.
  *
- *   pub     3 prefix, 4 suffix, 5 floor, 6 rate, 7 buffer max, 8 buffer
- *           ms: the message is prefix..seq..suffix.  -1 rate limited, -2
- *           closed, else the seq.
- *   admit   3 worker, 4 lease ms, 5 capacity, 6 lastSeq (-1: none), 7
- *           buffer ms: {-2} closed, {-1, n} full, else {n, seq, missed..}
- *   release 3 worker: participants left
- *   set     3 worker, 4 lease ms, 5 count: -2 closed, else the seq
- *   count   participants
- *   replay  3 after, 4 buffer ms: {seq, messages after "after"...}
- *   close   3 mark ms: sets the mark, drops the occupancy, publishes the
- *           closing message
+ *   pub      3 prefix, 4 suffix, 5 floor, 6 rate, 7 buffer max, 8 buffer
+ *            ms: the message is prefix..seq..suffix.  -1 rate limited,
+ *            -2 closed, else the seq.
+ *   admit    3 worker, 4 lease ms, 5 capacity, 6 lastSeq (-1: none), 7
+ *            buffer ms, 8 who: "owner" (needs the name only), "student"
+ *            (needs the name and enrollment "1"), "known" (PostgreSQL
+ *            answered: 9 the name, 10 the cache ttl in seconds, 11 "1"
+ *            when enrolled; both stored): {-2} closed, {-1, n} full, {-4}
+ *            not enrolled, {-5} not cached (ask PostgreSQL), else {n,
+ *            seq, name, missed..}
+ *   release  3 worker: participants left
+ *   set      3 worker, 4 lease ms, 5 count: -2 closed, else the seq
+ *   count    participants
+ *   replay   3 after, 4 buffer ms: {seq, messages after "after"...}
+ *   presence 3 ms: publishes the participant count unless the last one
+ *            published (within ms) was the same: joins and leaves publish
+ *            nothing themselves, each worker with a change calls this at
+ *            most once per elearn_live_presence_interval
+ *   close    3 mark ms: sets the mark, drops the occupancy, publishes the
+ *            closing message
  */
 static const char  ngx_http_elearn_live_lua[] =
     "local mode = ARGV[1]\n"
@@ -161,13 +172,28 @@ static const char  ngx_http_elearn_live_lua[] =
     "  return seq\n"
     "elseif mode == 'admit' then\n"
     "  if closed then return {-2} end\n"
+    "  local name\n"
+    "  if ARGV[8] == 'known' then\n"
+    "    name = ARGV[9]\n"
+    "    redis.call('SET', KEYS[8], name, 'EX', ARGV[10])\n"
+    "    if ARGV[11] == '1' then\n"
+    "      redis.call('SET', KEYS[7], '1', 'EX', ARGV[10])\n"
+    "    end\n"
+    "  else\n"
+    "    name = redis.call('GET', KEYS[8])\n"
+    "    if not name then return {-5} end\n"
+    "    if ARGV[8] == 'student' then\n"
+    "      local e = redis.call('GET', KEYS[7])\n"
+    "      if e == '0' then return {-4} end\n"
+    "      if e ~= '1' then return {-5} end\n"
+    "    end\n"
+    "  end\n"
     "  local n = total()\n"
     "  if n >= tonumber(ARGV[5]) then return {-1, n} end\n"
     "  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)\n"
     "  lease(tonumber(ARGV[4]))\n"
     "  n = n + 1\n"
-    "  presence(n)\n"
-    "  local out = {n, seq}\n"
+    "  local out = {n, seq, name}\n"
     "  local after = tonumber(ARGV[6])\n"
     "  if after >= 0 and after < seq then\n"
     "    replay(out, after, tonumber(ARGV[7]))\n"
@@ -178,9 +204,7 @@ static const char  ngx_http_elearn_live_lua[] =
     "  if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then\n"
     "    redis.call('HDEL', KEYS[3], ARGV[3])\n"
     "  end\n"
-    "  local n = total()\n"
-    "  presence(n)\n"
-    "  return n\n"
+    "  return total()\n"
     "elseif mode == 'set' then\n"
     "  if closed then return -2 end\n"
     "  if tonumber(ARGV[5]) > 0 then\n"
@@ -195,6 +219,13 @@ static const char  ngx_http_elearn_live_lua[] =
     "  return total()\n"
     "elseif mode == 'replay' then\n"
     "  return replay({seq}, tonumber(ARGV[3]), tonumber(ARGV[4]))\n"
+    "elseif mode == 'presence' then\n"
+    "  if closed then return -2 end\n"
+    "  local n = total()\n"
+    "  if redis.call('GET', KEYS[9]) == tostring(n) then return n end\n"
+    "  redis.call('SET', KEYS[9], n, 'PX', ARGV[3])\n"
+    "  presence(n)\n"
+    "  return n\n"
     "elseif mode == 'close' then\n"
     "  redis.call('SET', KEYS[5], '1', 'PX', ARGV[3])\n"
     "  redis.call('DEL', KEYS[3], KEYS[4])\n"
@@ -232,9 +263,15 @@ struct ngx_http_elearn_live_session_s {
     ngx_uint_t                       nlinked;  /* in parts */
     int64_t                          seq;      /* highest seen, -1 none */
     ngx_http_elearn_live_hold_t      held;     /* during a catch-up */
-    ngx_event_t                      presence;
+    ngx_event_t                      presence; /* the frame, coalesced */
+    ngx_event_t                      announce; /* the count's publish */
     ngx_int_t                        participants;
     ngx_uint_t                       refs;     /* Redis commands out */
+    int64_t                          course_id; /* the row, kept while */
+    int64_t                          owner_id;  /* row_until is ahead */
+    ngx_uint_t                       capacity;
+    ngx_msec_t                       row_until;
+    unsigned                         row:1;
     unsigned                         catching_up:1;
     unsigned                         catch_up_later:1;
     unsigned                         closing:1;
@@ -268,7 +305,6 @@ struct ngx_http_elearn_live_part_s {
     ngx_event_t                      expiry;
     ngx_http_elearn_live_hold_t      held;     /* before the welcome */
     ngx_uint_t                       refs;     /* Redis commands out */
-    ngx_uint_t                       capacity;
     unsigned                         owner:1;  /* may broadcast */
     unsigned                         admitted:1;
     unsigned                         linked:1;
@@ -332,6 +368,14 @@ static void ngx_http_elearn_live_part_gone(ngx_http_elearn_live_part_t *p);
 static void ngx_http_elearn_live_session_close(
     ngx_http_elearn_live_session_t *s);
 static void ngx_http_elearn_live_catch_up(ngx_http_elearn_live_session_t *s);
+static void ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data);
+static void ngx_http_elearn_live_admitted(ngx_http_request_t *nr,
+    redisReply *reply, ngx_int_t rc, void *data);
+static void ngx_http_elearn_live_announce_later(
+    ngx_http_elearn_live_session_t *s);
+static ngx_http_elearn_live_session_t *ngx_http_elearn_live_lookup(
+    int64_t id);
 
 
 static ngx_http_elearn_live_worker_t  *ngx_http_elearn_live_worker;
@@ -395,15 +439,16 @@ ngx_http_elearn_live_evaled(ngx_http_request_t *nr, redisReply *reply,
 
 /*
  * Runs the script in mode for session sid (user_id: the chat counter's
- * user, 0 for none), with nargs more arguments after the mode and the
+ * and a join's user, 0 for none; course_id: a join's course, else 0),
+ * with nargs more arguments after the mode and the
  * channel.  Always the worker's own command (no request): handler gets
  * data back whether or not a request is still there.  NGX_AGAIN, or
  * NGX_HTTP_SERVICE_UNAVAILABLE when Redis is not there (handler not
  * called).
  */
 static ngx_int_t
-ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, const char *mode,
-    ngx_uint_t nargs, const char **args, size_t *lens,
+ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, int64_t course_id,
+    const char *mode, ngx_uint_t nargs, const char **args, size_t *lens,
     ngx_http_elearn_live_reply_pt handler, void *data)
 {
     u_char                       *p;
@@ -434,7 +479,7 @@ ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, const char *mode,
     argvlen[n++] = 4;
     argv[n] = ngx_http_elearn_live_lua;
     argvlen[n++] = sizeof(ngx_http_elearn_live_lua) - 1;
-    argv[n] = "6";
+    argv[n] = "9";
     argvlen[n++] = 1;
 
     for (i = 0; i < 5; i++) {
@@ -449,12 +494,26 @@ ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, const char *mode,
                                "%L:rate:%L", sid, user_id)
                    - keys[5];
 
+    argv[n] = (char *) keys[6];
+    argvlen[n++] = ngx_sprintf(keys[6], "enroll:%L:%L", user_id, course_id)
+                   - keys[6];
+
+    argv[n] = (char *) keys[7];
+    argvlen[n++] = ngx_sprintf(keys[7], NGX_HTTP_ELEARN_LIVE_PREFIX
+                               "name:%L", user_id)
+                   - keys[7];
+
+    argv[n] = (char *) keys[8];
+    argvlen[n++] = ngx_sprintf(keys[8], NGX_HTTP_ELEARN_LIVE_PREFIX "%L:pres",
+                               sid)
+                   - keys[8];
+
     argv[n] = mode;
     argvlen[n++] = ngx_strlen(mode);
 
-    argv[n] = (char *) keys[6];
-    argvlen[n++] = ngx_sprintf(keys[6], NGX_HTTP_ELEARN_LIVE_PREFIX "%L", sid)
-                   - keys[6];
+    argv[n] = (char *) keys[9];
+    argvlen[n++] = ngx_sprintf(keys[9], NGX_HTTP_ELEARN_LIVE_PREFIX "%L", sid)
+                   - keys[9];
 
     for (i = 0; i < nargs; i++) {
         argv[n] = args[i];
@@ -904,7 +963,7 @@ ngx_http_elearn_live_await(ngx_http_request_t *r,
     w->request = r;
     w->rest = rest;
 
-    rc = ngx_http_elearn_live_eval(rest->id, 0, mode, nargs, args, NULL,
+    rc = ngx_http_elearn_live_eval(rest->id, 0, 0, mode, nargs, args, NULL,
                                    handler, w);
     if (rc != NGX_AGAIN) {
         w->request = NULL;
@@ -1026,7 +1085,8 @@ ngx_http_elearn_live_closed(ngx_http_request_t *r, PGresult *res,
 {
     ngx_http_elearn_live_rest_t *rest = data;
 
-    const char  *args[1];
+    const char                      *args[1];
+    ngx_http_elearn_live_session_t  *s;
 
     if (rc != NGX_OK) {
         ngx_http_elearn_finalize(r,
@@ -1041,6 +1101,12 @@ ngx_http_elearn_live_closed(ngx_http_request_t *r, PGresult *res,
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem_backend(r, NGX_ERROR, "the database"));
         return;
+    }
+
+    /* this worker's row of it goes at once (the others' with "closing") */
+    s = ngx_http_elearn_live_lookup(rest->id);
+    if (s) {
+        s->row = 0;
     }
 
     args[0] = NGX_HTTP_ELEARN_LIVE_CLOSED_TTL;
@@ -1509,7 +1575,7 @@ ngx_http_elearn_live_catch_up(ngx_http_elearn_live_session_t *s)
     args[1] = (char *) ngx_http_elearn_live_num(ms,
                            ngx_http_elearn_live_worker->emcf->live_replay_ttl);
 
-    rc = ngx_http_elearn_live_eval(s->id, 0, "replay", 2, args, NULL,
+    rc = ngx_http_elearn_live_eval(s->id, 0, 0, "replay", 2, args, NULL,
                                    ngx_http_elearn_live_caught_up, s);
     if (rc == NGX_AGAIN) {
         s->refs++;
@@ -1545,7 +1611,7 @@ ngx_http_elearn_live_message(ngx_str_t *channel, ngx_str_t *message,
         && ngx_strncmp(message->data, "{\"type\":\"presence\"",
                        sizeof("{\"type\":\"presence\"") - 1) == 0)
     {
-        /* coalesced: a burst of joins is one frame per participant */
+        /* coalesced: at most one frame per participant per interval */
         n = ngx_atoi(message->data + sizeof("{\"type\":\"presence\","
                                             "\"participants\":") - 1,
                      message->len - sizeof("{\"type\":\"presence\","
@@ -1554,7 +1620,8 @@ ngx_http_elearn_live_message(ngx_str_t *channel, ngx_str_t *message,
             s->participants = n;
 
             if (!s->presence.timer_set) {
-                ngx_add_timer(&s->presence, NGX_HTTP_ELEARN_LIVE_PRESENCE);
+                ngx_add_timer(&s->presence,
+                    ngx_http_elearn_live_worker->emcf->live_presence_interval);
             }
         }
 
@@ -1581,6 +1648,62 @@ ngx_http_elearn_live_message(ngx_str_t *channel, ngx_str_t *message,
     }
 
     ngx_http_elearn_ws_frame_release(frame);
+}
+
+
+static void
+ngx_http_elearn_live_announced(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_live_session_t *s = data;
+
+    s->refs--;
+    ngx_http_elearn_live_session_unref(s);
+}
+
+
+/*
+ * The count goes out once per interval after joins or leaves of this
+ * worker, not once per join: a session of 1,000 filling up costs each
+ * worker at most one PUBLISH per interval, and none once it is full.
+ */
+static void
+ngx_http_elearn_live_announce(ngx_event_t *ev)
+{
+    ngx_http_elearn_live_session_t *s = ev->data;
+
+    ngx_int_t    rc;
+    const char  *args[1];
+    u_char       ms[NGX_INT64_LEN + 1];
+
+    s->refs--;
+
+    if (!s->closing) {
+        args[0] = (char *) ngx_http_elearn_live_num(ms,
+                               ngx_http_elearn_live_worker->emcf->live_lease);
+
+        rc = ngx_http_elearn_live_eval(s->id, 0, 0, "presence", 1, args, NULL,
+                                       ngx_http_elearn_live_announced, s);
+        if (rc == NGX_AGAIN) {
+            s->refs++;
+        }
+    }
+
+    ngx_http_elearn_live_session_unref(s);
+}
+
+
+/* a join or a leave here: the count is published at the interval's end */
+static void
+ngx_http_elearn_live_announce_later(ngx_http_elearn_live_session_t *s)
+{
+    if (s->announce.timer_set || s->closing) {
+        return;
+    }
+
+    s->refs++;          /* the session stays until the count is out */
+    ngx_add_timer(&s->announce,
+                  ngx_http_elearn_live_worker->emcf->live_presence_interval);
 }
 
 
@@ -1622,6 +1745,11 @@ ngx_http_elearn_live_session_get(int64_t id)
     s->presence.log = ngx_cycle->log;
     s->presence.cancelable = 1;
 
+    s->announce.handler = ngx_http_elearn_live_announce;
+    s->announce.data = s;
+    s->announce.log = ngx_cycle->log;
+    s->announce.cancelable = 1;
+
     if (ngx_http_elearn_redis_subscribe(emcf->redis, &s->channel,
                                         ngx_http_elearn_live_message, s)
         != NGX_OK
@@ -1650,6 +1778,7 @@ ngx_http_elearn_live_session_close(ngx_http_elearn_live_session_t *s)
     ngx_http_elearn_live_part_t  *p;
 
     s->closing = 1;
+    s->row = 0;
 
     frame = ngx_http_elearn_ws_frame_create(NGX_HTTP_ELEARN_WS_TEXT,
                                     (u_char *) NGX_HTTP_ELEARN_LIVE_CLOSING,
@@ -1747,12 +1876,14 @@ ngx_http_elearn_live_part_gone(ngx_http_elearn_live_part_t *p)
         if (!s->closing) {
             args[0] = (char *) ngx_http_elearn_live_worker->worker;
 
-            rc = ngx_http_elearn_live_eval(s->id, 0, "release", 1, args,
+            rc = ngx_http_elearn_live_eval(s->id, 0, 0, "release", 1, args,
                                            NULL, ngx_http_elearn_live_released,
                                            s);
             if (rc == NGX_AGAIN) {
                 s->refs++;
             }
+
+            ngx_http_elearn_live_announce_later(s);
 
             /* else the lease refresh sets the right count */
         }
@@ -1971,8 +2102,9 @@ ngx_http_elearn_live_on_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
     lens[4] = ngx_strlen(args[4]);
     lens[5] = ngx_strlen(args[5]);
 
-    rc = ngx_http_elearn_live_eval(p->session->id, p->user_id, "pub", 6, args,
-                                   lens, ngx_http_elearn_live_published, p);
+    rc = ngx_http_elearn_live_eval(p->session->id, p->user_id, 0, "pub", 6,
+                                   args, lens, ngx_http_elearn_live_published,
+                                   p);
 
     ngx_free(prefix);
 
@@ -2057,7 +2189,7 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
     p->last_seq = (p->want_seq >= 0 && p->want_seq <= last) ? p->want_seq
                                                              : last;
 
-    ngx_http_elearn_live_catch_up_send(p->session, p, reply, 2, &p->held);
+    ngx_http_elearn_live_catch_up_send(p->session, p, reply, 3, &p->held);
 
     /* the token: a warning shortly before it expires, then 4001 */
     p->expiry.handler = ngx_http_elearn_live_expiry;
@@ -2073,6 +2205,34 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
     } else {
         ngx_add_timer(&p->expiry, 1);
     }
+}
+
+
+/* "from" of p's messages, serialized once: every message repeats it */
+static ngx_int_t
+ngx_http_elearn_live_from(ngx_http_elearn_live_part_t *p, u_char *name,
+    size_t len)
+{
+    u_char  *e;
+
+    if (p->from) {
+        ngx_free(p->from);
+    }
+
+    p->from = ngx_alloc(sizeof("{\"userId\":,\"displayName\":\"\","
+                               "\"role\":\"instructor\"}")
+                        + NGX_INT64_LEN + 6 * len, ngx_cycle->log);
+    if (p->from == NULL) {
+        return NGX_ERROR;
+    }
+
+    e = ngx_sprintf(p->from, "{\"userId\":%L,\"displayName\":\"", p->user_id);
+    e = ngx_http_elearn_json_escape(e, name, len);
+    e = ngx_sprintf(e, "\",\"role\":\"%s\"}",
+                    ngx_http_elearn_role_name(p->role));
+    p->from_len = e - p->from;
+
+    return NGX_OK;
 }
 
 
@@ -2102,6 +2262,7 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
     if (n > 0) {
         p->admitted = 1;
         s->nparts++;
+        ngx_http_elearn_live_announce_later(s);
 
         if (reply->elements >= 2) {
             seq = ngx_http_elearn_live_int(reply->element[1]);
@@ -2122,7 +2283,32 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
         return;
     }
 
+    if (n == -5) {
+        /* the enrollment status or the name is not cached: PostgreSQL */
+        rc = ngx_http_elearn_live_query(r, NGX_HTTP_ELEARN_SQL_LIVE_GET,
+                                        s->id, p->user_id,
+                                        ngx_http_elearn_live_checked, p);
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
+        ngx_http_elearn_live_detach(p);
+        ngx_http_elearn_live_part_gone(p);
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, rc, "the database"));
+        return;
+    }
+
     ngx_http_elearn_live_detach(p);
+
+    if (n == -4) {
+        ngx_http_elearn_live_part_gone(p);
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem(r, NGX_HTTP_FORBIDDEN, "forbidden",
+                                    "only the course's students and "
+                                    "instructor may join this session"));
+        return;
+    }
 
     if (n == -1) {
         ngx_http_elearn_live_part_gone(p);
@@ -2141,7 +2327,12 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
         return;
     }
 
-    if (n < 0 || reply->elements < 2) {
+    if (n < 0 || reply->elements < 3
+        || reply->element[2]->type != REDIS_REPLY_STRING
+        || ngx_http_elearn_live_from(p, (u_char *) reply->element[2]->str,
+                                     reply->element[2]->len)
+           != NGX_OK)
+    {
         ngx_http_elearn_live_part_gone(p);
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem_backend(r,
@@ -2177,25 +2368,83 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
 }
 
 
-/* the session's row: who may join, then the place */
+/*
+ * p takes a place in s.  who: "owner" or "student" when the row came from
+ * s (the script checks the cached enrollment status and display name, and
+ * answers -5 on a miss), "known" when PostgreSQL just answered (name, and
+ * enrolled: both stored for the next joins).
+ */
+static ngx_int_t
+ngx_http_elearn_live_admit(ngx_http_elearn_live_part_t *p,
+    ngx_http_elearn_live_session_t *s, const char *who, ngx_str_t *name,
+    ngx_uint_t enrolled)
+{
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, n;
+    const char                   *args[9];
+    size_t                        lens[9];
+    ngx_http_elearn_main_conf_t  *emcf;
+    u_char                        lease[NGX_INT64_LEN + 1];
+    u_char                        cap[NGX_INT64_LEN + 1];
+    u_char                        last[NGX_INT64_LEN + 1];
+    u_char                        ms[NGX_INT64_LEN + 1];
+    u_char                        ttl[NGX_INT64_LEN + 1];
+
+    emcf = ngx_http_elearn_live_worker->emcf;
+
+    if (p->session == NULL) {
+        /* from here p is the session's: it goes through part_gone */
+        p->session = s;
+        p->state = NGX_HTTP_ELEARN_LIVE_JOINING;
+        ngx_queue_insert_tail(&s->parts, &p->queue);
+        p->linked = 1;
+        s->nlinked++;
+    }
+
+    args[0] = (char *) ngx_http_elearn_live_worker->worker;
+    args[1] = (char *) ngx_http_elearn_live_num(lease, emcf->live_lease);
+    args[2] = (char *) ngx_http_elearn_live_num(cap, s->capacity);
+    args[3] = (char *) ngx_http_elearn_live_num(last, p->want_seq);
+    args[4] = (char *) ngx_http_elearn_live_num(ms, emcf->live_replay_ttl);
+    args[5] = who;
+    n = 6;
+
+    if (name) {
+        args[6] = (char *) name->data;
+        args[7] = (char *) ngx_http_elearn_live_num(ttl,
+                                                    emcf->enroll_cache_ttl);
+        args[8] = enrolled ? "1" : "0";
+        n = 9;
+    }
+
+    for (i = 0; i < n; i++) {
+        lens[i] = (i == 6) ? name->len : ngx_strlen(args[i]);
+    }
+
+    rc = ngx_http_elearn_live_eval(s->id, p->user_id, s->course_id, "admit",
+                                   n, args, lens,
+                                   ngx_http_elearn_live_admitted, p);
+    if (rc == NGX_AGAIN) {
+        p->refs++;
+    }
+
+    return rc;
+}
+
+
+/* the session's row: who may join (PostgreSQL), then the place */
 static void
 ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc, void *data)
 {
     ngx_http_elearn_live_part_t *p = data;
 
-    u_char                          *e, *name;
-    size_t                           len;
+    ngx_str_t                        name;
     ngx_uint_t                       owner;
-    const char                      *args[5];
     ngx_http_elearn_ctx_t           *ctx;
     ngx_http_elearn_live_rest_t      rest;
     ngx_http_elearn_main_conf_t     *emcf;
     ngx_http_elearn_live_session_t  *s;
-    u_char                           lease[NGX_INT64_LEN + 1];
-    u_char                           cap[NGX_INT64_LEN + 1];
-    u_char                           last[NGX_INT64_LEN + 1];
-    u_char                           ms[NGX_INT64_LEN + 1];
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_elearn_module);
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
@@ -2203,7 +2452,10 @@ ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
     ngx_memzero(&rest, sizeof(ngx_http_elearn_live_rest_t));
     rest.id = ctx->ids[0];
 
-    /* until p joins the session, the request's cleanup frees it */
+    /*
+     * until p joins the session, the request's cleanup frees it; after
+     * (a cache miss asked here), its cleanup gives p back through part_gone
+     */
 
     if (ngx_http_elearn_live_row(r, res, rc, &rest, ctx->user, 0, &owner, &rc)
         != NGX_OK)
@@ -2220,27 +2472,9 @@ ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
     }
 
     p->owner = owner;
-    p->capacity = rest.capacity;
 
-    /* serialized once: every message of p repeats it */
-    name = (u_char *) PQgetvalue(res, 0, 7);
-    len = PQgetlength(res, 0, 7);
-
-    p->from = ngx_alloc(sizeof("{\"userId\":,\"displayName\":\"\","
-                               "\"role\":\"instructor\"}")
-                        + NGX_INT64_LEN + 6 * len, ngx_cycle->log);
-    if (p->from == NULL) {
-        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    e = ngx_sprintf(p->from, "{\"userId\":%L,\"displayName\":\"", p->user_id);
-    e = ngx_http_elearn_json_escape(e, name, len);
-    e = ngx_sprintf(e, "\",\"role\":\"%s\"}",
-                    ngx_http_elearn_role_name(p->role));
-    p->from_len = e - p->from;
-
-    s = ngx_http_elearn_live_session_get(rest.id);
+    s = (p->session != NULL) ? p->session
+                             : ngx_http_elearn_live_session_get(rest.id);
     if (s == NULL) {
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem_backend(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -2248,30 +2482,27 @@ ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
         return;
     }
 
-    /* from here p is the session's: it goes through part_gone */
-    p->session = s;
-    p->state = NGX_HTTP_ELEARN_LIVE_JOINING;
-    ngx_queue_insert_tail(&s->parts, &p->queue);
-    p->linked = 1;
-    s->nlinked++;
+    /* kept for the next joins of this worker, one lease period at most */
+    if (!s->closing) {
+        s->course_id = rest.course_id;
+        s->owner_id = ngx_atoof((u_char *) PQgetvalue(res, 0, 5),
+                                PQgetlength(res, 0, 5));
+        s->capacity = rest.capacity;
+        s->row_until = ngx_current_msec + emcf->live_lease / 3;
+        s->row = 1;
+    }
 
-    args[0] = (char *) ngx_http_elearn_live_worker->worker;
-    args[1] = (char *) ngx_http_elearn_live_num(lease, emcf->live_lease);
-    args[2] = (char *) ngx_http_elearn_live_num(cap, rest.capacity);
-    args[3] = (char *) ngx_http_elearn_live_num(last, p->want_seq);
-    args[4] = (char *) ngx_http_elearn_live_num(ms, emcf->live_replay_ttl);
+    name.data = (u_char *) PQgetvalue(res, 0, 7);
+    name.len = PQgetlength(res, 0, 7);
 
-    rc = ngx_http_elearn_live_eval(s->id, 0, "admit", 5, args, NULL,
-                                   ngx_http_elearn_live_admitted, p);
+    rc = ngx_http_elearn_live_admit(p, s, "known", &name,
+                                    PQgetvalue(res, 0, 6)[0] == 't');
     if (rc != NGX_AGAIN) {
         ngx_http_elearn_live_detach(p);
         ngx_http_elearn_live_part_gone(p);
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem_backend(r, rc, "redis"));
-        return;
     }
-
-    p->refs++;
 }
 
 
@@ -2380,15 +2611,16 @@ ngx_http_elearn_live_reject(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 static ngx_int_t
 ngx_http_elearn_live_handler(ngx_http_request_t *r)
 {
-    u_char                       *p, *last;
-    int64_t                       id, want;
-    ngx_str_t                     value;
-    ngx_int_t                     rc;
-    ngx_uint_t                    status;
-    ngx_pool_cleanup_t           *cln;
-    ngx_http_elearn_ctx_t        *ctx;
-    ngx_http_elearn_user_t       *user;
-    ngx_http_elearn_live_part_t  *part;
+    u_char                          *p, *last;
+    int64_t                          id, want;
+    ngx_str_t                        value;
+    ngx_int_t                        rc;
+    ngx_uint_t                       status;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_elearn_ctx_t           *ctx;
+    ngx_http_elearn_user_t          *user;
+    ngx_http_elearn_live_part_t     *part;
+    ngx_http_elearn_live_session_t  *s;
 
     ctx = ngx_http_elearn_get_ctx(r);
     if (ctx == NULL) {
@@ -2485,11 +2717,39 @@ ngx_http_elearn_live_handler(ngx_http_request_t *r)
     part->want_seq = want;
     part->last_seq = 0;
 
-    rc = ngx_http_elearn_live_query(r, NGX_HTTP_ELEARN_SQL_LIVE_GET, id,
-                                    user->user_id,
-                                    ngx_http_elearn_live_checked, part);
-    if (rc != NGX_AGAIN) {
-        return ngx_http_elearn_problem_backend(r, rc, "the database");
+    s = ngx_http_elearn_live_lookup(id);
+
+    if (s && s->closing) {
+        return ngx_http_elearn_problem(r, NGX_HTTP_ELEARN_GONE,
+                                       "session-closed",
+                                       "live session %L is closed", id);
+    }
+
+    if (s && s->row && (ngx_msec_int_t) (s->row_until - ngx_current_msec) > 0)
+    {
+        /*
+         * the row is this worker's (no PostgreSQL): the script checks the
+         * closed mark, the cached enrollment status and name, the place
+         */
+        part->owner = (s->owner_id == user->user_id
+                       || user->role == NGX_HTTP_ELEARN_ROLE_ADMIN);
+
+        rc = ngx_http_elearn_live_admit(part, s,
+                                        part->owner ? "owner" : "student",
+                                        NULL, 0);
+        if (rc != NGX_AGAIN) {
+            ngx_http_elearn_live_detach(part);
+            ngx_http_elearn_live_part_gone(part);
+            return ngx_http_elearn_problem_backend(r, rc, "redis");
+        }
+
+    } else {
+        rc = ngx_http_elearn_live_query(r, NGX_HTTP_ELEARN_SQL_LIVE_GET, id,
+                                        user->user_id,
+                                        ngx_http_elearn_live_checked, part);
+        if (rc != NGX_AGAIN) {
+            return ngx_http_elearn_problem_backend(r, rc, "the database");
+        }
     }
 
     ngx_http_elearn_wait(r);
@@ -2555,7 +2815,7 @@ ngx_http_elearn_live_lease_refresh(ngx_event_t *ev)
 
             args[2] = (char *) ngx_http_elearn_live_num(count, s->nparts);
 
-            if (ngx_http_elearn_live_eval(s->id, 0, "set", 3, args, NULL,
+            if (ngx_http_elearn_live_eval(s->id, 0, 0, "set", 3, args, NULL,
                                           ngx_http_elearn_live_leased, s)
                 == NGX_AGAIN)
             {
@@ -2605,6 +2865,7 @@ ngx_http_elearn_live_init_conf(ngx_conf_t *cf,
     ngx_conf_init_msec_value(emcf->live_replay_ttl, 300000);
     ngx_conf_init_msec_value(emcf->live_lease, 30000);
     ngx_conf_init_msec_value(emcf->live_token_warning, 30000);
+    ngx_conf_init_msec_value(emcf->live_presence_interval, 1000);
 
     if (emcf->live_used && emcf->redis_addr.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -2631,6 +2892,15 @@ ngx_http_elearn_live_init_conf(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"elearn_live_replay_ttl\" must be at least 1s "
                            "and \"elearn_live_lease\" at least 3s");
+        return NGX_CONF_ERROR;
+    }
+
+    if (emcf->live_presence_interval < 10
+        || emcf->live_presence_interval > 60000)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_live_presence_interval\" must be "
+                           "between 10ms and 60s");
         return NGX_CONF_ERROR;
     }
 

@@ -347,6 +347,127 @@ def test_presence_follows_joins_and_leaves(base_url, stack, instructor,
         first.close()
 
 
+def redis_cli(stack, *args):
+    return subprocess.run(["redis-cli", "-p", stack.env["ELEARN_REDIS_PORT"]]
+                          + [str(a) for a in args], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def user_id(base_url, token):
+    return requests.get(base_url + "/api/v1/me", headers=bearer(token),
+                        timeout=30).json()["userId"]
+
+
+def test_presence_is_bounded_in_frames_and_publishes(base_url, stack,
+                                                     instructor, course):
+    """A burst of joins costs no PUBLISH each: every worker publishes the
+    count at most once per elearn_live_presence_interval (1 s), and a
+    participant gets at most one presence frame per interval; the count
+    it ends with is right, after the joins and after the leaves."""
+    sid = new_session(base_url, instructor, course)
+    student = enrolled_student(base_url, stack, course)
+    first, _ = join(stack, sid, instructor)
+    socks = []
+    try:
+        time.sleep(2.5)
+        before = redis_publishes(stack)
+        t0 = time.time()
+        socks = [join(stack, sid, student)[0] for _ in range(20)]
+        frames = []
+        while not frames or frames[-1]["participants"] != 21:
+            frames.append(recv(first, skip=()))
+            assert frames[-1]["type"] == "presence", frames[-1]
+        elapsed = time.time() - t0
+        time.sleep(2.5)         # the last interval's publishes
+        publishes = redis_publishes(stack) - before
+        # 2 workers, one publish each per interval at most, never per join
+        assert publishes <= 2 * (int(elapsed) + 2), (publishes, elapsed)
+        assert publishes < 20
+        assert len(frames) <= int(elapsed) + 2, (frames, elapsed)
+        assert participants(base_url, instructor, sid) == 21
+        for ws in socks[:15]:
+            ws.close()
+        m = recv(first, skip=())
+        while m["participants"] != 6:
+            m = recv(first, skip=())
+        assert m == {"type": "presence", "participants": 6}
+        assert participants(base_url, instructor, sid) == 6
+    finally:
+        for ws in socks + [first]:
+            ws.close()
+
+
+def test_cached_session_row_still_refuses_a_closed_session(
+        base_url, stack, instructor, course):
+    """The workers keep a session's row while it has participants; the
+    closed mark in Redis (set by close) refuses the join all the same,
+    whether the joining worker has the row or reads PostgreSQL."""
+    sid = new_session(base_url, instructor, course)
+    student = enrolled_student(base_url, stack, course)
+    held = [join(stack, sid, instructor)[0] for _ in range(4)]
+    try:
+        # the row is now cached where these landed; mark closed in Redis
+        # only (PostgreSQL still says open): no join may pass
+        redis_cli(stack, "SET", "elearn:live:%d:closed" % sid, "1")
+        for _ in range(6):
+            status, _, body = raw_join(stack, "/live/%d?access_token=%s"
+                                       % (sid, student))
+            assert status == 410, body
+    finally:
+        for ws in held:
+            ws.close()
+    sid = new_session(base_url, instructor, course)
+    held = [join(stack, sid, instructor)[0] for _ in range(4)]
+    try:
+        assert close_session(base_url, instructor, sid).status_code == 204
+        for _ in range(6):
+            status, _, body = raw_join(stack, "/live/%d?access_token=%s"
+                                       % (sid, student))
+            assert status == 410, body
+    finally:
+        for ws in held:
+            ws.close()
+
+
+def test_join_reads_enrollment_and_name_from_the_cache(base_url, stack,
+                                                        instructor, course):
+    """With the row cached, a join costs no PostgreSQL: the enrollment
+    status (enroll:{user}:{course}) and the display name come from Redis
+    (a name planted there shows in the student's messages); unenrolling
+    drops the status and the next join is refused."""
+    sid = new_session(base_url, instructor, course)
+    student = enrolled_student(base_url, stack, course)
+    uid = user_id(base_url, student)
+    owner = [join(stack, sid, instructor)[0] for _ in range(6)]
+    socks = []
+    try:
+        names = []
+        for _ in range(6):
+            # a worker without the row reads PostgreSQL (and stores the
+            # real name); one with it takes the planted one
+            redis_cli(stack, "SET", "elearn:live:name:%d" % uid, "Planted")
+            ws, _ = join(stack, sid, student)
+            socks.append(ws)
+            send(ws, "chat", "hi")
+            m = recv(ws)
+            assert m.get("type") == "chat", (m, names)
+            names.append(m["from"]["displayName"])
+            if names[-1] == "Planted":
+                break
+        assert names[-1] == "Planted", names
+        assert redis_cli(stack, "GET", "enroll:%d:%d" % (uid, course)) == "1"
+        r = requests.delete(base_url + "/api/v1/courses/%d/enrollments/me"
+                            % course, headers=bearer(student), timeout=30)
+        assert r.status_code == 204
+        for _ in range(6):
+            status, _, body = raw_join(stack, "/live/%d?access_token=%s"
+                                       % (sid, student))
+            assert status == 403, body
+    finally:
+        for ws in socks + owner:
+            ws.close()
+
+
 def participants(base_url, token, sid):
     return get_session(base_url, token, sid).json()["participants"]
 
@@ -538,7 +659,8 @@ def test_one_redis_publish_per_message(base_url, stack, instructor, course):
     socks = [join(stack, sid, enrolled_student(base_url, stack, course))[0]
              for _ in range(4)]
     try:
-        time.sleep(0.3)         # the joins' presence messages are out
+        # the joins' presence count is out (once per interval, 1 s)
+        time.sleep(2.5)
         before = redis_publishes(stack)
         for i in range(20):
             send(owner, "broadcast", "p%d" % i)
