@@ -279,6 +279,11 @@ sessions_figure() {
     local label=$1 rate=$2 src=$3 subs=$4 pubs=$5 per=$6 redis=${7:-}
     local n procs each i first p0 p1 r0=0 r1=0 rj=0 k joined=false
     n=$(wc -l < "$subs")
+    if [ "$n" -eq 0 ]; then
+        log "$label: no sessions to join"
+        jq -n '{pending: "no sessions could be created"}'
+        return 0
+    fi
     rm -f "$WORK/start.$label"
     [ -n "$redis" ] && rj=$(redis_publishes)
     procs=$(((n * per + PER_PROC - 1) / PER_PROC))
@@ -468,6 +473,8 @@ elearn_restart() {   # bench|stock
     local cap=1000 n
     # the owner takes a place too
     for n in $FANOUT; do [ "$n" -ge "$cap" ] && cap=$((n + 1)); done
+    [ -n "$SESSIONS" ] && [ "${SESSIONS#*x}" -ge "$cap" ] \
+        && cap=$((${SESSIONS#*x} + 1))
     "$ELEARN_TOP/tools/stack.sh" stop nginx >/dev/null
     if [ "$1" = bench ]; then
         ELEARN_NGINX_CONF=$WORK/elearn-bench.conf.in \

@@ -106,14 +106,16 @@
  *            when enrolled; both stored): {-2} closed, {-1, n} full, {-4}
  *            not enrolled, {-5} not cached (ask PostgreSQL), else {n,
  *            seq, name, missed..}
- *   release  3 worker: participants left
  *   set      3 worker, 4 lease ms, 5 count: -2 closed, else the seq
  *   count    participants
  *   replay   3 after, 4 buffer ms: {seq, messages after "after"...}
- *   presence 3 ms: publishes the participant count unless the last one
- *            published (within ms) was the same: joins and leaves publish
- *            nothing themselves, each worker with a change calls this at
- *            most once per elearn_live_presence_interval
+ *   presence 3 ms, 4 worker, 5 left: gives back the places of the
+ *            worker's participants that left since its last call, then
+ *            publishes the participant count unless the last one
+ *            published (within ms) was the same (then -1, else the
+ *            count).  Joins and leaves publish nothing themselves: each
+ *            worker with joins or leaves of a session calls this at most
+ *            once per elearn_live_presence_interval
  *   close    3 mark ms: sets the mark, drops the occupancy, publishes the
  *            closing message
  */
@@ -199,12 +201,6 @@ static const char  ngx_http_elearn_live_lua[] =
     "    replay(out, after, tonumber(ARGV[7]))\n"
     "  end\n"
     "  return out\n"
-    "elseif mode == 'release' then\n"
-    "  if closed then return 0 end\n"
-    "  if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then\n"
-    "    redis.call('HDEL', KEYS[3], ARGV[3])\n"
-    "  end\n"
-    "  return total()\n"
     "elseif mode == 'set' then\n"
     "  if closed then return -2 end\n"
     "  if tonumber(ARGV[5]) > 0 then\n"
@@ -221,8 +217,12 @@ static const char  ngx_http_elearn_live_lua[] =
     "  return replay({seq}, tonumber(ARGV[3]), tonumber(ARGV[4]))\n"
     "elseif mode == 'presence' then\n"
     "  if closed then return -2 end\n"
+    "  local k = tonumber(ARGV[5])\n"
+    "  if k > 0 and redis.call('HINCRBY', KEYS[3], ARGV[4], -k) <= 0 then\n"
+    "    redis.call('HDEL', KEYS[3], ARGV[4])\n"
+    "  end\n"
     "  local n = total()\n"
-    "  if redis.call('GET', KEYS[9]) == tostring(n) then return n end\n"
+    "  if redis.call('GET', KEYS[9]) == tostring(n) then return -1 end\n"
     "  redis.call('SET', KEYS[9], n, 'PX', ARGV[3])\n"
     "  presence(n)\n"
     "  return n\n"
@@ -267,6 +267,7 @@ struct ngx_http_elearn_live_session_s {
     ngx_event_t                      announce; /* the count's publish */
     ngx_int_t                        participants;
     ngx_uint_t                       refs;     /* Redis commands out */
+    ngx_uint_t                       leaving;  /* left, not yet released */
     int64_t                          course_id; /* the row, kept while */
     int64_t                          owner_id;  /* row_until is ahead */
     ngx_uint_t                       capacity;
@@ -276,6 +277,7 @@ struct ngx_http_elearn_live_session_s {
     unsigned                         catch_up_later:1;
     unsigned                         closing:1;
     unsigned                         subscribed:1;
+    unsigned                         confirmed:1;
     ngx_str_t                        channel;
     u_char                           channel_data[
                                          NGX_HTTP_ELEARN_LIVE_KEY_LEN];
@@ -379,6 +381,10 @@ static ngx_http_elearn_live_session_t *ngx_http_elearn_live_lookup(
 
 
 static ngx_http_elearn_live_worker_t  *ngx_http_elearn_live_worker;
+static ngx_http_elearn_live_stats_t    ngx_http_elearn_live_stats;
+
+/* ctx->data of a join refused because the session is full */
+static u_char  ngx_http_elearn_live_full_mark;
 
 
 static ngx_http_variable_t  ngx_http_elearn_live_vars[] = {
@@ -1338,7 +1344,9 @@ ngx_http_elearn_live_deliver(ngx_http_elearn_live_part_t *p, int64_t seq,
     }
 
     /* a slow reader is closed (1008) by the ws layer: nothing to do */
-    (void) ngx_http_elearn_ws_send(p->ws, frame);
+    if (ngx_http_elearn_ws_send(p->ws, frame) == NGX_OK) {
+        ngx_http_elearn_live_stats.delivered++;
+    }
 }
 
 
@@ -1547,7 +1555,17 @@ ngx_http_elearn_live_subscribed(ngx_str_t *channel, ngx_uint_t subscribed,
 {
     ngx_http_elearn_live_session_t *s = data;
 
-    if (!subscribed || s->catching_up) {
+    if (!subscribed) {
+        return;
+    }
+
+    if (s->confirmed) {
+        ngx_http_elearn_live_stats.resubscribes++;
+    }
+
+    s->confirmed = 1;
+
+    if (s->catching_up) {
         return;
     }
 
@@ -1658,6 +1676,11 @@ ngx_http_elearn_live_announced(ngx_http_request_t *nr, redisReply *reply,
     ngx_http_elearn_live_session_t *s = data;
 
     s->refs--;
+
+    if (rc == NGX_OK && ngx_http_elearn_live_int(reply) >= 0) {
+        ngx_http_elearn_live_stats.presence_publishes++;
+    }
+
     ngx_http_elearn_live_session_unref(s);
 }
 
@@ -1666,6 +1689,9 @@ ngx_http_elearn_live_announced(ngx_http_request_t *nr, redisReply *reply,
  * The count goes out once per interval after joins or leaves of this
  * worker, not once per join: a session of 1,000 filling up costs each
  * worker at most one PUBLISH per interval, and none once it is full.
+ * The places of those who left go back in the same script call, so that
+ * 1,000 sockets closing at once are not 1,000 Redis calls; a join may see
+ * a session full for up to one interval longer than it is.
  */
 static void
 ngx_http_elearn_live_announce(ngx_event_t *ev)
@@ -1673,21 +1699,27 @@ ngx_http_elearn_live_announce(ngx_event_t *ev)
     ngx_http_elearn_live_session_t *s = ev->data;
 
     ngx_int_t    rc;
-    const char  *args[1];
-    u_char       ms[NGX_INT64_LEN + 1];
+    const char  *args[3];
+    u_char       ms[NGX_INT64_LEN + 1], left[NGX_INT64_LEN + 1];
 
     s->refs--;
 
     if (!s->closing) {
         args[0] = (char *) ngx_http_elearn_live_num(ms,
                                ngx_http_elearn_live_worker->emcf->live_lease);
+        args[1] = (char *) ngx_http_elearn_live_worker->worker;
+        args[2] = (char *) ngx_http_elearn_live_num(left, s->leaving);
 
-        rc = ngx_http_elearn_live_eval(s->id, 0, 0, "presence", 1, args, NULL,
+        rc = ngx_http_elearn_live_eval(s->id, 0, 0, "presence", 3, args, NULL,
                                        ngx_http_elearn_live_announced, s);
         if (rc == NGX_AGAIN) {
             s->refs++;
         }
+
+        /* else the lease refresh sets the right count */
     }
+
+    s->leaving = 0;
 
     ngx_http_elearn_live_session_unref(s);
 }
@@ -1844,26 +1876,17 @@ ngx_http_elearn_live_part_free(ngx_http_elearn_live_part_t *p)
 }
 
 
-static void
-ngx_http_elearn_live_released(ngx_http_request_t *nr, redisReply *reply,
-    ngx_int_t rc, void *data)
-{
-    ngx_http_elearn_live_session_t *s = data;
-
-    s->refs--;
-    ngx_http_elearn_live_session_unref(s);
-}
-
-
 /* the socket or the joining request is gone */
 static void
 ngx_http_elearn_live_part_gone(ngx_http_elearn_live_part_t *p)
 {
-    ngx_int_t                        rc;
-    const char                      *args[1];
     ngx_http_elearn_live_session_t  *s;
 
     s = p->session;
+
+    if (p->state == NGX_HTTP_ELEARN_LIVE_OPEN) {
+        ngx_http_elearn_live_stats.participants--;
+    }
 
     p->state = NGX_HTTP_ELEARN_LIVE_GONE;
     p->ws = NULL;
@@ -1874,18 +1897,9 @@ ngx_http_elearn_live_part_gone(ngx_http_elearn_live_part_t *p)
         s->nparts--;
 
         if (!s->closing) {
-            args[0] = (char *) ngx_http_elearn_live_worker->worker;
-
-            rc = ngx_http_elearn_live_eval(s->id, 0, 0, "release", 1, args,
-                                           NULL, ngx_http_elearn_live_released,
-                                           s);
-            if (rc == NGX_AGAIN) {
-                s->refs++;
-            }
-
+            /* given back with the next presence count (one interval) */
+            s->leaving++;
             ngx_http_elearn_live_announce_later(s);
-
-            /* else the lease refresh sets the right count */
         }
     }
 
@@ -2179,6 +2193,7 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
     }
 
     p->state = NGX_HTTP_ELEARN_LIVE_OPEN;
+    ngx_http_elearn_live_stats.participants++;
 
     e = ngx_sprintf(buf, "{\"type\":\"welcome\",\"sessionId\":%L,"
                     "\"participants\":%L,\"lastSeq\":%L}",
@@ -2244,6 +2259,7 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
 
     int64_t                          n, seq;
     ngx_http_request_t              *r;
+    ngx_http_elearn_ctx_t           *ctx;
     ngx_http_elearn_ws_t            *ws;
     ngx_http_elearn_live_session_t  *s;
 
@@ -2311,6 +2327,11 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
     }
 
     if (n == -1) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_elearn_module);
+        if (ctx) {
+            ctx->data = &ngx_http_elearn_live_full_mark;
+        }
+
         ngx_http_elearn_live_part_gone(p);
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -2607,6 +2628,85 @@ ngx_http_elearn_live_reject(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 }
 
 
+/* the join's outcome, for the metrics: its status when the request goes */
+static void
+ngx_http_elearn_live_join_counted(void *data)
+{
+    ngx_http_elearn_ctx_t *ctx = data;
+
+    ngx_uint_t  reason;
+
+    switch (ctx->request->headers_out.status) {
+
+    case NGX_HTTP_SWITCHING_PROTOCOLS:
+        ngx_http_elearn_live_stats.joins++;
+        return;
+
+    case NGX_HTTP_UNAUTHORIZED:
+        reason = NGX_HTTP_ELEARN_LIVE_REFUSED_TOKEN;
+        break;
+
+    case NGX_HTTP_FORBIDDEN:
+        reason = NGX_HTTP_ELEARN_LIVE_REFUSED_FORBIDDEN;
+        break;
+
+    case NGX_HTTP_NOT_FOUND:
+        reason = NGX_HTTP_ELEARN_LIVE_REFUSED_NOT_FOUND;
+        break;
+
+    case NGX_HTTP_ELEARN_GONE:
+        reason = NGX_HTTP_ELEARN_LIVE_REFUSED_CLOSED;
+        break;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        reason = (ctx->data == &ngx_http_elearn_live_full_mark)
+                 ? NGX_HTTP_ELEARN_LIVE_REFUSED_FULL
+                 : NGX_HTTP_ELEARN_LIVE_REFUSED_UNAVAILABLE;
+        break;
+
+    case 0:
+        /* the client left before an answer */
+        return;
+
+    default:
+        reason = (ctx->request->headers_out.status >= 500)
+                 ? NGX_HTTP_ELEARN_LIVE_REFUSED_UNAVAILABLE
+                 : NGX_HTTP_ELEARN_LIVE_REFUSED_BAD;
+        break;
+    }
+
+    ngx_http_elearn_live_stats.refused[reason]++;
+}
+
+
+void
+ngx_http_elearn_live_get_stats(ngx_http_elearn_live_stats_t *stats)
+{
+    ngx_rbtree_node_t  *root, *sentinel;
+
+    *stats = ngx_http_elearn_live_stats;
+    stats->sessions = 0;
+
+    if (ngx_http_elearn_live_worker == NULL) {
+        return;
+    }
+
+    root = ngx_http_elearn_live_worker->tree.root;
+    sentinel = ngx_http_elearn_live_worker->tree.sentinel;
+
+    if (root == sentinel) {
+        return;
+    }
+
+    for (root = ngx_rbtree_min(root, sentinel);
+         root != NULL;
+         root = ngx_rbtree_next(&ngx_http_elearn_live_worker->tree, root))
+    {
+        stats->sessions++;
+    }
+}
+
+
 /* GET /live/{sessionId} */
 static ngx_int_t
 ngx_http_elearn_live_handler(ngx_http_request_t *r)
@@ -2628,6 +2728,14 @@ ngx_http_elearn_live_handler(ngx_http_request_t *r)
     }
 
     ctx->endpoint = NGX_HTTP_ELEARN_EP_LIVE_JOIN;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_elearn_live_join_counted;
+    cln->data = ctx;
 
     /* /live/{id}: the location is a prefix, the rest is an id */
     p = r->uri.data + r->uri.len;
@@ -2820,6 +2928,9 @@ ngx_http_elearn_live_lease_refresh(ngx_event_t *ev)
                 == NGX_AGAIN)
             {
                 s->refs++;
+
+                /* the count is absolute: those who left are in it */
+                s->leaving = 0;
             }
         }
     }

@@ -85,6 +85,8 @@ BAD = [
     ("elearn_live_replay_ttl", "x"),
     ("elearn_live_lease", "1s"),
     ("elearn_live_token_warning", "x"),
+    ("elearn_live_presence_interval", "5ms"),
+    ("elearn_live_presence_interval", "2m"),
     ("elearn_ws_max_message", "0"),
     ("elearn_ws_max_message", "100"),
     ("elearn_ws_max_message", "65m"),

@@ -468,6 +468,65 @@ def test_join_reads_enrollment_and_name_from_the_cache(base_url, stack,
             ws.close()
 
 
+def live_metrics(base_url):
+    """The live and WebSocket series of /metrics, summed over workers."""
+    out = {}
+    for line in requests.get(base_url + "/metrics", timeout=30).text \
+            .splitlines():
+        if not line.startswith(("elearn_live_", "elearn_ws_")):
+            continue
+        name, value = line.rsplit(" ", 1)
+        labels = ""
+        if "{" in name:
+            name, rest = name.split("{", 1)
+            labels = ",".join(p for p in rest.rstrip("}").split(",")
+                              if not p.startswith("worker="))
+        key = name + ("{%s}" % labels if labels else "")
+        out[key] = out.get(key, 0) + float(value)
+    return out
+
+
+def test_live_figures_in_metrics(base_url, stack, instructor, course):
+    """/metrics counts open participants, joins accepted and refused by
+    reason, frames delivered and presence publishes."""
+    time.sleep(1.5)
+    before = live_metrics(base_url)
+    sid = new_session(base_url, instructor, course, capacity=1)
+    owner, _ = join(stack, sid, instructor)
+    try:
+        path = "/live/%d?access_token=%s" % (sid, instructor)
+        assert raw_join(stack, path)[0] == 503
+        assert raw_join(stack, "/live/%d?access_token=nope" % sid)[0] == 401
+        assert raw_join(stack, "/live/%d?access_token=%s"
+                        % (sid, register(base_url, stack)))[0] == 403
+        assert raw_join(stack, "/live/999999999?access_token=%s"
+                        % instructor)[0] == 404
+        send(owner, "broadcast", "counted")
+        assert recv(owner)["body"] == "counted"
+        time.sleep(2.5)         # the presence count, the metrics update
+        after = live_metrics(base_url)
+        diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        assert after["elearn_live_participants"] >= 1
+        assert diff['elearn_live_joins_total{result="accepted"}'] == 1
+        assert diff['elearn_live_joins_total{result="full"}'] == 1
+        assert diff['elearn_live_joins_total{result="token"}'] == 1
+        assert diff['elearn_live_joins_total{result="forbidden"}'] == 1
+        assert diff['elearn_live_joins_total{result="not-found"}'] == 1
+        # welcome and the broadcast at least
+        assert diff["elearn_live_delivered_total"] >= 2
+        assert diff["elearn_live_presence_publishes_total"] >= 1
+        assert diff["elearn_ws_upgrades_total"] >= 1
+    finally:
+        owner.close()
+    assert close_session(base_url, instructor, sid).status_code == 204
+    assert raw_join(stack, "/live/%d?access_token=%s"
+                    % (sid, instructor))[0] == 410
+    time.sleep(1.5)
+    diff = live_metrics(base_url)['elearn_live_joins_total{result="closed"}'] \
+        - before.get('elearn_live_joins_total{result="closed"}', 0)
+    assert diff == 1
+
+
 def participants(base_url, token, sid):
     return get_session(base_url, token, sid).json()["participants"]
 
