@@ -1175,8 +1175,8 @@ parse_opts(int argc, char **argv)
         {"retries", 1, NULL, 'Y'}, {"proc-index", 1, NULL, 'I'},
         {"sources", 1, NULL, 'k'}, {"src-base", 1, NULL, 'B'},
         {"ready-file", 1, NULL, 'R'}, {"label", 1, NULL, 'L'},
-        {"start-file", 1, NULL, 'g'},
-        {"quiet", 0, NULL, 'q'}, {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
+        {"start-file", 1, NULL, 'g'}, {"quiet", 0, NULL, 'q'},
+        {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
     struct in_addr a;
     long port;
     int ch, rc;
