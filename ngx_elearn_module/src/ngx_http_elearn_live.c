@@ -304,6 +304,8 @@ struct ngx_http_elearn_live_part_s {
     int64_t                          last_seq; /* delivered */
     int64_t                          want_seq; /* ?lastSeq, -1 none */
     time_t                           exp;      /* the token's */
+    u_char                           sid[40];  /* its login session */
+    u_char                           jti[40];
     ngx_event_t                      expiry;
     ngx_http_elearn_live_hold_t      held;     /* before the welcome */
     ngx_uint_t                       refs;     /* Redis commands out */
@@ -321,6 +323,7 @@ typedef struct {
     ngx_rbtree_t                     tree;
     ngx_rbtree_node_t                sentinel;
     ngx_event_t                      lease;
+    ngx_event_t                      revoked;  /* the open sockets' check */
     ngx_http_elearn_main_conf_t     *emcf;
     size_t                           worker_len;
     u_char                           worker[NGX_MAXHOSTNAMELEN + 64];
@@ -2822,6 +2825,8 @@ ngx_http_elearn_live_handler(ngx_http_request_t *r)
     part->user_id = user->user_id;
     part->role = user->role;
     part->exp = user->exp;
+    ngx_memcpy(part->sid, user->sid, sizeof(part->sid));
+    ngx_memcpy(part->jti, user->jti, sizeof(part->jti));
     part->want_seq = want;
     part->last_seq = 0;
 
@@ -2863,6 +2868,77 @@ ngx_http_elearn_live_handler(ngx_http_request_t *r)
     ngx_http_elearn_wait(r);
 
     return NGX_DONE;
+}
+
+
+/* --- revocation on open sockets ------------------------------------------ */
+
+
+/*
+ * Every elearn_live_revocation_check: each open participant whose token's
+ * login session or token id is now in the revoked set (logout, session
+ * deleted, refresh token replayed) is closed with 4001, as an expired
+ * token is.  The set is this worker's, in memory, fed by Redis pub/sub:
+ * no Redis call here.  A set that cannot be trusted closes nobody.
+ */
+static void
+ngx_http_elearn_live_revocation_sweep(ngx_event_t *ev)
+{
+    ngx_str_t                        sid, jti;
+    ngx_queue_t                     *q;
+    ngx_rbtree_node_t               *node, *root, *sentinel;
+    ngx_http_elearn_main_conf_t     *emcf;
+    ngx_http_elearn_live_part_t     *p;
+    ngx_http_elearn_live_session_t  *s;
+
+    emcf = ngx_http_elearn_live_worker->emcf;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    root = ngx_http_elearn_live_worker->tree.root;
+    sentinel = ngx_http_elearn_live_worker->tree.sentinel;
+
+    if (emcf->revocations != NULL && root != sentinel) {
+
+        for (node = ngx_rbtree_min(root, sentinel);
+             node;
+             node = ngx_rbtree_next(&ngx_http_elearn_live_worker->tree, node))
+        {
+            s = (ngx_http_elearn_live_session_t *) node;
+
+            for (q = ngx_queue_head(&s->parts);
+                 q != ngx_queue_sentinel(&s->parts);
+                 q = ngx_queue_next(q))
+            {
+                p = ngx_queue_data(q, ngx_http_elearn_live_part_t, queue);
+
+                if (p->state != NGX_HTTP_ELEARN_LIVE_OPEN) {
+                    continue;
+                }
+
+                sid.data = p->sid;
+                sid.len = ngx_strlen(p->sid);
+                jti.data = p->jti;
+                jti.len = ngx_strlen(p->jti);
+
+                if (ngx_http_elearn_revocations_check(emcf->revocations,
+                                                      &sid, &jti)
+                    == NGX_DECLINED)
+                {
+                    ngx_http_elearn_live_stats.revoked_closes++;
+
+                    /* on_close follows from an event: the walk stays valid */
+                    ngx_http_elearn_ws_close(p->ws,
+                                          NGX_HTTP_ELEARN_LIVE_TOKEN_EXPIRED,
+                                          "token revoked");
+                }
+            }
+        }
+    }
+
+    ngx_add_timer(ev, emcf->live_revocation_check);
 }
 
 
@@ -2977,6 +3053,7 @@ ngx_http_elearn_live_init_conf(ngx_conf_t *cf,
     ngx_conf_init_msec_value(emcf->live_lease, 30000);
     ngx_conf_init_msec_value(emcf->live_token_warning, 30000);
     ngx_conf_init_msec_value(emcf->live_presence_interval, 1000);
+    ngx_conf_init_msec_value(emcf->live_revocation_check, 1000);
 
     if (emcf->live_used && emcf->redis_addr.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -3003,6 +3080,16 @@ ngx_http_elearn_live_init_conf(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"elearn_live_replay_ttl\" must be at least 1s "
                            "and \"elearn_live_lease\" at least 3s");
+        return NGX_CONF_ERROR;
+    }
+
+    if (emcf->live_revocation_check > 0
+        && (emcf->live_revocation_check < 100
+            || emcf->live_revocation_check > 3600000))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_live_revocation_check\" must be 0 "
+                           "(off) or between 100ms and 1h");
         return NGX_CONF_ERROR;
     }
 
@@ -3059,6 +3146,15 @@ ngx_http_elearn_live_init_process(ngx_cycle_t *cycle,
 
     ngx_add_timer(&w->lease, emcf->live_lease / 3);
 
+    if (emcf->live_revocation_check) {
+        w->revoked.handler = ngx_http_elearn_live_revocation_sweep;
+        w->revoked.data = w;
+        w->revoked.log = cycle->log;
+        w->revoked.cancelable = 1;
+
+        ngx_add_timer(&w->revoked, emcf->live_revocation_check);
+    }
+
     ngx_http_elearn_live_worker = w;
 
     return NGX_OK;
@@ -3074,6 +3170,10 @@ ngx_http_elearn_live_exit_process(ngx_cycle_t *cycle)
 
     if (ngx_http_elearn_live_worker->lease.timer_set) {
         ngx_del_timer(&ngx_http_elearn_live_worker->lease);
+    }
+
+    if (ngx_http_elearn_live_worker->revoked.timer_set) {
+        ngx_del_timer(&ngx_http_elearn_live_worker->revoked);
     }
 
     /*

@@ -159,6 +159,7 @@ typedef struct {
     ngx_atomic_t                      live_delivered;
     ngx_atomic_t                      live_resubscribes;
     ngx_atomic_t                      live_presence_publishes;
+    ngx_atomic_t                      live_revoked_closes;
 } ngx_http_elearn_metrics_worker_t;
 
 
@@ -395,6 +396,11 @@ static ngx_http_elearn_metrics_family_t  ngx_http_elearn_metrics_ws[] = {
       "per elearn_live_presence_interval).",
       "counter", ngx_http_elearn_metrics_field(live_presence_publishes),
       NULL },
+
+    { "elearn_live_revoked_closes_total",
+      "Open live-session sockets closed (4001) because their token was "
+      "revoked.",
+      "counter", ngx_http_elearn_metrics_field(live_revoked_closes), NULL },
 
     { NULL, NULL, NULL, 0, NULL }
 };
@@ -792,6 +798,7 @@ ngx_http_elearn_metrics_update(ngx_event_t *ev)
     w->live_delivered = live.delivered;
     w->live_resubscribes = live.resubscribes;
     w->live_presence_publishes = live.presence_publishes;
+    w->live_revoked_closes = live.revoked_closes;
 
     w->has_ws = 1;
 

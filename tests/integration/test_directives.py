@@ -87,6 +87,8 @@ BAD = [
     ("elearn_live_token_warning", "x"),
     ("elearn_live_presence_interval", "5ms"),
     ("elearn_live_presence_interval", "2m"),
+    ("elearn_live_revocation_check", "10ms"),
+    ("elearn_live_revocation_check", "x"),
     ("elearn_ws_max_message", "0"),
     ("elearn_ws_max_message", "100"),
     ("elearn_ws_max_message", "65m"),

@@ -299,6 +299,43 @@ def test_join_refuses_a_revoked_token(base_url, stack, instructor, course):
         assert b"revoked" in body
 
 
+def test_revocation_closes_an_open_socket(base_url, stack, instructor,
+                                          course):
+    """A logout revokes the login session: its open socket is closed with
+    4001 within elearn_live_revocation_check (1 s), the other
+    participants stay, and /metrics counts it."""
+    sid = new_session(base_url, instructor, course)
+    email = "live%s@test.elearn.dev" % uuid.uuid4().hex[:12]
+    requests.post(base_url + "/api/v1/auth/register",
+                  json={"email": email, "password": "live pass 1234",
+                        "displayName": "Revoked"})
+    body = stack.login(email, "live pass 1234").json()
+    token = body["accessToken"]
+    requests.post(base_url + "/api/v1/courses/%d/enrollments" % course,
+                  headers=bearer(token), timeout=30)
+    owner, _ = join(stack, sid, instructor)
+    ws, _ = join(stack, sid, token)
+    try:
+        time.sleep(1.5)
+        before = live_metrics(base_url).get(
+            "elearn_live_revoked_closes_total", 0)
+        r = requests.post(base_url + "/api/v1/auth/logout",
+                          headers=bearer(token),
+                          json={"refreshToken": body["refreshToken"]})
+        assert r.status_code == 204
+        t0 = time.time()
+        assert recv(ws, timeout=10) == ("close", 4001)
+        assert time.time() - t0 < 5
+        send(owner, "broadcast", "still here")
+        assert recv(owner)["body"] == "still here"
+        time.sleep(1.5)
+        assert live_metrics(base_url)["elearn_live_revoked_closes_total"] \
+            - before == 1
+    finally:
+        ws.close()
+        owner.close()
+
+
 def test_an_admin_joins_and_broadcasts(base_url, stack, instructor, course):
     sid = new_session(base_url, instructor, course)
     admin = stack.token("admin@elearn.dev", "admin-dev-pass")
