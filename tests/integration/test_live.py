@@ -549,8 +549,8 @@ def test_live_figures_in_metrics(base_url, stack, instructor, course):
         assert diff['elearn_live_joins_total{result="token"}'] == 1
         assert diff['elearn_live_joins_total{result="forbidden"}'] == 1
         assert diff['elearn_live_joins_total{result="not-found"}'] == 1
-        # welcome and the broadcast at least
-        assert diff["elearn_live_delivered_total"] >= 2
+        # the broadcast at least (the welcome is not a delivery)
+        assert diff["elearn_live_delivered_total"] >= 1
         assert diff["elearn_live_presence_publishes_total"] >= 1
         assert diff["elearn_ws_upgrades_total"] >= 1
     finally:
