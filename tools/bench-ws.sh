@@ -33,11 +33,16 @@
 # 0 skips), BENCH_WS_FANOUT ("1000 10000", " " skips), BENCH_WS_MESSAGES
 # (20),
 # BENCH_WS_RATE (connections per second per load process, 2500, against
-# nchan), BENCH_WS_ELEARN_RATE (the same against elearn, 250: every join
-# is a token check, a PostgreSQL query and a Redis lease),
+# nchan), BENCH_WS_ELEARN_RATE (the same against elearn, 1000: a join is
+# a token check and one Redis script; PostgreSQL only for a worker's first
+# join of a session and on a cache miss),
 # BENCH_WS_SESSIONS ("50x1000", empty skips), BENCH_WS_WORKERS (worker
 # processes of nchan, and of elearn during the bench: 4), BENCH_NCHAN_PORT
-# (ELEARN_HTTP_PORT + 1000).
+# (ELEARN_HTTP_PORT + 1000), BENCH_WS_SETTLE (2.5 s between "everyone
+# joined" and the first message: the presence counts of the last joins go
+# out within elearn_live_presence_interval, 1 s, so that the Redis PUBLISH
+# count of the messages' window holds messages only; the PUBLISH calls
+# while joining are reported apart).
 set -euo pipefail
 ELEARN_TOP=$(cd "$(dirname "$0")/.." && pwd)
 export ELEARN_TOP
@@ -53,8 +58,9 @@ FANOUT=${BENCH_WS_FANOUT:-1000 10000}
 MESSAGES=${BENCH_WS_MESSAGES:-20}
 SESSIONS=${BENCH_WS_SESSIONS-50x1000}
 RATE=${BENCH_WS_RATE:-2500}
-ELEARN_RATE=${BENCH_WS_ELEARN_RATE:-250}
+ELEARN_RATE=${BENCH_WS_ELEARN_RATE:-1000}
 WORKERS=${BENCH_WS_WORKERS:-4}
+SETTLE=${BENCH_WS_SETTLE:-2.5}
 NPORT=${BENCH_NCHAN_PORT:-$((ELEARN_HTTP_PORT + 1000))}
 BASE=http://127.0.0.1:$ELEARN_HTTP_PORT
 PER_PROC=16000          # connections per load process (20,000 files cap)
@@ -271,8 +277,15 @@ redis_publishes() {
 # subscribers; the sessions are split over the load processes
 sessions_figure() {
     local label=$1 rate=$2 src=$3 subs=$4 pubs=$5 per=$6 redis=${7:-}
-    local n procs each i first p0 p1 r0=0 r1=0 k joined=false
+    local n procs each i first p0 p1 r0=0 r1=0 rj=0 k joined=false
     n=$(wc -l < "$subs")
+    if [ "$n" -eq 0 ]; then
+        log "$label: no sessions to join"
+        jq -n '{pending: "no sessions could be created"}'
+        return 0
+    fi
+    rm -f "$WORK/start.$label"
+    [ -n "$redis" ] && rj=$(redis_publishes)
     procs=$(((n * per + PER_PROC - 1) / PER_PROC))
     LOADERS=()
     first=0
@@ -289,6 +302,7 @@ sessions_figure() {
             --src-base "$src" --proc-index "$i" --label "$label" -q \
             --paths "$WORK/$label.$i.subs" --pub-paths "$WORK/$label.$i.pubs" \
             --ready-file "$WORK/ready.$label.$i" \
+            --start-file "$WORK/start.$label" \
             --samples-out "$WORK/$label.$i.samples" "${@:8}" \
             > "$WORK/$label.$i.json" 2> "$WORK/$label.$i.err" &
         LOADERS+=($!)
@@ -303,7 +317,11 @@ sessions_figure() {
         sleep 0.1
     done
     $joined || log "$label: not every process had joined its sessions in $k s"
+    # the last joins' presence counts are out (one interval), then the
+    # window of the messages opens: the processes publish only now
+    sleep "$SETTLE"
     [ -n "$redis" ] && r0=$(redis_publishes)
+    touch "$WORK/start.$label"
     # published and drained everywhere (each then holds its sockets)
     for ((i = 0; i < (MESSAGES + 70) * 10; i++)); do
         [ "$(ls "$WORK"/ready."$label".*.done 2>/dev/null | wc -l)" \
@@ -315,7 +333,7 @@ sessions_figure() {
     for p in "${LOADERS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${LOADERS[@]}"; do wait "$p" || true; done
     LOADERS=()
-    rm -f "$WORK/$label".*.subs "$WORK/$label".*.pubs
+    rm -f "$WORK/$label".*.subs "$WORK/$label".*.pubs "$WORK/start.$label"
     # percentiles over every delivery of every process
     read -r p0 p1 < <(sort -m -n "$WORK/$label".*.samples | awk '
         { v[NR] = $1 }
@@ -325,6 +343,7 @@ sessions_figure() {
     rm -f "$WORK/$label".*.samples
     cat "$WORK/$label".*.json | jq -s --argjson p50 "$p0" --argjson p99 "$p1" \
         --argjson r "$([ -n "$redis" ] && echo $((r1 - r0)) || echo null)" \
+        --argjson rj "$([ -n "$redis" ] && echo $((r0 - rj)) || echo null)" \
         --argjson joined "$joined" \
         '{sessions: (map(.sessions) | add), processes: length,
           joined_in_time: $joined,
@@ -339,6 +358,7 @@ sessions_figure() {
           latency_ms: {p50: $p50, p99: $p99,
                        max: (map(.latency_ms.max) | max)},
           redis_publishes: $r,
+          redis_publishes_while_joining: $rj,
           redis_publishes_per_message: (if $r == null then null
               else ($r / (map(.published) | add) * 100 | round / 100) end),
           error: (map(.error) | map(select(. != "")) | first // "")}'
@@ -453,6 +473,8 @@ elearn_restart() {   # bench|stock
     local cap=1000 n
     # the owner takes a place too
     for n in $FANOUT; do [ "$n" -ge "$cap" ] && cap=$((n + 1)); done
+    [ -n "$SESSIONS" ] && [ "${SESSIONS#*x}" -ge "$cap" ] \
+        && cap=$((${SESSIONS#*x} + 1))
     "$ELEARN_TOP/tools/stack.sh" stop nginx >/dev/null
     if [ "$1" = bench ]; then
         ELEARN_NGINX_CONF=$WORK/elearn-bench.conf.in \
@@ -601,7 +623,8 @@ def lat($t; $n):
   if ($r.nchan.sessions // $r.elearn.sessions) then
   (ses($r.nchan) as $a | ses($r.elearn) as $b |
   "| \(($r.nchan.sessions // $r.elearn.sessions).sessions) sessions, each owner once a second: p50 / p99 ms | \($a[0]) | \($b[0]) | \(ratio($b[1]; $a[1])) |",
-  "| Redis PUBLISH calls per message | - | \(cell($r.elearn; $r.elearn.sessions.redis_publishes_per_message)) | - |")
+  "| Redis PUBLISH calls per message | - | \(cell($r.elearn; $r.elearn.sessions.redis_publishes_per_message)) | - |",
+  "| Redis PUBLISH calls while joining (presence counts) | - | \(cell($r.elearn; $r.elearn.sessions.redis_publishes_while_joining)) | - |")
   else empty end)
 JQ
 cat "$OUT/ws.md"

@@ -150,6 +150,7 @@ typedef struct {
     const char *pub_path;
     const char *paths_file;
     const char *ready_file;
+    const char *start_file;
     const char *pub_paths_file;
     const char *samples_file;
     const char *label;
@@ -1132,6 +1133,10 @@ usage(FILE *f)
         "                            fanout: PATH.done once drained, then\n"
         "                            the sockets stay open until a signal\n"
         "                            (60 s at most)\n"
+        "  --start-file PATH         fanout: publish only once PATH exists\n"
+        "                            (after --settle-ms), so that a script\n"
+        "                            can read the server between the joins\n"
+        "                            and the first message\n"
         "  --label TEXT              copied into the JSON line\n"
         "  -q, --quiet               no progress on standard error\n",
         MAX_CONNS, MAX_SECONDS, MAX_MESSAGES);
@@ -1170,7 +1175,8 @@ parse_opts(int argc, char **argv)
         {"retries", 1, NULL, 'Y'}, {"proc-index", 1, NULL, 'I'},
         {"sources", 1, NULL, 'k'}, {"src-base", 1, NULL, 'B'},
         {"ready-file", 1, NULL, 'R'}, {"label", 1, NULL, 'L'},
-        {"quiet", 0, NULL, 'q'}, {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
+        {"start-file", 1, NULL, 'g'}, {"quiet", 0, NULL, 'q'},
+        {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
     struct in_addr a;
     long port;
     int ch, rc;
@@ -1288,6 +1294,9 @@ parse_opts(int argc, char **argv)
             break;
         case 'R':
             o.ready_file = optarg;
+            break;
+        case 'g':
+            o.start_file = optarg;
             break;
         case 'L':
             o.label = optarg;
@@ -1885,7 +1894,8 @@ main(int argc, char **argv)
             pubs_open += pubs[i].state == ST_OPEN;
         }
         if (o.mode == MODE_FANOUT && all_tried_ns != 0 && pub_at == 0
-            && pubs_open == npubs)
+            && pubs_open == npubs
+            && (o.start_file == NULL || access(o.start_file, F_OK) == 0))
         {
             /* the publishers spread over one interval */
             pub_at = now + o.settle_ms * 1000000;

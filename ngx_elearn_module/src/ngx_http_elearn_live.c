@@ -70,11 +70,10 @@
 #define NGX_HTTP_ELEARN_LIVE_PREFIX      "elearn:live:"
 #define NGX_HTTP_ELEARN_LIVE_KEY_LEN     (sizeof(NGX_HTTP_ELEARN_LIVE_PREFIX) \
                                           + 2 * NGX_INT64_LEN + 16)
-#define NGX_HTTP_ELEARN_LIVE_NKEYS       6
-#define NGX_HTTP_ELEARN_LIVE_ARGS_MAX    8
+#define NGX_HTTP_ELEARN_LIVE_NKEYS       9
+#define NGX_HTTP_ELEARN_LIVE_ARGS_MAX    10
 #define NGX_HTTP_ELEARN_LIVE_TS_LEN      sizeof("2026-01-01T00:00:00.000Z")
 #define NGX_HTTP_ELEARN_LIVE_CLOSED_TTL  "86400000"
-#define NGX_HTTP_ELEARN_LIVE_PRESENCE    100      /* ms: coalesced */
 #define NGX_HTTP_ELEARN_LIVE_HOLD_MAX    4096     /* items held per list */
 
 #define NGX_HTTP_ELEARN_LIVE_CLOSING                                          \
@@ -92,19 +91,33 @@
 /*
  * The one script behind every Redis change of a session.  KEYS: 1 seq,
  * 2 replay buffer, 3 occupancy hash, 4 lease zset, 5 closed mark, 6 the
- * sender's chat counter.  ARGV[1] is the mode, ARGV[2] the channel.
+ * sender's chat counter, 7 the joining user's enrollment status
+ * (enroll:{user}:{course}, the progress endpoints' cache, see
+ * docs/caching.md), 8 the joining user's display name, 9 the last
+ * participant count published.  ARGV[1] is the mode, ARGV[2] the channel.
  *
- *   pub     3 prefix, 4 suffix, 5 floor, 6 rate, 7 buffer max, 8 buffer
- *           ms: the message is prefix..seq..suffix.  -1 rate limited, -2
- *           closed, else the seq.
- *   admit   3 worker, 4 lease ms, 5 capacity, 6 lastSeq (-1: none), 7
- *           buffer ms: {-2} closed, {-1, n} full, else {n, seq, missed..}
- *   release 3 worker: participants left
- *   set     3 worker, 4 lease ms, 5 count: -2 closed, else the seq
- *   count   participants
- *   replay  3 after, 4 buffer ms: {seq, messages after "after"...}
- *   close   3 mark ms: sets the mark, drops the occupancy, publishes the
- *           closing message
+ *   pub      3 prefix, 4 suffix, 5 floor, 6 rate, 7 buffer max, 8 buffer
+ *            ms: the message is prefix..seq..suffix.  -1 rate limited,
+ *            -2 closed, else the seq.
+ *   admit    3 worker, 4 lease ms, 5 capacity, 6 lastSeq (-1: none), 7
+ *            buffer ms, 8 who: "owner" (needs the name only), "student"
+ *            (needs the name and enrollment "1"), "known" (PostgreSQL
+ *            answered: 9 the name, 10 the cache ttl in seconds, 11 "1"
+ *            when enrolled; both stored): {-2} closed, {-1, n} full, {-4}
+ *            not enrolled, {-5} not cached (ask PostgreSQL), else {n,
+ *            seq, name, missed..}
+ *   set      3 worker, 4 lease ms, 5 count: -2 closed, else the seq
+ *   count    participants
+ *   replay   3 after, 4 buffer ms: {seq, messages after "after"...}
+ *   presence 3 ms, 4 worker, 5 left: gives back the places of the
+ *            worker's participants that left since its last call, then
+ *            publishes the participant count unless the last one
+ *            published (within ms) was the same (then -1, else the
+ *            count).  Joins and leaves publish nothing themselves: each
+ *            worker with joins or leaves of a session calls this at most
+ *            once per elearn_live_presence_interval
+ *   close    3 mark ms: sets the mark, drops the occupancy, publishes the
+ *            closing message
  */
 static const char  ngx_http_elearn_live_lua[] =
     "local mode = ARGV[1]\n"
@@ -161,26 +174,33 @@ static const char  ngx_http_elearn_live_lua[] =
     "  return seq\n"
     "elseif mode == 'admit' then\n"
     "  if closed then return {-2} end\n"
+    "  local name\n"
+    "  if ARGV[8] == 'known' then\n"
+    "    name = ARGV[9]\n"
+    "    redis.call('SET', KEYS[8], name, 'EX', ARGV[10])\n"
+    "    if ARGV[11] == '1' then\n"
+    "      redis.call('SET', KEYS[7], '1', 'EX', ARGV[10])\n"
+    "    end\n"
+    "  else\n"
+    "    name = redis.call('GET', KEYS[8])\n"
+    "    if not name then return {-5} end\n"
+    "    if ARGV[8] == 'student' then\n"
+    "      local e = redis.call('GET', KEYS[7])\n"
+    "      if e == '0' then return {-4} end\n"
+    "      if e ~= '1' then return {-5} end\n"
+    "    end\n"
+    "  end\n"
     "  local n = total()\n"
     "  if n >= tonumber(ARGV[5]) then return {-1, n} end\n"
     "  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)\n"
     "  lease(tonumber(ARGV[4]))\n"
     "  n = n + 1\n"
-    "  presence(n)\n"
-    "  local out = {n, seq}\n"
+    "  local out = {n, seq, name}\n"
     "  local after = tonumber(ARGV[6])\n"
     "  if after >= 0 and after < seq then\n"
     "    replay(out, after, tonumber(ARGV[7]))\n"
     "  end\n"
     "  return out\n"
-    "elseif mode == 'release' then\n"
-    "  if closed then return 0 end\n"
-    "  if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then\n"
-    "    redis.call('HDEL', KEYS[3], ARGV[3])\n"
-    "  end\n"
-    "  local n = total()\n"
-    "  presence(n)\n"
-    "  return n\n"
     "elseif mode == 'set' then\n"
     "  if closed then return -2 end\n"
     "  if tonumber(ARGV[5]) > 0 then\n"
@@ -195,6 +215,17 @@ static const char  ngx_http_elearn_live_lua[] =
     "  return total()\n"
     "elseif mode == 'replay' then\n"
     "  return replay({seq}, tonumber(ARGV[3]), tonumber(ARGV[4]))\n"
+    "elseif mode == 'presence' then\n"
+    "  if closed then return -2 end\n"
+    "  local k = tonumber(ARGV[5])\n"
+    "  if k > 0 and redis.call('HINCRBY', KEYS[3], ARGV[4], -k) <= 0 then\n"
+    "    redis.call('HDEL', KEYS[3], ARGV[4])\n"
+    "  end\n"
+    "  local n = total()\n"
+    "  if redis.call('GET', KEYS[9]) == tostring(n) then return -1 end\n"
+    "  redis.call('SET', KEYS[9], n, 'PX', ARGV[3])\n"
+    "  presence(n)\n"
+    "  return n\n"
     "elseif mode == 'close' then\n"
     "  redis.call('SET', KEYS[5], '1', 'PX', ARGV[3])\n"
     "  redis.call('DEL', KEYS[3], KEYS[4])\n"
@@ -232,13 +263,21 @@ struct ngx_http_elearn_live_session_s {
     ngx_uint_t                       nlinked;  /* in parts */
     int64_t                          seq;      /* highest seen, -1 none */
     ngx_http_elearn_live_hold_t      held;     /* during a catch-up */
-    ngx_event_t                      presence;
+    ngx_event_t                      presence; /* the frame, coalesced */
+    ngx_event_t                      announce; /* the count's publish */
     ngx_int_t                        participants;
     ngx_uint_t                       refs;     /* Redis commands out */
+    ngx_uint_t                       leaving;  /* left, not yet released */
+    int64_t                          course_id; /* the row, kept while */
+    int64_t                          owner_id;  /* row_until is ahead */
+    ngx_uint_t                       capacity;
+    ngx_msec_t                       row_until;
+    unsigned                         row:1;
     unsigned                         catching_up:1;
     unsigned                         catch_up_later:1;
     unsigned                         closing:1;
     unsigned                         subscribed:1;
+    unsigned                         confirmed:1;
     ngx_str_t                        channel;
     u_char                           channel_data[
                                          NGX_HTTP_ELEARN_LIVE_KEY_LEN];
@@ -265,10 +304,11 @@ struct ngx_http_elearn_live_part_s {
     int64_t                          last_seq; /* delivered */
     int64_t                          want_seq; /* ?lastSeq, -1 none */
     time_t                           exp;      /* the token's */
+    u_char                           sid[40];  /* its login session */
+    u_char                           jti[40];
     ngx_event_t                      expiry;
     ngx_http_elearn_live_hold_t      held;     /* before the welcome */
     ngx_uint_t                       refs;     /* Redis commands out */
-    ngx_uint_t                       capacity;
     unsigned                         owner:1;  /* may broadcast */
     unsigned                         admitted:1;
     unsigned                         linked:1;
@@ -283,6 +323,7 @@ typedef struct {
     ngx_rbtree_t                     tree;
     ngx_rbtree_node_t                sentinel;
     ngx_event_t                      lease;
+    ngx_event_t                      revoked;  /* the open sockets' check */
     ngx_http_elearn_main_conf_t     *emcf;
     size_t                           worker_len;
     u_char                           worker[NGX_MAXHOSTNAMELEN + 64];
@@ -332,9 +373,21 @@ static void ngx_http_elearn_live_part_gone(ngx_http_elearn_live_part_t *p);
 static void ngx_http_elearn_live_session_close(
     ngx_http_elearn_live_session_t *s);
 static void ngx_http_elearn_live_catch_up(ngx_http_elearn_live_session_t *s);
+static void ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, void *data);
+static void ngx_http_elearn_live_admitted(ngx_http_request_t *nr,
+    redisReply *reply, ngx_int_t rc, void *data);
+static void ngx_http_elearn_live_announce_later(
+    ngx_http_elearn_live_session_t *s);
+static ngx_http_elearn_live_session_t *ngx_http_elearn_live_lookup(
+    int64_t id);
 
 
 static ngx_http_elearn_live_worker_t  *ngx_http_elearn_live_worker;
+static ngx_http_elearn_live_stats_t    ngx_http_elearn_live_stats;
+
+/* ctx->data of a join refused because the session is full */
+static u_char  ngx_http_elearn_live_full_mark;
 
 
 static ngx_http_variable_t  ngx_http_elearn_live_vars[] = {
@@ -395,15 +448,16 @@ ngx_http_elearn_live_evaled(ngx_http_request_t *nr, redisReply *reply,
 
 /*
  * Runs the script in mode for session sid (user_id: the chat counter's
- * user, 0 for none), with nargs more arguments after the mode and the
+ * and a join's user, 0 for none; course_id: a join's course, else 0),
+ * with nargs more arguments after the mode and the
  * channel.  Always the worker's own command (no request): handler gets
  * data back whether or not a request is still there.  NGX_AGAIN, or
  * NGX_HTTP_SERVICE_UNAVAILABLE when Redis is not there (handler not
  * called).
  */
 static ngx_int_t
-ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, const char *mode,
-    ngx_uint_t nargs, const char **args, size_t *lens,
+ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, int64_t course_id,
+    const char *mode, ngx_uint_t nargs, const char **args, size_t *lens,
     ngx_http_elearn_live_reply_pt handler, void *data)
 {
     u_char                       *p;
@@ -434,7 +488,7 @@ ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, const char *mode,
     argvlen[n++] = 4;
     argv[n] = ngx_http_elearn_live_lua;
     argvlen[n++] = sizeof(ngx_http_elearn_live_lua) - 1;
-    argv[n] = "6";
+    argv[n] = "9";
     argvlen[n++] = 1;
 
     for (i = 0; i < 5; i++) {
@@ -449,12 +503,26 @@ ngx_http_elearn_live_eval(int64_t sid, int64_t user_id, const char *mode,
                                "%L:rate:%L", sid, user_id)
                    - keys[5];
 
+    argv[n] = (char *) keys[6];
+    argvlen[n++] = ngx_sprintf(keys[6], "enroll:%L:%L", user_id, course_id)
+                   - keys[6];
+
+    argv[n] = (char *) keys[7];
+    argvlen[n++] = ngx_sprintf(keys[7], NGX_HTTP_ELEARN_LIVE_PREFIX
+                               "name:%L", user_id)
+                   - keys[7];
+
+    argv[n] = (char *) keys[8];
+    argvlen[n++] = ngx_sprintf(keys[8], NGX_HTTP_ELEARN_LIVE_PREFIX "%L:pres",
+                               sid)
+                   - keys[8];
+
     argv[n] = mode;
     argvlen[n++] = ngx_strlen(mode);
 
-    argv[n] = (char *) keys[6];
-    argvlen[n++] = ngx_sprintf(keys[6], NGX_HTTP_ELEARN_LIVE_PREFIX "%L", sid)
-                   - keys[6];
+    argv[n] = (char *) keys[9];
+    argvlen[n++] = ngx_sprintf(keys[9], NGX_HTTP_ELEARN_LIVE_PREFIX "%L", sid)
+                   - keys[9];
 
     for (i = 0; i < nargs; i++) {
         argv[n] = args[i];
@@ -904,7 +972,7 @@ ngx_http_elearn_live_await(ngx_http_request_t *r,
     w->request = r;
     w->rest = rest;
 
-    rc = ngx_http_elearn_live_eval(rest->id, 0, mode, nargs, args, NULL,
+    rc = ngx_http_elearn_live_eval(rest->id, 0, 0, mode, nargs, args, NULL,
                                    handler, w);
     if (rc != NGX_AGAIN) {
         w->request = NULL;
@@ -1026,7 +1094,8 @@ ngx_http_elearn_live_closed(ngx_http_request_t *r, PGresult *res,
 {
     ngx_http_elearn_live_rest_t *rest = data;
 
-    const char  *args[1];
+    const char                      *args[1];
+    ngx_http_elearn_live_session_t  *s;
 
     if (rc != NGX_OK) {
         ngx_http_elearn_finalize(r,
@@ -1041,6 +1110,12 @@ ngx_http_elearn_live_closed(ngx_http_request_t *r, PGresult *res,
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem_backend(r, NGX_ERROR, "the database"));
         return;
+    }
+
+    /* this worker's row of it goes at once (the others' with "closing") */
+    s = ngx_http_elearn_live_lookup(rest->id);
+    if (s) {
+        s->row = 0;
     }
 
     args[0] = NGX_HTTP_ELEARN_LIVE_CLOSED_TTL;
@@ -1272,7 +1347,9 @@ ngx_http_elearn_live_deliver(ngx_http_elearn_live_part_t *p, int64_t seq,
     }
 
     /* a slow reader is closed (1008) by the ws layer: nothing to do */
-    (void) ngx_http_elearn_ws_send(p->ws, frame);
+    if (ngx_http_elearn_ws_send(p->ws, frame) == NGX_OK) {
+        ngx_http_elearn_live_stats.delivered++;
+    }
 }
 
 
@@ -1481,7 +1558,17 @@ ngx_http_elearn_live_subscribed(ngx_str_t *channel, ngx_uint_t subscribed,
 {
     ngx_http_elearn_live_session_t *s = data;
 
-    if (!subscribed || s->catching_up) {
+    if (!subscribed) {
+        return;
+    }
+
+    if (s->confirmed) {
+        ngx_http_elearn_live_stats.resubscribes++;
+    }
+
+    s->confirmed = 1;
+
+    if (s->catching_up) {
         return;
     }
 
@@ -1509,7 +1596,7 @@ ngx_http_elearn_live_catch_up(ngx_http_elearn_live_session_t *s)
     args[1] = (char *) ngx_http_elearn_live_num(ms,
                            ngx_http_elearn_live_worker->emcf->live_replay_ttl);
 
-    rc = ngx_http_elearn_live_eval(s->id, 0, "replay", 2, args, NULL,
+    rc = ngx_http_elearn_live_eval(s->id, 0, 0, "replay", 2, args, NULL,
                                    ngx_http_elearn_live_caught_up, s);
     if (rc == NGX_AGAIN) {
         s->refs++;
@@ -1545,7 +1632,7 @@ ngx_http_elearn_live_message(ngx_str_t *channel, ngx_str_t *message,
         && ngx_strncmp(message->data, "{\"type\":\"presence\"",
                        sizeof("{\"type\":\"presence\"") - 1) == 0)
     {
-        /* coalesced: a burst of joins is one frame per participant */
+        /* coalesced: at most one frame per participant per interval */
         n = ngx_atoi(message->data + sizeof("{\"type\":\"presence\","
                                             "\"participants\":") - 1,
                      message->len - sizeof("{\"type\":\"presence\","
@@ -1554,7 +1641,8 @@ ngx_http_elearn_live_message(ngx_str_t *channel, ngx_str_t *message,
             s->participants = n;
 
             if (!s->presence.timer_set) {
-                ngx_add_timer(&s->presence, NGX_HTTP_ELEARN_LIVE_PRESENCE);
+                ngx_add_timer(&s->presence,
+                    ngx_http_elearn_live_worker->emcf->live_presence_interval);
             }
         }
 
@@ -1581,6 +1669,76 @@ ngx_http_elearn_live_message(ngx_str_t *channel, ngx_str_t *message,
     }
 
     ngx_http_elearn_ws_frame_release(frame);
+}
+
+
+static void
+ngx_http_elearn_live_announced(ngx_http_request_t *nr, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_live_session_t *s = data;
+
+    s->refs--;
+
+    if (rc == NGX_OK && ngx_http_elearn_live_int(reply) >= 0) {
+        ngx_http_elearn_live_stats.presence_publishes++;
+    }
+
+    ngx_http_elearn_live_session_unref(s);
+}
+
+
+/*
+ * The count goes out once per interval after joins or leaves of this
+ * worker, not once per join: a session of 1,000 filling up costs each
+ * worker at most one PUBLISH per interval, and none once it is full.
+ * The places of those who left go back in the same script call, so that
+ * 1,000 sockets closing at once are not 1,000 Redis calls; a join may see
+ * a session full for up to one interval longer than it is.
+ */
+static void
+ngx_http_elearn_live_announce(ngx_event_t *ev)
+{
+    ngx_http_elearn_live_session_t *s = ev->data;
+
+    ngx_int_t    rc;
+    const char  *args[3];
+    u_char       ms[NGX_INT64_LEN + 1], left[NGX_INT64_LEN + 1];
+
+    s->refs--;
+
+    if (!s->closing) {
+        args[0] = (char *) ngx_http_elearn_live_num(ms,
+                               ngx_http_elearn_live_worker->emcf->live_lease);
+        args[1] = (char *) ngx_http_elearn_live_worker->worker;
+        args[2] = (char *) ngx_http_elearn_live_num(left, s->leaving);
+
+        rc = ngx_http_elearn_live_eval(s->id, 0, 0, "presence", 3, args, NULL,
+                                       ngx_http_elearn_live_announced, s);
+        if (rc == NGX_AGAIN) {
+            s->refs++;
+        }
+
+        /* else the lease refresh sets the right count */
+    }
+
+    s->leaving = 0;
+
+    ngx_http_elearn_live_session_unref(s);
+}
+
+
+/* a join or a leave here: the count is published at the interval's end */
+static void
+ngx_http_elearn_live_announce_later(ngx_http_elearn_live_session_t *s)
+{
+    if (s->announce.timer_set || s->closing) {
+        return;
+    }
+
+    s->refs++;          /* the session stays until the count is out */
+    ngx_add_timer(&s->announce,
+                  ngx_http_elearn_live_worker->emcf->live_presence_interval);
 }
 
 
@@ -1622,6 +1780,11 @@ ngx_http_elearn_live_session_get(int64_t id)
     s->presence.log = ngx_cycle->log;
     s->presence.cancelable = 1;
 
+    s->announce.handler = ngx_http_elearn_live_announce;
+    s->announce.data = s;
+    s->announce.log = ngx_cycle->log;
+    s->announce.cancelable = 1;
+
     if (ngx_http_elearn_redis_subscribe(emcf->redis, &s->channel,
                                         ngx_http_elearn_live_message, s)
         != NGX_OK
@@ -1650,6 +1813,7 @@ ngx_http_elearn_live_session_close(ngx_http_elearn_live_session_t *s)
     ngx_http_elearn_live_part_t  *p;
 
     s->closing = 1;
+    s->row = 0;
 
     frame = ngx_http_elearn_ws_frame_create(NGX_HTTP_ELEARN_WS_TEXT,
                                     (u_char *) NGX_HTTP_ELEARN_LIVE_CLOSING,
@@ -1715,26 +1879,17 @@ ngx_http_elearn_live_part_free(ngx_http_elearn_live_part_t *p)
 }
 
 
-static void
-ngx_http_elearn_live_released(ngx_http_request_t *nr, redisReply *reply,
-    ngx_int_t rc, void *data)
-{
-    ngx_http_elearn_live_session_t *s = data;
-
-    s->refs--;
-    ngx_http_elearn_live_session_unref(s);
-}
-
-
 /* the socket or the joining request is gone */
 static void
 ngx_http_elearn_live_part_gone(ngx_http_elearn_live_part_t *p)
 {
-    ngx_int_t                        rc;
-    const char                      *args[1];
     ngx_http_elearn_live_session_t  *s;
 
     s = p->session;
+
+    if (p->state == NGX_HTTP_ELEARN_LIVE_OPEN) {
+        ngx_http_elearn_live_stats.participants--;
+    }
 
     p->state = NGX_HTTP_ELEARN_LIVE_GONE;
     p->ws = NULL;
@@ -1745,16 +1900,9 @@ ngx_http_elearn_live_part_gone(ngx_http_elearn_live_part_t *p)
         s->nparts--;
 
         if (!s->closing) {
-            args[0] = (char *) ngx_http_elearn_live_worker->worker;
-
-            rc = ngx_http_elearn_live_eval(s->id, 0, "release", 1, args,
-                                           NULL, ngx_http_elearn_live_released,
-                                           s);
-            if (rc == NGX_AGAIN) {
-                s->refs++;
-            }
-
-            /* else the lease refresh sets the right count */
+            /* given back with the next presence count (one interval) */
+            s->leaving++;
+            ngx_http_elearn_live_announce_later(s);
         }
     }
 
@@ -1971,8 +2119,9 @@ ngx_http_elearn_live_on_message(ngx_http_elearn_ws_t *ws, ngx_uint_t opcode,
     lens[4] = ngx_strlen(args[4]);
     lens[5] = ngx_strlen(args[5]);
 
-    rc = ngx_http_elearn_live_eval(p->session->id, p->user_id, "pub", 6, args,
-                                   lens, ngx_http_elearn_live_published, p);
+    rc = ngx_http_elearn_live_eval(p->session->id, p->user_id, 0, "pub", 6,
+                                   args, lens, ngx_http_elearn_live_published,
+                                   p);
 
     ngx_free(prefix);
 
@@ -2047,6 +2196,7 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
     }
 
     p->state = NGX_HTTP_ELEARN_LIVE_OPEN;
+    ngx_http_elearn_live_stats.participants++;
 
     e = ngx_sprintf(buf, "{\"type\":\"welcome\",\"sessionId\":%L,"
                     "\"participants\":%L,\"lastSeq\":%L}",
@@ -2057,7 +2207,7 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
     p->last_seq = (p->want_seq >= 0 && p->want_seq <= last) ? p->want_seq
                                                              : last;
 
-    ngx_http_elearn_live_catch_up_send(p->session, p, reply, 2, &p->held);
+    ngx_http_elearn_live_catch_up_send(p->session, p, reply, 3, &p->held);
 
     /* the token: a warning shortly before it expires, then 4001 */
     p->expiry.handler = ngx_http_elearn_live_expiry;
@@ -2076,6 +2226,34 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
 }
 
 
+/* "from" of p's messages, serialized once: every message repeats it */
+static ngx_int_t
+ngx_http_elearn_live_from(ngx_http_elearn_live_part_t *p, u_char *name,
+    size_t len)
+{
+    u_char  *e;
+
+    if (p->from) {
+        ngx_free(p->from);
+    }
+
+    p->from = ngx_alloc(sizeof("{\"userId\":,\"displayName\":\"\","
+                               "\"role\":\"instructor\"}")
+                        + NGX_INT64_LEN + 6 * len, ngx_cycle->log);
+    if (p->from == NULL) {
+        return NGX_ERROR;
+    }
+
+    e = ngx_sprintf(p->from, "{\"userId\":%L,\"displayName\":\"", p->user_id);
+    e = ngx_http_elearn_json_escape(e, name, len);
+    e = ngx_sprintf(e, "\",\"role\":\"%s\"}",
+                    ngx_http_elearn_role_name(p->role));
+    p->from_len = e - p->from;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
     ngx_int_t rc, void *data)
@@ -2084,6 +2262,7 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
 
     int64_t                          n, seq;
     ngx_http_request_t              *r;
+    ngx_http_elearn_ctx_t           *ctx;
     ngx_http_elearn_ws_t            *ws;
     ngx_http_elearn_live_session_t  *s;
 
@@ -2102,6 +2281,7 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
     if (n > 0) {
         p->admitted = 1;
         s->nparts++;
+        ngx_http_elearn_live_announce_later(s);
 
         if (reply->elements >= 2) {
             seq = ngx_http_elearn_live_int(reply->element[1]);
@@ -2122,9 +2302,39 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
         return;
     }
 
+    if (n == -5) {
+        /* the enrollment status or the name is not cached: PostgreSQL */
+        rc = ngx_http_elearn_live_query(r, NGX_HTTP_ELEARN_SQL_LIVE_GET,
+                                        s->id, p->user_id,
+                                        ngx_http_elearn_live_checked, p);
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
+        ngx_http_elearn_live_detach(p);
+        ngx_http_elearn_live_part_gone(p);
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem_backend(r, rc, "the database"));
+        return;
+    }
+
     ngx_http_elearn_live_detach(p);
 
+    if (n == -4) {
+        ngx_http_elearn_live_part_gone(p);
+        ngx_http_elearn_finalize(r,
+            ngx_http_elearn_problem(r, NGX_HTTP_FORBIDDEN, "forbidden",
+                                    "only the course's students and "
+                                    "instructor may join this session"));
+        return;
+    }
+
     if (n == -1) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_elearn_module);
+        if (ctx) {
+            ctx->data = &ngx_http_elearn_live_full_mark;
+        }
+
         ngx_http_elearn_live_part_gone(p);
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -2141,7 +2351,12 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
         return;
     }
 
-    if (n < 0 || reply->elements < 2) {
+    if (n < 0 || reply->elements < 3
+        || reply->element[2]->type != REDIS_REPLY_STRING
+        || ngx_http_elearn_live_from(p, (u_char *) reply->element[2]->str,
+                                     reply->element[2]->len)
+           != NGX_OK)
+    {
         ngx_http_elearn_live_part_gone(p);
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem_backend(r,
@@ -2177,25 +2392,83 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
 }
 
 
-/* the session's row: who may join, then the place */
+/*
+ * p takes a place in s.  who: "owner" or "student" when the row came from
+ * s (the script checks the cached enrollment status and display name, and
+ * answers -5 on a miss), "known" when PostgreSQL just answered (name, and
+ * enrolled: both stored for the next joins).
+ */
+static ngx_int_t
+ngx_http_elearn_live_admit(ngx_http_elearn_live_part_t *p,
+    ngx_http_elearn_live_session_t *s, const char *who, ngx_str_t *name,
+    ngx_uint_t enrolled)
+{
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, n;
+    const char                   *args[9];
+    size_t                        lens[9];
+    ngx_http_elearn_main_conf_t  *emcf;
+    u_char                        lease[NGX_INT64_LEN + 1];
+    u_char                        cap[NGX_INT64_LEN + 1];
+    u_char                        last[NGX_INT64_LEN + 1];
+    u_char                        ms[NGX_INT64_LEN + 1];
+    u_char                        ttl[NGX_INT64_LEN + 1];
+
+    emcf = ngx_http_elearn_live_worker->emcf;
+
+    if (p->session == NULL) {
+        /* from here p is the session's: it goes through part_gone */
+        p->session = s;
+        p->state = NGX_HTTP_ELEARN_LIVE_JOINING;
+        ngx_queue_insert_tail(&s->parts, &p->queue);
+        p->linked = 1;
+        s->nlinked++;
+    }
+
+    args[0] = (char *) ngx_http_elearn_live_worker->worker;
+    args[1] = (char *) ngx_http_elearn_live_num(lease, emcf->live_lease);
+    args[2] = (char *) ngx_http_elearn_live_num(cap, s->capacity);
+    args[3] = (char *) ngx_http_elearn_live_num(last, p->want_seq);
+    args[4] = (char *) ngx_http_elearn_live_num(ms, emcf->live_replay_ttl);
+    args[5] = who;
+    n = 6;
+
+    if (name) {
+        args[6] = (char *) name->data;
+        args[7] = (char *) ngx_http_elearn_live_num(ttl,
+                                                    emcf->enroll_cache_ttl);
+        args[8] = enrolled ? "1" : "0";
+        n = 9;
+    }
+
+    for (i = 0; i < n; i++) {
+        lens[i] = (i == 6) ? name->len : ngx_strlen(args[i]);
+    }
+
+    rc = ngx_http_elearn_live_eval(s->id, p->user_id, s->course_id, "admit",
+                                   n, args, lens,
+                                   ngx_http_elearn_live_admitted, p);
+    if (rc == NGX_AGAIN) {
+        p->refs++;
+    }
+
+    return rc;
+}
+
+
+/* the session's row: who may join (PostgreSQL), then the place */
 static void
 ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc, void *data)
 {
     ngx_http_elearn_live_part_t *p = data;
 
-    u_char                          *e, *name;
-    size_t                           len;
+    ngx_str_t                        name;
     ngx_uint_t                       owner;
-    const char                      *args[5];
     ngx_http_elearn_ctx_t           *ctx;
     ngx_http_elearn_live_rest_t      rest;
     ngx_http_elearn_main_conf_t     *emcf;
     ngx_http_elearn_live_session_t  *s;
-    u_char                           lease[NGX_INT64_LEN + 1];
-    u_char                           cap[NGX_INT64_LEN + 1];
-    u_char                           last[NGX_INT64_LEN + 1];
-    u_char                           ms[NGX_INT64_LEN + 1];
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_elearn_module);
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
@@ -2203,7 +2476,10 @@ ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
     ngx_memzero(&rest, sizeof(ngx_http_elearn_live_rest_t));
     rest.id = ctx->ids[0];
 
-    /* until p joins the session, the request's cleanup frees it */
+    /*
+     * until p joins the session, the request's cleanup frees it; after
+     * (a cache miss asked here), its cleanup gives p back through part_gone
+     */
 
     if (ngx_http_elearn_live_row(r, res, rc, &rest, ctx->user, 0, &owner, &rc)
         != NGX_OK)
@@ -2220,27 +2496,9 @@ ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
     }
 
     p->owner = owner;
-    p->capacity = rest.capacity;
 
-    /* serialized once: every message of p repeats it */
-    name = (u_char *) PQgetvalue(res, 0, 7);
-    len = PQgetlength(res, 0, 7);
-
-    p->from = ngx_alloc(sizeof("{\"userId\":,\"displayName\":\"\","
-                               "\"role\":\"instructor\"}")
-                        + NGX_INT64_LEN + 6 * len, ngx_cycle->log);
-    if (p->from == NULL) {
-        ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    e = ngx_sprintf(p->from, "{\"userId\":%L,\"displayName\":\"", p->user_id);
-    e = ngx_http_elearn_json_escape(e, name, len);
-    e = ngx_sprintf(e, "\",\"role\":\"%s\"}",
-                    ngx_http_elearn_role_name(p->role));
-    p->from_len = e - p->from;
-
-    s = ngx_http_elearn_live_session_get(rest.id);
+    s = (p->session != NULL) ? p->session
+                             : ngx_http_elearn_live_session_get(rest.id);
     if (s == NULL) {
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem_backend(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -2248,30 +2506,27 @@ ngx_http_elearn_live_checked(ngx_http_request_t *r, PGresult *res,
         return;
     }
 
-    /* from here p is the session's: it goes through part_gone */
-    p->session = s;
-    p->state = NGX_HTTP_ELEARN_LIVE_JOINING;
-    ngx_queue_insert_tail(&s->parts, &p->queue);
-    p->linked = 1;
-    s->nlinked++;
+    /* kept for the next joins of this worker, one lease period at most */
+    if (!s->closing) {
+        s->course_id = rest.course_id;
+        s->owner_id = ngx_atoof((u_char *) PQgetvalue(res, 0, 5),
+                                PQgetlength(res, 0, 5));
+        s->capacity = rest.capacity;
+        s->row_until = ngx_current_msec + emcf->live_lease / 3;
+        s->row = 1;
+    }
 
-    args[0] = (char *) ngx_http_elearn_live_worker->worker;
-    args[1] = (char *) ngx_http_elearn_live_num(lease, emcf->live_lease);
-    args[2] = (char *) ngx_http_elearn_live_num(cap, rest.capacity);
-    args[3] = (char *) ngx_http_elearn_live_num(last, p->want_seq);
-    args[4] = (char *) ngx_http_elearn_live_num(ms, emcf->live_replay_ttl);
+    name.data = (u_char *) PQgetvalue(res, 0, 7);
+    name.len = PQgetlength(res, 0, 7);
 
-    rc = ngx_http_elearn_live_eval(s->id, 0, "admit", 5, args, NULL,
-                                   ngx_http_elearn_live_admitted, p);
+    rc = ngx_http_elearn_live_admit(p, s, "known", &name,
+                                    PQgetvalue(res, 0, 6)[0] == 't');
     if (rc != NGX_AGAIN) {
         ngx_http_elearn_live_detach(p);
         ngx_http_elearn_live_part_gone(p);
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem_backend(r, rc, "redis"));
-        return;
     }
-
-    p->refs++;
 }
 
 
@@ -2376,19 +2631,99 @@ ngx_http_elearn_live_reject(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 }
 
 
+/* the join's outcome, for the metrics: its status when the request goes */
+static void
+ngx_http_elearn_live_join_counted(void *data)
+{
+    ngx_http_elearn_ctx_t *ctx = data;
+
+    ngx_uint_t  reason;
+
+    switch (ctx->request->headers_out.status) {
+
+    case NGX_HTTP_SWITCHING_PROTOCOLS:
+        ngx_http_elearn_live_stats.joins++;
+        return;
+
+    case NGX_HTTP_UNAUTHORIZED:
+        reason = NGX_HTTP_ELEARN_LIVE_REFUSED_TOKEN;
+        break;
+
+    case NGX_HTTP_FORBIDDEN:
+        reason = NGX_HTTP_ELEARN_LIVE_REFUSED_FORBIDDEN;
+        break;
+
+    case NGX_HTTP_NOT_FOUND:
+        reason = NGX_HTTP_ELEARN_LIVE_REFUSED_NOT_FOUND;
+        break;
+
+    case NGX_HTTP_ELEARN_GONE:
+        reason = NGX_HTTP_ELEARN_LIVE_REFUSED_CLOSED;
+        break;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        reason = (ctx->data == &ngx_http_elearn_live_full_mark)
+                 ? NGX_HTTP_ELEARN_LIVE_REFUSED_FULL
+                 : NGX_HTTP_ELEARN_LIVE_REFUSED_UNAVAILABLE;
+        break;
+
+    case 0:
+        /* the client left before an answer */
+        return;
+
+    default:
+        reason = (ctx->request->headers_out.status >= 500)
+                 ? NGX_HTTP_ELEARN_LIVE_REFUSED_UNAVAILABLE
+                 : NGX_HTTP_ELEARN_LIVE_REFUSED_BAD;
+        break;
+    }
+
+    ngx_http_elearn_live_stats.refused[reason]++;
+}
+
+
+void
+ngx_http_elearn_live_get_stats(ngx_http_elearn_live_stats_t *stats)
+{
+    ngx_rbtree_node_t  *root, *sentinel;
+
+    *stats = ngx_http_elearn_live_stats;
+    stats->sessions = 0;
+
+    if (ngx_http_elearn_live_worker == NULL) {
+        return;
+    }
+
+    root = ngx_http_elearn_live_worker->tree.root;
+    sentinel = ngx_http_elearn_live_worker->tree.sentinel;
+
+    if (root == sentinel) {
+        return;
+    }
+
+    for (root = ngx_rbtree_min(root, sentinel);
+         root != NULL;
+         root = ngx_rbtree_next(&ngx_http_elearn_live_worker->tree, root))
+    {
+        stats->sessions++;
+    }
+}
+
+
 /* GET /live/{sessionId} */
 static ngx_int_t
 ngx_http_elearn_live_handler(ngx_http_request_t *r)
 {
-    u_char                       *p, *last;
-    int64_t                       id, want;
-    ngx_str_t                     value;
-    ngx_int_t                     rc;
-    ngx_uint_t                    status;
-    ngx_pool_cleanup_t           *cln;
-    ngx_http_elearn_ctx_t        *ctx;
-    ngx_http_elearn_user_t       *user;
-    ngx_http_elearn_live_part_t  *part;
+    u_char                          *p, *last;
+    int64_t                          id, want;
+    ngx_str_t                        value;
+    ngx_int_t                        rc;
+    ngx_uint_t                       status;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_elearn_ctx_t           *ctx;
+    ngx_http_elearn_user_t          *user;
+    ngx_http_elearn_live_part_t     *part;
+    ngx_http_elearn_live_session_t  *s;
 
     ctx = ngx_http_elearn_get_ctx(r);
     if (ctx == NULL) {
@@ -2396,6 +2731,14 @@ ngx_http_elearn_live_handler(ngx_http_request_t *r)
     }
 
     ctx->endpoint = NGX_HTTP_ELEARN_EP_LIVE_JOIN;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_elearn_live_join_counted;
+    cln->data = ctx;
 
     /* /live/{id}: the location is a prefix, the rest is an id */
     p = r->uri.data + r->uri.len;
@@ -2482,19 +2825,120 @@ ngx_http_elearn_live_handler(ngx_http_request_t *r)
     part->user_id = user->user_id;
     part->role = user->role;
     part->exp = user->exp;
+    ngx_memcpy(part->sid, user->sid, sizeof(part->sid));
+    ngx_memcpy(part->jti, user->jti, sizeof(part->jti));
     part->want_seq = want;
     part->last_seq = 0;
 
-    rc = ngx_http_elearn_live_query(r, NGX_HTTP_ELEARN_SQL_LIVE_GET, id,
-                                    user->user_id,
-                                    ngx_http_elearn_live_checked, part);
-    if (rc != NGX_AGAIN) {
-        return ngx_http_elearn_problem_backend(r, rc, "the database");
+    s = ngx_http_elearn_live_lookup(id);
+
+    if (s && s->closing) {
+        return ngx_http_elearn_problem(r, NGX_HTTP_ELEARN_GONE,
+                                       "session-closed",
+                                       "live session %L is closed", id);
+    }
+
+    if (s && s->row && (ngx_msec_int_t) (s->row_until - ngx_current_msec) > 0)
+    {
+        /*
+         * the row is this worker's (no PostgreSQL): the script checks the
+         * closed mark, the cached enrollment status and name, the place
+         */
+        part->owner = (s->owner_id == user->user_id
+                       || user->role == NGX_HTTP_ELEARN_ROLE_ADMIN);
+
+        rc = ngx_http_elearn_live_admit(part, s,
+                                        part->owner ? "owner" : "student",
+                                        NULL, 0);
+        if (rc != NGX_AGAIN) {
+            ngx_http_elearn_live_detach(part);
+            ngx_http_elearn_live_part_gone(part);
+            return ngx_http_elearn_problem_backend(r, rc, "redis");
+        }
+
+    } else {
+        rc = ngx_http_elearn_live_query(r, NGX_HTTP_ELEARN_SQL_LIVE_GET, id,
+                                        user->user_id,
+                                        ngx_http_elearn_live_checked, part);
+        if (rc != NGX_AGAIN) {
+            return ngx_http_elearn_problem_backend(r, rc, "the database");
+        }
     }
 
     ngx_http_elearn_wait(r);
 
     return NGX_DONE;
+}
+
+
+/* --- revocation on open sockets ------------------------------------------ */
+
+
+/*
+ * Every elearn_live_revocation_check: each open participant whose token's
+ * login session or token id is now in the revoked set (logout, session
+ * deleted, refresh token replayed) is closed with 4001, as an expired
+ * token is.  The set is this worker's, in memory, fed by Redis pub/sub:
+ * no Redis call here.  A set that cannot be trusted closes nobody.
+ */
+static void
+ngx_http_elearn_live_revocation_sweep(ngx_event_t *ev)
+{
+    ngx_str_t                        sid, jti;
+    ngx_queue_t                     *q;
+    ngx_rbtree_node_t               *node, *root, *sentinel;
+    ngx_http_elearn_main_conf_t     *emcf;
+    ngx_http_elearn_live_part_t     *p;
+    ngx_http_elearn_live_session_t  *s;
+
+    emcf = ngx_http_elearn_live_worker->emcf;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    root = ngx_http_elearn_live_worker->tree.root;
+    sentinel = ngx_http_elearn_live_worker->tree.sentinel;
+
+    if (emcf->revocations != NULL && root != sentinel) {
+
+        for (node = ngx_rbtree_min(root, sentinel);
+             node;
+             node = ngx_rbtree_next(&ngx_http_elearn_live_worker->tree, node))
+        {
+            s = (ngx_http_elearn_live_session_t *) node;
+
+            for (q = ngx_queue_head(&s->parts);
+                 q != ngx_queue_sentinel(&s->parts);
+                 q = ngx_queue_next(q))
+            {
+                p = ngx_queue_data(q, ngx_http_elearn_live_part_t, queue);
+
+                if (p->state != NGX_HTTP_ELEARN_LIVE_OPEN) {
+                    continue;
+                }
+
+                sid.data = p->sid;
+                sid.len = ngx_strlen(p->sid);
+                jti.data = p->jti;
+                jti.len = ngx_strlen(p->jti);
+
+                if (ngx_http_elearn_revocations_check(emcf->revocations,
+                                                      &sid, &jti)
+                    == NGX_DECLINED)
+                {
+                    ngx_http_elearn_live_stats.revoked_closes++;
+
+                    /* on_close follows from an event: the walk stays valid */
+                    ngx_http_elearn_ws_close(p->ws,
+                                          NGX_HTTP_ELEARN_LIVE_TOKEN_EXPIRED,
+                                          "token revoked");
+                }
+            }
+        }
+    }
+
+    ngx_add_timer(ev, emcf->live_revocation_check);
 }
 
 
@@ -2555,11 +2999,14 @@ ngx_http_elearn_live_lease_refresh(ngx_event_t *ev)
 
             args[2] = (char *) ngx_http_elearn_live_num(count, s->nparts);
 
-            if (ngx_http_elearn_live_eval(s->id, 0, "set", 3, args, NULL,
+            if (ngx_http_elearn_live_eval(s->id, 0, 0, "set", 3, args, NULL,
                                           ngx_http_elearn_live_leased, s)
                 == NGX_AGAIN)
             {
                 s->refs++;
+
+                /* the count is absolute: those who left are in it */
+                s->leaving = 0;
             }
         }
     }
@@ -2605,6 +3052,8 @@ ngx_http_elearn_live_init_conf(ngx_conf_t *cf,
     ngx_conf_init_msec_value(emcf->live_replay_ttl, 300000);
     ngx_conf_init_msec_value(emcf->live_lease, 30000);
     ngx_conf_init_msec_value(emcf->live_token_warning, 30000);
+    ngx_conf_init_msec_value(emcf->live_presence_interval, 1000);
+    ngx_conf_init_msec_value(emcf->live_revocation_check, 1000);
 
     if (emcf->live_used && emcf->redis_addr.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -2631,6 +3080,25 @@ ngx_http_elearn_live_init_conf(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"elearn_live_replay_ttl\" must be at least 1s "
                            "and \"elearn_live_lease\" at least 3s");
+        return NGX_CONF_ERROR;
+    }
+
+    if (emcf->live_revocation_check > 0
+        && (emcf->live_revocation_check < 100
+            || emcf->live_revocation_check > 3600000))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_live_revocation_check\" must be 0 "
+                           "(off) or between 100ms and 1h");
+        return NGX_CONF_ERROR;
+    }
+
+    if (emcf->live_presence_interval < 10
+        || emcf->live_presence_interval > 60000)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"elearn_live_presence_interval\" must be "
+                           "between 10ms and 60s");
         return NGX_CONF_ERROR;
     }
 
@@ -2678,6 +3146,15 @@ ngx_http_elearn_live_init_process(ngx_cycle_t *cycle,
 
     ngx_add_timer(&w->lease, emcf->live_lease / 3);
 
+    if (emcf->live_revocation_check) {
+        w->revoked.handler = ngx_http_elearn_live_revocation_sweep;
+        w->revoked.data = w;
+        w->revoked.log = cycle->log;
+        w->revoked.cancelable = 1;
+
+        ngx_add_timer(&w->revoked, emcf->live_revocation_check);
+    }
+
     ngx_http_elearn_live_worker = w;
 
     return NGX_OK;
@@ -2693,6 +3170,10 @@ ngx_http_elearn_live_exit_process(ngx_cycle_t *cycle)
 
     if (ngx_http_elearn_live_worker->lease.timer_set) {
         ngx_del_timer(&ngx_http_elearn_live_worker->lease);
+    }
+
+    if (ngx_http_elearn_live_worker->revoked.timer_set) {
+        ngx_del_timer(&ngx_http_elearn_live_worker->revoked);
     }
 
     /*

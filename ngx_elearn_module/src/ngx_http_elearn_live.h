@@ -47,6 +47,35 @@ ngx_int_t ngx_http_elearn_live_add_variables(ngx_conf_t *cf);
 char *ngx_http_elearn_live_init_conf(ngx_conf_t *cf,
     ngx_http_elearn_main_conf_t *emcf);
 
+/* why a join was refused, for the metrics */
+typedef enum {
+    NGX_HTTP_ELEARN_LIVE_REFUSED_TOKEN = 0,   /* 401: none, bad, revoked */
+    NGX_HTTP_ELEARN_LIVE_REFUSED_FORBIDDEN,   /* 403: not enrolled */
+    NGX_HTTP_ELEARN_LIVE_REFUSED_NOT_FOUND,   /* 404 */
+    NGX_HTTP_ELEARN_LIVE_REFUSED_CLOSED,      /* 410 */
+    NGX_HTTP_ELEARN_LIVE_REFUSED_FULL,        /* 503 session-full */
+    NGX_HTTP_ELEARN_LIVE_REFUSED_UNAVAILABLE, /* 503: Redis, PostgreSQL */
+    NGX_HTTP_ELEARN_LIVE_REFUSED_BAD,         /* 400: handshake, lastSeq */
+    NGX_HTTP_ELEARN_LIVE_REFUSED_MAX
+} ngx_http_elearn_live_refused_e;
+
+
+/* this worker's live figures, for the metrics */
+typedef struct {
+    ngx_uint_t                   participants;   /* open sockets now */
+    ngx_uint_t                   sessions;       /* with participants here */
+    ngx_uint_t                   joins;          /* accepted (101) */
+    ngx_uint_t                   refused[NGX_HTTP_ELEARN_LIVE_REFUSED_MAX];
+    ngx_uint_t                   delivered;      /* frames to participants */
+    ngx_uint_t                   resubscribes;   /* after a Redis reconnect */
+    ngx_uint_t                   presence_publishes;
+    ngx_uint_t                   revoked_closes; /* 4001 on revocation */
+} ngx_http_elearn_live_stats_t;
+
+/* Copies this worker's figures into *stats (zeros without live). */
+void ngx_http_elearn_live_get_stats(ngx_http_elearn_live_stats_t *stats);
+
+
 /* The worker's registry of local sessions and its lease timer. */
 ngx_int_t ngx_http_elearn_live_init_process(ngx_cycle_t *cycle,
     ngx_http_elearn_main_conf_t *emcf);

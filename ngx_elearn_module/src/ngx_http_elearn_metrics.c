@@ -32,6 +32,8 @@
 #include "ngx_http_elearn_pg.h"
 #include "ngx_http_elearn_redis.h"
 #include "ngx_http_elearn_kafka.h"
+#include "ngx_http_elearn_ws.h"
+#include "ngx_http_elearn_live.h"
 #include "ngx_http_elearn_problem.h"
 
 
@@ -140,6 +142,24 @@ typedef struct {
     ngx_atomic_t                      kafka_delivery_errors;
     ngx_atomic_t                      kafka_queue_full;
     ngx_atomic_t                      kafka_brokers_up;
+
+    /* WebSocket layer and live sessions (ngx_http_elearn_live.c) */
+    ngx_atomic_t                      has_ws;
+    ngx_atomic_t                      ws_open;
+    ngx_atomic_t                      ws_upgrades;
+    ngx_atomic_t                      ws_queued;
+    ngx_atomic_t                      ws_slow_readers;
+    ngx_atomic_t                      ws_ping_timeouts;
+    ngx_atomic_t                      ws_failed;
+    ngx_atomic_t                      live_participants;
+    ngx_atomic_t                      live_sessions;
+    ngx_atomic_t                      live_joins;
+    ngx_atomic_t                      live_refused[
+                                          NGX_HTTP_ELEARN_LIVE_REFUSED_MAX];
+    ngx_atomic_t                      live_delivered;
+    ngx_atomic_t                      live_resubscribes;
+    ngx_atomic_t                      live_presence_publishes;
+    ngx_atomic_t                      live_revoked_closes;
 } ngx_http_elearn_metrics_worker_t;
 
 
@@ -291,6 +311,96 @@ static ngx_http_elearn_metrics_family_t  ngx_http_elearn_metrics_kafka[] = {
     { "elearn_kafka_brokers_up",
       "Kafka brokers the producer is connected to.",
       "gauge", ngx_http_elearn_metrics_field(kafka_brokers_up), NULL },
+
+    { NULL, NULL, NULL, 0, NULL }
+};
+
+
+#define ngx_http_elearn_metrics_refused(reason)                               \
+    ngx_http_elearn_metrics_field(live_refused)                               \
+    + NGX_HTTP_ELEARN_LIVE_REFUSED_ ## reason * sizeof(ngx_atomic_t)
+
+
+static ngx_http_elearn_metrics_family_t  ngx_http_elearn_metrics_ws[] = {
+
+    { "elearn_ws_connections",
+      "Open WebSocket connections (live participants and echo).",
+      "gauge", ngx_http_elearn_metrics_field(ws_open), NULL },
+
+    { "elearn_ws_upgrades_total",
+      "WebSocket handshakes answered with 101.",
+      "counter", ngx_http_elearn_metrics_field(ws_upgrades), NULL },
+
+    { "elearn_ws_queued_bytes",
+      "Bytes queued for WebSocket clients, all connections.",
+      "gauge", ngx_http_elearn_metrics_field(ws_queued), NULL },
+
+    { "elearn_ws_closed_total",
+      "WebSocket connections closed by the server, by reason.",
+      "counter", ngx_http_elearn_metrics_field(ws_slow_readers),
+      "reason=\"slow-reader\"" },
+
+    { "elearn_ws_closed_total", NULL,
+      NULL, ngx_http_elearn_metrics_field(ws_ping_timeouts),
+      "reason=\"ping-timeout\"" },
+
+    { "elearn_ws_closed_total", NULL,
+      NULL, ngx_http_elearn_metrics_field(ws_failed),
+      "reason=\"protocol\"" },
+
+    { "elearn_live_participants",
+      "Open live-session sockets (participants past their welcome).",
+      "gauge", ngx_http_elearn_metrics_field(live_participants), NULL },
+
+    { "elearn_live_sessions",
+      "Live sessions with participants in the worker.",
+      "gauge", ngx_http_elearn_metrics_field(live_sessions), NULL },
+
+    { "elearn_live_joins_total",
+      "Live-session joins, accepted or refused by reason.",
+      "counter", ngx_http_elearn_metrics_field(live_joins),
+      "result=\"accepted\"" },
+
+    { "elearn_live_joins_total", NULL, NULL,
+      ngx_http_elearn_metrics_refused(TOKEN), "result=\"token\"" },
+
+    { "elearn_live_joins_total", NULL, NULL,
+      ngx_http_elearn_metrics_refused(FORBIDDEN), "result=\"forbidden\"" },
+
+    { "elearn_live_joins_total", NULL, NULL,
+      ngx_http_elearn_metrics_refused(NOT_FOUND), "result=\"not-found\"" },
+
+    { "elearn_live_joins_total", NULL, NULL,
+      ngx_http_elearn_metrics_refused(CLOSED), "result=\"closed\"" },
+
+    { "elearn_live_joins_total", NULL, NULL,
+      ngx_http_elearn_metrics_refused(FULL), "result=\"full\"" },
+
+    { "elearn_live_joins_total", NULL, NULL,
+      ngx_http_elearn_metrics_refused(UNAVAILABLE),
+      "result=\"unavailable\"" },
+
+    { "elearn_live_joins_total", NULL, NULL,
+      ngx_http_elearn_metrics_refused(BAD), "result=\"bad-request\"" },
+
+    { "elearn_live_delivered_total",
+      "Live frames queued to participants (messages, presence, system).",
+      "counter", ngx_http_elearn_metrics_field(live_delivered), NULL },
+
+    { "elearn_live_resubscribes_total",
+      "Session channels subscribed again after a Redis reconnect.",
+      "counter", ngx_http_elearn_metrics_field(live_resubscribes), NULL },
+
+    { "elearn_live_presence_publishes_total",
+      "Participant counts published to Redis (at most one per session "
+      "per elearn_live_presence_interval).",
+      "counter", ngx_http_elearn_metrics_field(live_presence_publishes),
+      NULL },
+
+    { "elearn_live_revoked_closes_total",
+      "Open live-session sockets closed (4001) because their token was "
+      "revoked.",
+      "counter", ngx_http_elearn_metrics_field(live_revoked_closes), NULL },
 
     { NULL, NULL, NULL, 0, NULL }
 };
@@ -600,6 +710,9 @@ ngx_http_elearn_metrics_update(ngx_event_t *ev)
     ngx_http_elearn_main_conf_t       *emcf;
     ngx_http_elearn_kafka_stats_t      kafka;
     ngx_http_elearn_redis_stats_t      redis;
+    ngx_http_elearn_ws_stats_t         ws;
+    ngx_http_elearn_live_stats_t       live;
+    ngx_uint_t                         i;
     ngx_http_elearn_metrics_shctx_t   *sh;
     ngx_http_elearn_metrics_worker_t  *w;
 
@@ -663,6 +776,32 @@ ngx_http_elearn_metrics_update(ngx_event_t *ev)
 
     w->has_kafka = (emcf->kafka != NULL);
 
+    ngx_http_elearn_ws_get_stats(&ws);
+
+    w->ws_open = ws.open;
+    w->ws_upgrades = ws.upgrades;
+    w->ws_queued = ws.queued;
+    w->ws_slow_readers = ws.slow_readers;
+    w->ws_ping_timeouts = ws.ping_timeouts;
+    w->ws_failed = ws.failed;
+
+    ngx_http_elearn_live_get_stats(&live);
+
+    w->live_participants = live.participants;
+    w->live_sessions = live.sessions;
+    w->live_joins = live.joins;
+
+    for (i = 0; i < NGX_HTTP_ELEARN_LIVE_REFUSED_MAX; i++) {
+        w->live_refused[i] = live.refused[i];
+    }
+
+    w->live_delivered = live.delivered;
+    w->live_resubscribes = live.resubscribes;
+    w->live_presence_publishes = live.presence_publishes;
+    w->live_revoked_closes = live.revoked_closes;
+
+    w->has_ws = 1;
+
     w->pid = (ngx_atomic_uint_t) ngx_pid;
     w->updated = (ngx_atomic_uint_t) ngx_time();
 
@@ -716,6 +855,10 @@ ngx_http_elearn_metrics_handler(ngx_http_request_t *r)
         || ngx_http_elearn_metrics_workers(&o, sh,
                    ngx_http_elearn_metrics_field(has_kafka),
                    ngx_http_elearn_metrics_kafka, now)
+           != NGX_OK
+        || ngx_http_elearn_metrics_workers(&o, sh,
+                   ngx_http_elearn_metrics_field(has_ws),
+                   ngx_http_elearn_metrics_ws, now)
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

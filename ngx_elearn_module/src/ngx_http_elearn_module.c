@@ -654,6 +654,20 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       offsetof(ngx_http_elearn_main_conf_t, live_lease),
       NULL },
 
+    { ngx_string("elearn_live_presence_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_presence_interval),
+      NULL },
+
+    { ngx_string("elearn_live_revocation_check"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, live_revocation_check),
+      NULL },
+
     { ngx_string("elearn_live_token_warning"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -1565,6 +1579,8 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->live_replay_max = NGX_CONF_UNSET_UINT;
     emcf->live_replay_ttl = NGX_CONF_UNSET_MSEC;
     emcf->live_lease = NGX_CONF_UNSET_MSEC;
+    emcf->live_presence_interval = NGX_CONF_UNSET_MSEC;
+    emcf->live_revocation_check = NGX_CONF_UNSET_MSEC;
     emcf->live_token_warning = NGX_CONF_UNSET_MSEC;
 
     return emcf;

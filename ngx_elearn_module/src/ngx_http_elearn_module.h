@@ -184,6 +184,8 @@ typedef struct {
     ngx_msec_t                   live_replay_ttl;
     ngx_msec_t                   live_lease;
     ngx_msec_t                   live_token_warning;
+    ngx_msec_t                   live_presence_interval;
+    ngx_msec_t                   live_revocation_check;
     ngx_uint_t                   live_used;      /* some elearn_live */
 
     /* per worker process, created in init_process */

@@ -106,6 +106,8 @@ struct ngx_http_elearn_redis_s {
     ngx_uint_t                         timeouts;
     ngx_uint_t                         stalled;  /* timeouts in a row */
 
+    void                              *expiring; /* op whose timer fired */
+
     unsigned                           destroyed:1;
 };
 
@@ -1113,6 +1115,11 @@ ngx_http_elearn_redis_reply(redisAsyncContext *ac, void *reply,
     redis = op->redis;
     redis->pending--;
 
+    if (redis->expiring == op) {
+        /* answered while its timeout read the socket: see op_timeout */
+        redis->expiring = NULL;
+    }
+
     if (op->timer.timer_set) {
         ngx_del_timer(&op->timer);
     }
@@ -1172,6 +1179,24 @@ ngx_http_elearn_redis_op_timeout(ngx_event_t *ev)
 
     if (op->answered) {
         return;
+    }
+
+    /*
+     * A busy worker (thousands of sockets ready) handles its events 512 at
+     * a time and expires timers between the batches: the reply may be in
+     * the socket already.  Read first; if this op was answered, it is
+     * freed, and nothing timed out.
+     */
+    if (redis->cmd.ac != NULL && redis->cmd.c != NULL && !redis->destroyed) {
+        redis->expiring = op;
+
+        ngx_http_elearn_redis_read_handler(redis->cmd.c->read);
+
+        if (redis->expiring == NULL) {
+            return;
+        }
+
+        redis->expiring = NULL;
     }
 
     op->answered = 1;

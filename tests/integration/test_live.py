@@ -143,10 +143,16 @@ def raw_join(stack, path, headers=None):
 
 
 def wait_joinable(stack, sid, token, timeout=20):
-    """Until a join succeeds (after a Redis restart: both workers back)."""
+    """Until joins succeed (after a Redis restart: both workers back, so
+    several in a row, whichever worker takes them)."""
     deadline = time.time() + timeout
-    while raw_join(stack, "/live/%d?access_token=%s" % (sid, token))[0] \
-            != 101:
+    ok = 0
+    while ok < 6:
+        if raw_join(stack, "/live/%d?access_token=%s" % (sid, token))[0] \
+                == 101:
+            ok += 1
+            continue
+        ok = 0
         assert time.time() < deadline
         time.sleep(0.2)
 
@@ -299,6 +305,43 @@ def test_join_refuses_a_revoked_token(base_url, stack, instructor, course):
         assert b"revoked" in body
 
 
+def test_revocation_closes_an_open_socket(base_url, stack, instructor,
+                                          course):
+    """A logout revokes the login session: its open socket is closed with
+    4001 within elearn_live_revocation_check (1 s), the other
+    participants stay, and /metrics counts it."""
+    sid = new_session(base_url, instructor, course)
+    email = "live%s@test.elearn.dev" % uuid.uuid4().hex[:12]
+    requests.post(base_url + "/api/v1/auth/register",
+                  json={"email": email, "password": "live pass 1234",
+                        "displayName": "Revoked"})
+    body = stack.login(email, "live pass 1234").json()
+    token = body["accessToken"]
+    requests.post(base_url + "/api/v1/courses/%d/enrollments" % course,
+                  headers=bearer(token), timeout=30)
+    owner, _ = join(stack, sid, instructor)
+    ws, _ = join(stack, sid, token)
+    try:
+        time.sleep(1.5)
+        before = live_metrics(base_url).get(
+            "elearn_live_revoked_closes_total", 0)
+        r = requests.post(base_url + "/api/v1/auth/logout",
+                          headers=bearer(token),
+                          json={"refreshToken": body["refreshToken"]})
+        assert r.status_code == 204
+        t0 = time.time()
+        assert recv(ws, timeout=10) == ("close", 4001)
+        assert time.time() - t0 < 5
+        send(owner, "broadcast", "still here")
+        assert recv(owner)["body"] == "still here"
+        time.sleep(1.5)
+        assert live_metrics(base_url)["elearn_live_revoked_closes_total"] \
+            - before == 1
+    finally:
+        ws.close()
+        owner.close()
+
+
 def test_an_admin_joins_and_broadcasts(base_url, stack, instructor, course):
     sid = new_session(base_url, instructor, course)
     admin = stack.token("admin@elearn.dev", "admin-dev-pass")
@@ -345,6 +388,186 @@ def test_presence_follows_joins_and_leaves(base_url, stack, instructor,
         assert m == {"type": "presence", "participants": 1}
     finally:
         first.close()
+
+
+def redis_cli(stack, *args):
+    return subprocess.run(["redis-cli", "-p", stack.env["ELEARN_REDIS_PORT"]]
+                          + [str(a) for a in args], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def user_id(base_url, token):
+    return requests.get(base_url + "/api/v1/me", headers=bearer(token),
+                        timeout=30).json()["userId"]
+
+
+def test_presence_is_bounded_in_frames_and_publishes(base_url, stack,
+                                                     instructor, course):
+    """A burst of joins costs no PUBLISH each: every worker publishes the
+    count at most once per elearn_live_presence_interval (1 s), and a
+    participant gets at most one presence frame per interval; the count
+    it ends with is right, after the joins and after the leaves."""
+    sid = new_session(base_url, instructor, course)
+    student = enrolled_student(base_url, stack, course)
+    first, _ = join(stack, sid, instructor)
+    socks = []
+    try:
+        time.sleep(2.5)
+        before = redis_publishes(stack)
+        t0 = time.time()
+        socks = [join(stack, sid, student)[0] for _ in range(20)]
+        frames = []
+        while not frames or frames[-1]["participants"] != 21:
+            frames.append(recv(first, skip=()))
+            assert frames[-1]["type"] == "presence", frames[-1]
+        elapsed = time.time() - t0
+        time.sleep(2.5)         # the last interval's publishes
+        publishes = redis_publishes(stack) - before
+        # 2 workers, one publish each per interval at most, never per join
+        assert publishes <= 2 * (int(elapsed) + 2), (publishes, elapsed)
+        assert publishes < 20
+        assert len(frames) <= int(elapsed) + 2, (frames, elapsed)
+        assert participants(base_url, instructor, sid) == 21
+        for ws in socks[:15]:
+            ws.close()
+        m = recv(first, skip=())
+        while m["participants"] != 6:
+            m = recv(first, skip=())
+        assert m == {"type": "presence", "participants": 6}
+        assert participants(base_url, instructor, sid) == 6
+    finally:
+        for ws in socks + [first]:
+            ws.close()
+
+
+def test_cached_session_row_still_refuses_a_closed_session(
+        base_url, stack, instructor, course):
+    """The workers keep a session's row while it has participants; the
+    closed mark in Redis (set by close) refuses the join all the same,
+    whether the joining worker has the row or reads PostgreSQL."""
+    sid = new_session(base_url, instructor, course)
+    student = enrolled_student(base_url, stack, course)
+    held = [join(stack, sid, instructor)[0] for _ in range(4)]
+    try:
+        # the row is now cached where these landed; mark closed in Redis
+        # only (PostgreSQL still says open): no join may pass
+        redis_cli(stack, "SET", "elearn:live:%d:closed" % sid, "1")
+        for _ in range(6):
+            status, _, body = raw_join(stack, "/live/%d?access_token=%s"
+                                       % (sid, student))
+            assert status == 410, body
+    finally:
+        for ws in held:
+            ws.close()
+    sid = new_session(base_url, instructor, course)
+    held = [join(stack, sid, instructor)[0] for _ in range(4)]
+    try:
+        assert close_session(base_url, instructor, sid).status_code == 204
+        for _ in range(6):
+            status, _, body = raw_join(stack, "/live/%d?access_token=%s"
+                                       % (sid, student))
+            assert status == 410, body
+    finally:
+        for ws in held:
+            ws.close()
+
+
+def test_join_reads_enrollment_and_name_from_the_cache(base_url, stack,
+                                                        instructor, course):
+    """With the row cached, a join costs no PostgreSQL: the enrollment
+    status (enroll:{user}:{course}) and the display name come from Redis
+    (a name planted there shows in the student's messages); unenrolling
+    drops the status and the next join is refused."""
+    sid = new_session(base_url, instructor, course)
+    student = enrolled_student(base_url, stack, course)
+    uid = user_id(base_url, student)
+    owner = [join(stack, sid, instructor)[0] for _ in range(6)]
+    socks = []
+    try:
+        names = []
+        for _ in range(6):
+            # a worker without the row reads PostgreSQL (and stores the
+            # real name); one with it takes the planted one
+            redis_cli(stack, "SET", "elearn:live:name:%d" % uid, "Planted")
+            ws, _ = join(stack, sid, student)
+            socks.append(ws)
+            send(ws, "chat", "hi")
+            m = recv(ws)
+            assert m.get("type") == "chat", (m, names)
+            names.append(m["from"]["displayName"])
+            if names[-1] == "Planted":
+                break
+        assert names[-1] == "Planted", names
+        assert redis_cli(stack, "GET", "enroll:%d:%d" % (uid, course)) == "1"
+        r = requests.delete(base_url + "/api/v1/courses/%d/enrollments/me"
+                            % course, headers=bearer(student), timeout=30)
+        assert r.status_code == 204
+        for _ in range(6):
+            status, _, body = raw_join(stack, "/live/%d?access_token=%s"
+                                       % (sid, student))
+            assert status == 403, body
+    finally:
+        for ws in socks + owner:
+            ws.close()
+
+
+def live_metrics(base_url):
+    """The live and WebSocket series of /metrics, summed over workers."""
+    out = {}
+    for line in requests.get(base_url + "/metrics", timeout=30).text \
+            .splitlines():
+        if not line.startswith(("elearn_live_", "elearn_ws_")):
+            continue
+        name, value = line.rsplit(" ", 1)
+        labels = ""
+        if "{" in name:
+            name, rest = name.split("{", 1)
+            labels = ",".join(p for p in rest.rstrip("}").split(",")
+                              if not p.startswith("worker="))
+        key = name + ("{%s}" % labels if labels else "")
+        out[key] = out.get(key, 0) + float(value)
+    return out
+
+
+def test_live_figures_in_metrics(base_url, stack, instructor, course):
+    """/metrics counts open participants, joins accepted and refused by
+    reason, frames delivered and presence publishes."""
+    time.sleep(1.5)
+    before = live_metrics(base_url)
+    sid = new_session(base_url, instructor, course, capacity=1)
+    owner, _ = join(stack, sid, instructor)
+    try:
+        path = "/live/%d?access_token=%s" % (sid, instructor)
+        assert raw_join(stack, path)[0] == 503
+        assert raw_join(stack, "/live/%d?access_token=nope" % sid)[0] == 401
+        assert raw_join(stack, "/live/%d?access_token=%s"
+                        % (sid, register(base_url, stack)))[0] == 403
+        assert raw_join(stack, "/live/999999999?access_token=%s"
+                        % instructor)[0] == 404
+        send(owner, "broadcast", "counted")
+        assert recv(owner)["body"] == "counted"
+        time.sleep(2.5)         # the presence count, the metrics update
+        after = live_metrics(base_url)
+        diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        assert after["elearn_live_participants"] >= 1
+        assert diff['elearn_live_joins_total{result="accepted"}'] == 1
+        assert diff['elearn_live_joins_total{result="full"}'] == 1
+        assert diff['elearn_live_joins_total{result="token"}'] == 1
+        assert diff['elearn_live_joins_total{result="forbidden"}'] == 1
+        assert diff['elearn_live_joins_total{result="not-found"}'] == 1
+        # the broadcast at least (the welcome is not a delivery)
+        assert diff["elearn_live_delivered_total"] >= 1
+        assert diff["elearn_live_presence_publishes_total"] >= 1
+        assert diff["elearn_ws_upgrades_total"] >= 1
+    finally:
+        owner.close()
+    assert close_session(base_url, instructor, sid).status_code == 204
+    assert raw_join(stack, "/live/%d?access_token=%s"
+                    % (sid, instructor))[0] == 410
+    time.sleep(1.5)
+    diff = live_metrics(base_url)['elearn_live_joins_total{result="closed"}'] \
+        - before.get('elearn_live_joins_total{result="closed"}', 0)
+    assert diff == 1
 
 
 def participants(base_url, token, sid):
@@ -538,7 +761,8 @@ def test_one_redis_publish_per_message(base_url, stack, instructor, course):
     socks = [join(stack, sid, enrolled_student(base_url, stack, course))[0]
              for _ in range(4)]
     try:
-        time.sleep(0.3)         # the joins' presence messages are out
+        # the joins' presence count is out (once per interval, 1 s)
+        time.sleep(2.5)
         before = redis_publishes(stack)
         for i in range(20):
             send(owner, "broadcast", "p%d" % i)
