@@ -1804,6 +1804,52 @@ miss:
 
 
 /*
+ * Hex SHA-256 (64 characters) of a cache key's text.  The digest is
+ * fetched once per worker and the context kept: with EVP_sha256() every
+ * call fetched it again (OpenSSL 3), which cost more than the hashing.
+ */
+static ngx_int_t
+ngx_http_elearn_search_sha256(u_char *buf, size_t len, u_char *hex)
+{
+    u_char        md[EVP_MAX_MD_SIZE];
+    unsigned int  mdlen;
+
+    static EVP_MD_CTX  *ctx;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    static EVP_MD      *sha256;
+
+    if (sha256 == NULL) {
+        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (sha256 == NULL) {
+            return NGX_ERROR;
+        }
+    }
+#else
+    const EVP_MD       *sha256 = EVP_sha256();
+#endif
+
+    if (ctx == NULL) {
+        ctx = EVP_MD_CTX_new();
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (EVP_DigestInit_ex(ctx, sha256, NULL) != 1
+        || EVP_DigestUpdate(ctx, buf, len) != 1
+        || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1
+        || mdlen != 32)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(hex, md, mdlen);
+
+    return NGX_OK;
+}
+
+
+/*
  * Hex SHA-256 of the parameters that make the answer, by name in byte
  * order, each length-prefixed, with defaults resolved (so "sort" left out
  * and the default sort spelled out share an entry).  Without page_too,
@@ -1813,11 +1859,10 @@ static ngx_int_t
 ngx_http_elearn_search_digest(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s, ngx_uint_t page_too, u_char *digest)
 {
-    u_char        *buf, *p, md[EVP_MAX_MD_SIZE];
+    u_char        *buf, *p;
     size_t         len;
     ngx_str_t     *v, none = ngx_null_string;
     ngx_uint_t     i, k;
-    unsigned int   mdlen;
 
     static ngx_uint_t  sorted[] = {
         NGX_HTTP_ELEARN_ARG_CATEGORY, NGX_HTTP_ELEARN_ARG_LANGUAGE,
@@ -1861,15 +1906,7 @@ ngx_http_elearn_search_digest(ngx_http_request_t *r,
         p = ngx_sprintf(p, "sort=%s;", ngx_http_elearn_sort_names[s->sort]);
     }
 
-    if (EVP_Digest(buf, p - buf, md, &mdlen, EVP_sha256(), NULL) != 1
-        || mdlen * 2 != 64)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_hex_dump(digest, md, mdlen);
-
-    return NGX_OK;
+    return ngx_http_elearn_search_sha256(buf, p - buf, digest);
 }
 
 
@@ -2268,22 +2305,18 @@ static ngx_int_t
 ngx_http_elearn_suggest_lookup(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s)
 {
-    u_char                       md[EVP_MAX_MD_SIZE];
     ngx_str_t                    *q;
-    unsigned int                  mdlen;
     ngx_http_elearn_main_conf_t  *emcf;
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
     q = &s->args[NGX_HTTP_ELEARN_ARG_Q].value;
 
     if (emcf->redis == NULL
-        || EVP_Digest(q->data, q->len, md, &mdlen, EVP_sha256(), NULL) != 1
-        || mdlen * 2 != sizeof(s->digest))
+        || ngx_http_elearn_search_sha256(q->data, q->len, s->digest)
+           != NGX_OK)
     {
         return NGX_DECLINED;
     }
-
-    ngx_hex_dump(s->digest, md, mdlen);
     s->suggest = 1;
 
     return ngx_http_elearn_search_entry_lookup(r, s);
