@@ -25,8 +25,11 @@
  * once per query and kept (as long) in the query entry,
  * search:{catalog version}:q:{sha256 of q and the filters}: every other
  * page, and every page behind a cursor, runs the page statement alone,
- * and a relevance page is a cut of the list, its rows read by id.  One
- * script reads the version and both entries in one round trip.
+ * and a relevance page is a cut of the list, its rows read by id.  A
+ * first page or a suggestion is one MGET of the version and the entry
+ * under the version the worker saw last (a hit while they agree); the
+ * lookup script reads the version and both entries for the other pages
+ * and after a first page's miss.
  * Course writes INCR elearn:catalog:version, so after any change every
  * older entry is unreachable at once and just expires (docs/caching.md).
  * Pages behind a cursor are never cached.
