@@ -25,8 +25,11 @@
  * once per query and kept (as long) in the query entry,
  * search:{catalog version}:q:{sha256 of q and the filters}: every other
  * page, and every page behind a cursor, runs the page statement alone,
- * and a relevance page is a cut of the list, its rows read by id.  One
- * script reads the version and both entries in one round trip.
+ * and a relevance page is a cut of the list, its rows read by id.  A
+ * first page or a suggestion is one MGET of the version and the entry
+ * under the version the worker saw last (a hit while they agree); the
+ * lookup script reads the version and both entries for the other pages
+ * and after a first page's miss.
  * Course writes INCR elearn:catalog:version, so after any change every
  * older entry is unreachable at once and just expires (docs/caching.md).
  * Pages behind a cursor are never cached.
@@ -118,6 +121,7 @@ typedef struct {
     unsigned                       have_slice:1;
     unsigned                       cacheable:1;   /* the page is cached */
     unsigned                       page_missed:1; /* looked up, not there */
+    unsigned                       suggest:1;     /* search:{version}:s: */
 } ngx_http_elearn_search_t;
 
 
@@ -1803,6 +1807,52 @@ miss:
 
 
 /*
+ * Hex SHA-256 (64 characters) of a cache key's text.  The digest is
+ * fetched once per worker and the context kept: with EVP_sha256() every
+ * call fetched it again (OpenSSL 3), which cost more than the hashing.
+ */
+static ngx_int_t
+ngx_http_elearn_search_sha256(u_char *buf, size_t len, u_char *hex)
+{
+    u_char        md[EVP_MAX_MD_SIZE];
+    unsigned int  mdlen;
+
+    static EVP_MD_CTX  *ctx;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    static EVP_MD      *sha256;
+
+    if (sha256 == NULL) {
+        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (sha256 == NULL) {
+            return NGX_ERROR;
+        }
+    }
+#else
+    const EVP_MD       *sha256 = EVP_sha256();
+#endif
+
+    if (ctx == NULL) {
+        ctx = EVP_MD_CTX_new();
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (EVP_DigestInit_ex(ctx, sha256, NULL) != 1
+        || EVP_DigestUpdate(ctx, buf, len) != 1
+        || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1
+        || mdlen != 32)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(hex, md, mdlen);
+
+    return NGX_OK;
+}
+
+
+/*
  * Hex SHA-256 of the parameters that make the answer, by name in byte
  * order, each length-prefixed, with defaults resolved (so "sort" left out
  * and the default sort spelled out share an entry).  Without page_too,
@@ -1812,11 +1862,10 @@ static ngx_int_t
 ngx_http_elearn_search_digest(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s, ngx_uint_t page_too, u_char *digest)
 {
-    u_char        *buf, *p, md[EVP_MAX_MD_SIZE];
+    u_char        *buf, *p;
     size_t         len;
     ngx_str_t     *v, none = ngx_null_string;
     ngx_uint_t     i, k;
-    unsigned int   mdlen;
 
     static ngx_uint_t  sorted[] = {
         NGX_HTTP_ELEARN_ARG_CATEGORY, NGX_HTTP_ELEARN_ARG_LANGUAGE,
@@ -1860,15 +1909,7 @@ ngx_http_elearn_search_digest(ngx_http_request_t *r,
         p = ngx_sprintf(p, "sort=%s;", ngx_http_elearn_sort_names[s->sort]);
     }
 
-    if (EVP_Digest(buf, p - buf, md, &mdlen, EVP_sha256(), NULL) != 1
-        || mdlen * 2 != 64)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_hex_dump(digest, md, mdlen);
-
-    return NGX_OK;
+    return ngx_http_elearn_search_sha256(buf, p - buf, digest);
 }
 
 
@@ -1890,6 +1931,16 @@ ngx_http_elearn_search_eval(ngx_http_request_t *r,
     p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* made here, not before: a first page's hit never needs it */
+
+    if (s->facets_digest[0] == '\0'
+        && ngx_http_elearn_search_digest(r, s, 0, s->facets_digest)
+           != NGX_OK)
+    {
+        s->cache_key.len = 0;
+        return ngx_http_elearn_search_query(r, s);
     }
 
     argv[0] = "elearn:catalog:version";
@@ -1944,23 +1995,66 @@ ngx_http_elearn_search_eval_or_query(ngx_http_request_t *r,
 }
 
 
-static void
-ngx_http_elearn_search_page_entry(ngx_http_request_t *r, redisReply *reply,
-    ngx_int_t rc, void *data)
-{
-    ngx_http_elearn_search_t *s = data;
+/*
+ * The catalog version this worker read last (len 0 before its first
+ * lookup).  Each worker process keeps its own: a first page or a
+ * suggestion is read with the version itself in one MGET under the key
+ * this version makes, and is a hit only when Redis still holds that very
+ * version (docs/caching.md, "One round trip for a hit").
+ */
+static u_char  ngx_http_elearn_search_seen[NGX_HTTP_ELEARN_SEARCH_VERSION_MAX];
+static size_t  ngx_http_elearn_search_seen_len;
 
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
-        rc = ngx_http_elearn_search_cached_page(r, s, reply);
+
+static ngx_int_t ngx_http_elearn_suggest_query(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s);
+
+
+/*
+ * The entry of a first page or a suggestion, read under the catalog
+ * version current at that moment (s->cache_key is its key), or NULL when
+ * no version could be read: then nothing is kept, and a page goes to
+ * the script (which reads the version once more) or to the database.
+ */
+static void
+ngx_http_elearn_search_entry(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, redisReply *entry)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  cache;
+
+    cache = s->suggest ? NGX_HTTP_ELEARN_CACHE_SUGGEST
+                       : NGX_HTTP_ELEARN_CACHE_SEARCH;
+
+    if (entry == NULL) {
+        s->cache_key.len = 0;
+
+        if (!s->suggest) {
+            ngx_http_elearn_search_eval_or_query(r, s);
+            return;
+        }
+
+    } else if (entry->type == REDIS_REPLY_STRING) {
+        rc = ngx_http_elearn_search_cached_page(r, s, entry);
 
         if (rc != NGX_DECLINED) {
-            ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 1);
+            ngx_http_elearn_metrics_cache(r, cache, 1);
             ngx_http_elearn_finalize(r, rc);
             return;
         }
     }
 
-    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SEARCH, 0);
+    ngx_http_elearn_metrics_cache(r, cache, 0);
+
+    if (s->suggest) {
+        rc = ngx_http_elearn_suggest_query(r, s);
+        if (rc != NGX_AGAIN) {
+            ngx_http_elearn_finalize(r, rc);
+        }
+
+        return;
+    }
+
     s->page_missed = 1;
 
     ngx_http_elearn_search_eval_or_query(r, s);
@@ -1968,34 +2062,46 @@ ngx_http_elearn_search_page_entry(ngx_http_request_t *r, redisReply *reply,
 
 
 static void
-ngx_http_elearn_search_page_version(ngx_http_request_t *r, redisReply *reply,
+ngx_http_elearn_search_entry_get(ngx_http_request_t *r, redisReply *reply,
     ngx_int_t rc, void *data)
 {
     ngx_http_elearn_search_t *s = data;
 
+    ngx_http_elearn_search_entry(r, s, (rc == NGX_OK) ? reply : NULL);
+}
+
+
+/*
+ * The version v (a GET's reply, or the first of an MGET's) is the current
+ * one: remembers it for this worker's next lookups and reads the entry
+ * under it (one GET more).
+ */
+static void
+ngx_http_elearn_search_entry_at(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, redisReply *v)
+{
     const char  *argv[2];
     size_t       argvlen[2];
     redisReply   zero;
 
-    if (rc != NGX_OK
-        || (reply->type == REDIS_REPLY_STRING
-            && !ngx_http_elearn_search_version_ok(reply))
-        || (reply->type != REDIS_REPLY_STRING
-            && reply->type != REDIS_REPLY_NIL))
-    {
-        /* the script reads (and checks) the version once more */
-        ngx_http_elearn_search_eval_or_query(r, s);
+    if (v->type == REDIS_REPLY_NIL) {
+        ngx_memzero(&zero, sizeof(redisReply));
+        zero.type = REDIS_REPLY_STRING;
+        zero.str = "0";                  /* no course written yet */
+        zero.len = 1;
+        v = &zero;
+    }
+
+    if (!ngx_http_elearn_search_version_ok(v)) {
+        ngx_http_elearn_search_entry(r, s, NULL);
         return;
     }
 
-    if (reply->type == REDIS_REPLY_NIL) {
-        ngx_memzero(&zero, sizeof(redisReply));
-        zero.str = "0";                  /* no course written yet */
-        zero.len = 1;
-        reply = &zero;
-    }
+    ngx_memcpy(ngx_http_elearn_search_seen, v->str, v->len);
+    ngx_http_elearn_search_seen_len = v->len;
 
-    if (ngx_http_elearn_search_key(r, &s->cache_key, reply, ":", s->digest)
+    if (ngx_http_elearn_search_key(r, &s->cache_key, v,
+                                   s->suggest ? ":s:" : ":", s->digest)
         != NGX_OK)
     {
         ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -2007,36 +2113,145 @@ ngx_http_elearn_search_page_version(ngx_http_request_t *r, redisReply *reply,
     argv[1] = (char *) s->cache_key.data;
     argvlen[1] = s->cache_key.len;
 
-    if (ngx_http_elearn_redis_command(r, ngx_http_elearn_search_page_entry,
+    if (ngx_http_elearn_redis_command(r, ngx_http_elearn_search_entry_get,
                                       s, 2, argv, argvlen)
         != NGX_AGAIN)
     {
-        ngx_http_elearn_search_eval_or_query(r, s);
+        ngx_http_elearn_search_entry(r, s, NULL);
     }
 }
 
 
+static void
+ngx_http_elearn_search_version_got(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_t *s = data;
+
+    if (rc != NGX_OK) {
+        ngx_http_elearn_search_entry(r, s, NULL);
+        return;
+    }
+
+    ngx_http_elearn_search_entry_at(r, s, reply);
+}
+
+
+/* {version, entry under the version this worker remembered} */
+static void
+ngx_http_elearn_search_mget_done(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_t *s = data;
+
+    size_t       len;
+    redisReply  *v;
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2)
+    {
+        ngx_http_elearn_search_entry(r, s, NULL);
+        return;
+    }
+
+    v = reply->element[0];
+
+    /* the version in the key looked up: "search:{version}:..." */
+
+    len = s->cache_key.len - (sizeof("search:") - 1) - sizeof(s->digest)
+          - (s->suggest ? sizeof(":s:") - 1 : sizeof(":") - 1);
+
+    if ((v->type == REDIS_REPLY_STRING
+         && v->len == len
+         && ngx_strncmp(v->str, s->cache_key.data + sizeof("search:") - 1,
+                        len) == 0)
+        || (v->type == REDIS_REPLY_NIL
+            && len == 1 && s->cache_key.data[sizeof("search:") - 1] == '0'))
+    {
+        ngx_http_elearn_search_entry(r, s, reply->element[1]);
+        return;
+    }
+
+    /* the catalog changed since this worker last looked */
+
+    ngx_http_elearn_search_entry_at(r, s, v);
+}
+
+
 /*
- * A first page, the commonest request, is two plain GETs: the catalog
- * version, then the page's entry (cheaper for Redis than the script,
- * which only a miss runs).  Other pages go to the script at once.
- * NGX_AGAIN or the answer.
+ * A first page or a suggestion, s->digest made: one MGET of the catalog
+ * version and of the entry under the version this worker saw last, a
+ * hit when the two agree.  Right after a change (and on a worker's first
+ * lookup) one GET more, under the version just read.  NGX_AGAIN, or
+ * NGX_DECLINED when Redis is not connected.
+ */
+static ngx_int_t
+ngx_http_elearn_search_entry_lookup(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    ngx_int_t    rc;
+    const char  *argv[3];
+    size_t       argvlen[3];
+    redisReply   seen;
+
+    argv[1] = "elearn:catalog:version";
+    argvlen[1] = sizeof("elearn:catalog:version") - 1;
+
+    if (ngx_http_elearn_search_seen_len == 0) {
+        argv[0] = "GET";
+        argvlen[0] = 3;
+
+        rc = ngx_http_elearn_redis_command(r,
+                                           ngx_http_elearn_search_version_got,
+                                           s, 2, argv, argvlen);
+
+    } else {
+        ngx_memzero(&seen, sizeof(redisReply));
+        seen.str = (char *) ngx_http_elearn_search_seen;
+        seen.len = ngx_http_elearn_search_seen_len;
+
+        if (ngx_http_elearn_search_key(r, &s->cache_key, &seen,
+                                       s->suggest ? ":s:" : ":", s->digest)
+            != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+
+        argv[0] = "MGET";
+        argvlen[0] = 4;
+        argv[2] = (char *) s->cache_key.data;
+        argvlen[2] = s->cache_key.len;
+
+        rc = ngx_http_elearn_redis_command(r,
+                                           ngx_http_elearn_search_mget_done,
+                                           s, 3, argv, argvlen);
+    }
+
+    if (rc != NGX_AGAIN) {
+        s->cache_key.len = 0;
+        return NGX_DECLINED;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * A first page, the commonest request, is one MGET on a hit (above); the
+ * script runs only on a miss and for the other pages.  NGX_AGAIN or the
+ * answer.
  */
 static ngx_int_t
 ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s, ngx_uint_t cached_page)
 {
-    const char                   *argv[2];
-    size_t                        argvlen[2];
     ngx_http_elearn_main_conf_t  *emcf;
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
     if (emcf->redis == NULL
         || (cached_page
-            && ngx_http_elearn_search_digest(r, s, 1, s->digest) != NGX_OK)
-        || ngx_http_elearn_search_digest(r, s, 0, s->facets_digest)
-           != NGX_OK)
+            && ngx_http_elearn_search_digest(r, s, 1, s->digest) != NGX_OK))
     {
         return ngx_http_elearn_search_query(r, s);
     }
@@ -2047,15 +2262,7 @@ ngx_http_elearn_search_cache_lookup(ngx_http_request_t *r,
         return ngx_http_elearn_search_eval(r, s);
     }
 
-    argv[0] = "GET";
-    argvlen[0] = 3;
-    argv[1] = "elearn:catalog:version";
-    argvlen[1] = sizeof("elearn:catalog:version") - 1;
-
-    if (ngx_http_elearn_redis_command(r, ngx_http_elearn_search_page_version,
-                                      s, 2, argv, argvlen)
-        == NGX_AGAIN)
-    {
+    if (ngx_http_elearn_search_entry_lookup(r, s) == NGX_AGAIN) {
         return NGX_AGAIN;
     }
 
@@ -2091,100 +2298,31 @@ ngx_http_elearn_suggest_query(ngx_http_request_t *r,
 }
 
 
-static void
-ngx_http_elearn_suggest_lookup_done(ngx_http_request_t *r, redisReply *reply,
-    ngx_int_t rc, void *data)
-{
-    ngx_http_elearn_search_t *s = data;
-
-    redisReply  *v;
-
-    v = ngx_http_elearn_search_version(reply, rc);
-
-    if (v != NULL) {
-        if (ngx_http_elearn_search_key(r, &s->cache_key, v, ":s:", s->digest)
-            != NGX_OK)
-        {
-            ngx_http_elearn_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        if (reply->element[1]->type == REDIS_REPLY_STRING) {
-            rc = ngx_http_elearn_search_cached_page(r, s, reply->element[1]);
-
-            if (rc != NGX_DECLINED) {
-                ngx_http_elearn_metrics_cache(r,
-                                              NGX_HTTP_ELEARN_CACHE_SUGGEST,
-                                              1);
-                ngx_http_elearn_finalize(r, rc);
-                return;
-            }
-        }
-    }
-
-    ngx_http_elearn_metrics_cache(r, NGX_HTTP_ELEARN_CACHE_SUGGEST, 0);
-
-    rc = ngx_http_elearn_suggest_query(r, s);
-    if (rc != NGX_AGAIN) {
-        ngx_http_elearn_finalize(r, rc);
-    }
-}
-
-
 /*
  * Suggestions are cached as pages are (an entry with an empty Link) under
- * search:{catalog version}:s:{sha256 of q}, read with the search lookup
- * script (no query entry, nothing to cut).  NGX_AGAIN, NGX_DECLINED (no
- * cache: query), or an answer.
+ * search:{catalog version}:s:{sha256 of q}, looked up as a first page is
+ * (one MGET on a hit).  NGX_AGAIN, NGX_DECLINED (no cache: query), or an
+ * answer.
  */
 static ngx_int_t
 ngx_http_elearn_suggest_lookup(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s)
 {
-    u_char                       *key, md[EVP_MAX_MD_SIZE];
     ngx_str_t                    *q;
-    unsigned int                  mdlen;
-    const char                   *argv[6];
-    size_t                        argvlen[6];
     ngx_http_elearn_main_conf_t  *emcf;
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
     q = &s->args[NGX_HTTP_ELEARN_ARG_Q].value;
 
-    key = ngx_pnalloc(r->pool, sizeof("s:") - 1 + sizeof(s->digest));
-
-    if (emcf->redis == NULL || key == NULL
-        || EVP_Digest(q->data, q->len, md, &mdlen, EVP_sha256(), NULL) != 1
-        || mdlen * 2 != sizeof(s->digest))
+    if (emcf->redis == NULL
+        || ngx_http_elearn_search_sha256(q->data, q->len, s->digest)
+           != NGX_OK)
     {
         return NGX_DECLINED;
     }
+    s->suggest = 1;
 
-    ngx_hex_dump(s->digest, md, mdlen);
-    ngx_memcpy(ngx_cpymem(key, "s:", 2), s->digest, sizeof(s->digest));
-
-    argv[0] = "elearn:catalog:version";
-    argvlen[0] = sizeof("elearn:catalog:version") - 1;
-    argv[1] = (char *) key;
-    argvlen[1] = 2 + sizeof(s->digest);
-    argv[2] = "-";                       /* no query entry */
-    argvlen[2] = 1;
-    argv[3] = "0";
-    argvlen[3] = 1;
-    argv[4] = "0";                       /* nothing to cut */
-    argvlen[4] = 1;
-    argv[5] = "";
-    argvlen[5] = 0;
-
-    if (ngx_http_elearn_redis_eval(r, &ngx_http_elearn_search_lookup_lua,
-                                   ngx_http_elearn_suggest_lookup_done, s, 1,
-                                   6, argv, argvlen)
-        != NGX_AGAIN)
-    {
-        return NGX_DECLINED;
-    }
-
-    return NGX_AGAIN;
+    return ngx_http_elearn_search_entry_lookup(r, s);
 }
 
 

@@ -393,3 +393,73 @@ def test_suggestions_are_cached_under_the_catalog_version(stack, base_url,
     finally:
         requests.patch(url, json={"title": old}, headers=headers,
                        timeout=10)
+
+
+def commandstats(stack):
+    calls = {}
+    for m in re.finditer(r"^cmdstat_([\w|]+):calls=(\d+)",
+                         redis(stack, "INFO", "commandstats"), re.M):
+        calls[m.group(1)] = int(m.group(2))
+    return calls
+
+
+def test_first_page_hit_is_one_mget_under_the_current_version(stack,
+                                                              base_url,
+                                                              auth):
+    """A first page's hit is one round trip: each worker remembers the
+    catalog version it saw last and asks for the version and the page
+    under it in one MGET; the page is served only while Redis still holds
+    that version.  After a version change (what every course write does)
+    no worker serves the old entry, and each re-reads once."""
+    size = str(30 + uuid.uuid4().int % 60)     # an entry of this run only
+    params = {"q": "design", "pageSize": size}
+    workers = int(re.search(r"worker_processes (\d+);", open(
+        stack.var + "/nginx/nginx.conf").read()).group(1))
+
+    def get():
+        # a new connection each time: the requests spread over the workers
+        r = requests.get(base_url + SEARCH, params=params, headers=auth,
+                         timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    real = get()
+    assert len(real["courses"]) == int(size)
+    v = redis(stack, "GET", "elearn:catalog:version") or "0"
+    keys = [k for k in redis(stack, "--scan", "--pattern",
+                             "search:%s:*" % v).split()
+            if re.fullmatch(r"search:\d+:[0-9a-f]{64}", k)]
+    mine = [k for k in keys
+            if "pageSize=%s&q=design&page=1>" % size in redis(stack, "GET",
+                                                              k)]
+    assert len(mine) == 1, keys
+    key = mine[0]
+
+    # every worker has seen the version now; the entry, doctored, is
+    # what a hit sends, and each hit costs exactly one MGET
+    for _ in range(8):
+        get()
+    redis(stack, "SET", key, '0\n{"doctored":1}', "KEEPTTL")
+    before = commandstats(stack)
+    answers = [get() for _ in range(10)]
+    after = commandstats(stack)
+    assert answers == [{"doctored": 1}] * 10
+    assert after.get("mget", 0) - before.get("mget", 0) == 10
+    for cmd in ("get", "evalsha", "eval"):
+        assert after.get(cmd, 0) == before.get(cmd, 0), cmd
+
+    # a new catalog version: the doctored entry is unreachable at once,
+    # on every worker; a worker reads the entry once more (one GET) under
+    # the new version, the first to miss runs the lookup script (whose own
+    # GETs Redis counts too) and fills, and then every request is one MGET
+    redis(stack, "INCR", "elearn:catalog:version")
+    before = commandstats(stack)
+    answers = [get() for _ in range(10)]
+    after = commandstats(stack)
+    assert all(a == real for a in answers), answers[0]
+    assert after.get("mget", 0) - before.get("mget", 0) == 10
+    scripts = sum(after.get(c, 0) - before.get(c, 0)
+                  for c in ("evalsha", "eval"))
+    assert 1 <= scripts <= workers
+    assert 1 <= after.get("get", 0) - before.get("get", 0) \
+        <= workers + 3 * scripts
