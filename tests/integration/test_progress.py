@@ -341,6 +341,8 @@ def test_report_lands_in_redis_and_as_the_event(stack, base_url, course,
     assert ev["occurredAt"] == "%s.%03dZ" % (stamp, at % 1000)
 
     hsh = progress_hash(stack, uid, course["video"])
+    # x: when the TTL set by this first report runs out (module clock)
+    assert int(hsh.pop("x")) == at + 30 * 86400 * 1000
     assert hsh == {"pos": "120", "at": str(at), "w": "0-20,40-60",
                    "ws": "40"}
     ttl = int(redis(stack, "TTL", "progress:%d:%d" % (uid, course["video"])))
