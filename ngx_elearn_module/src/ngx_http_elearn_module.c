@@ -1587,7 +1587,7 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(emcf->redis_reconnect_max, 2000);
     ngx_conf_init_uint_value(emcf->kafka_queue_max, 100000);
     ngx_conf_init_msec_value(emcf->kafka_flush_timeout, 5000);
-    ngx_conf_init_msec_value(emcf->kafka_linger, 5);
+    ngx_conf_init_msec_value(emcf->kafka_linger, 20);
     ngx_conf_init_value(emcf->course_cache_ttl, 3600);
     ngx_conf_init_value(emcf->search_cache_ttl, 600);
     ngx_conf_init_msec_value(emcf->cache_lock_timeout, 2000);
