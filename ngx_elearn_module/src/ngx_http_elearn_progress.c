@@ -1600,7 +1600,8 @@ ngx_http_elearn_progress_broker(ngx_http_elearn_progress_t *p,
     }
 
     if (elcf->progress_ack == NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE
-        && ngx_http_elearn_kafka_ready(emcf->kafka) != NGX_OK)
+        && (emcf->kafka_durable == NULL
+            || ngx_http_elearn_kafka_ready(emcf->kafka_durable) != NGX_OK))
     {
         *answer = ngx_http_elearn_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                           "unavailable", "the event broker "
@@ -1873,7 +1874,8 @@ ngx_http_elearn_progress_produce(ngx_http_elearn_progress_t *p)
         t->report.data = t;
         t->progress = p;
 
-        rc = ngx_http_elearn_kafka_produce_report(emcf->kafka,
+        /* its own producer: a short linger, the 204 waits for it */
+        rc = ngx_http_elearn_kafka_produce_report(emcf->kafka_durable,
                                            NGX_HTTP_ELEARN_PROGRESS_TOPIC,
                                            p->user, ngx_strlen(p->user),
                                            buf, last - buf, &t->report);
