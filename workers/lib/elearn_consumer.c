@@ -181,8 +181,8 @@ elearn_consumer_conf_load(elearn_consumer_conf_t *conf, elearn_config_t *cfg,
         || elearn_config_get_ms(cfg, "kafka.fetch.wait", 500, 0, 60000,
                &conf->fetch_wait_ms, errstr, errlen)
             != 0
-        || elearn_config_get_int(cfg, "kafka.fetch.min.bytes", 1, 1,
-               100000000, &conf->fetch_min_bytes, errstr, errlen)
+        || elearn_config_get_int(cfg, "kafka.fetch.min.bytes", 1, 1, 100000000,
+               &conf->fetch_min_bytes, errstr, errlen)
             != 0
         || elearn_config_get_int(
                cfg, "consumer.retry.attempts", 3, 1, 100, &v, errstr, errlen)
