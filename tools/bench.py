@@ -634,14 +634,57 @@ def nginx_cpu_seconds():
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def pid_cpu_seconds(pids):
+    """utime + stime of the processes (and their threads) so far."""
+    ticks = 0
+    for p in pids:
+        try:
+            f = open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(f[11]) + int(f[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def component_pids():
+    """The stack's other processes a progress report costs CPU in:
+    Redis, the Kafka broker, PostgreSQL (the postmaster and its
+    backends) and elearn-progress, from their pid files."""
+    var = os.environ["ELEARN_VAR"]
+
+    def pidfile(*path):
+        try:
+            return [open(os.path.join(var, *path)).readline().strip()]
+        except OSError:
+            return []
+
+    pg = pidfile("pg", "data", "postmaster.pid")
+    if pg:
+        pg += subprocess.run(["pgrep", "-P", pg[0]], capture_output=True,
+                             text=True).stdout.split()
+    return {"redis": pidfile("redis", "redis.pid"),
+            "kafka": pidfile("kafka", "kafka.pid"), "postgres": pg,
+            "elearn-progress": pidfile("progress", "progress.pid")}
+
+
 def cpu_per_request(path, **kw):
     """wrk's figures plus the nginx workers' CPU microseconds per
-    request."""
+    request (cpu_us), and each other component's and wrk's own
+    (cpu_parts)."""
+    parts = component_pids()
     t0 = nginx_cpu_seconds()
+    p0 = {k: pid_cpu_seconds(v) for k, v in parts.items()}
+    c0 = os.times()
     r = wrk(path, **kw)
+    c1 = os.times()
     used = nginx_cpu_seconds() - t0
-    r["cpu_us"] = used * 1e6 / max(r["rps"] * (kw.get("seconds")
-                                               or SECONDS), 1)
+    n = max(r["rps"] * (kw.get("seconds") or SECONDS), 1)
+    r["cpu_us"] = used * 1e6 / n
+    r["cpu_parts"] = {k: (pid_cpu_seconds(v) - p0[k]) * 1e6 / n
+                      for k, v in parts.items()}
+    r["cpu_parts"]["wrk"] = (c1.children_user - c0.children_user
+                             + c1.children_system
+                             - c0.children_system) * 1e6 / n
     return r
 
 
@@ -694,6 +737,11 @@ def progress_scenarios(rows, notes):
     notes.append("progress ingest, nginx CPU per request (workers and "
                  "their librdkafka threads, from /proc): "
                  + ", ".join("%s %.1f us" % (n, r["cpu_us"])
+                             for n, r in cpu))
+    # where the rest of a report's CPU goes, on the same two cores
+    notes.append("progress ingest, other CPU per request: "
+                 + "; ".join("%s: %s" % (n, ", ".join(
+                     "%s %.1f us" % kv for kv in r["cpu_parts"].items()))
                              for n, r in cpu))
     for name, r in (("queued", queued), ("durable", durable)):
         r = dict(r, ratio=r["rps"] / naive["rps"])

@@ -73,7 +73,7 @@ static void ngx_http_elearn_kafka_log_cb(const rd_kafka_t *rk, int level,
 
 ngx_http_elearn_kafka_t *
 ngx_http_elearn_kafka_create(ngx_cycle_t *cycle,
-    ngx_http_elearn_main_conf_t *emcf)
+    ngx_http_elearn_main_conf_t *emcf, ngx_uint_t durable)
 {
     int                       fds[2];
     char                      errstr[512];
@@ -130,7 +130,8 @@ ngx_http_elearn_kafka_create(ngx_cycle_t *cycle,
         goto failed_conf;
     }
 
-    ngx_sprintf(num, "%M%Z", emcf->kafka_linger);
+    ngx_sprintf(num, "%M%Z", durable ? emcf->kafka_durable_linger
+                                     : emcf->kafka_linger);
     if (ngx_http_elearn_kafka_conf_set(conf, "linger.ms", (char *) num)
         != NGX_OK)
     {
@@ -171,7 +172,10 @@ ngx_http_elearn_kafka_create(ngx_cycle_t *cycle,
     }
 
     ngx_sprintf(num, "%P%Z", ngx_pid);
-    p = ngx_cpymem(brokers, "elearn-nginx-", sizeof("elearn-nginx-") - 1);
+    p = durable ? ngx_cpymem(brokers, "elearn-nginx-durable-",
+                             sizeof("elearn-nginx-durable-") - 1)
+                : ngx_cpymem(brokers, "elearn-nginx-",
+                             sizeof("elearn-nginx-") - 1);
     p = ngx_cpystrn(p, num, brokers + sizeof(brokers) - p);
     if (ngx_http_elearn_kafka_conf_set(conf, "client.id", (char *) brokers)
         != NGX_OK)

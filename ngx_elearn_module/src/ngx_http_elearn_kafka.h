@@ -29,8 +29,13 @@ typedef struct {
 } ngx_http_elearn_kafka_stats_t;
 
 
+/*
+ * durable: the producer of durable progress reports, whose 204 waits for
+ * the delivery report: elearn_kafka_durable_linger instead of
+ * elearn_kafka_linger, client.id elearn-nginx-durable-<pid>.
+ */
 ngx_http_elearn_kafka_t *ngx_http_elearn_kafka_create(ngx_cycle_t *cycle,
-    ngx_http_elearn_main_conf_t *emcf);
+    ngx_http_elearn_main_conf_t *emcf, ngx_uint_t durable);
 
 /* Flushes for at most elearn_kafka_flush_timeout, then destroys. */
 void ngx_http_elearn_kafka_destroy(ngx_http_elearn_kafka_t *kafka);

@@ -772,6 +772,17 @@ ngx_http_elearn_metrics_update(ngx_event_t *ev)
         w->kafka_delivery_errors = kafka.delivery_errors;
         w->kafka_queue_full = kafka.queue_full;
         w->kafka_brokers_up = kafka.brokers_up;
+
+        if (emcf->kafka_durable != NULL) {
+            /* the durable reports' producer counts with the other */
+            ngx_memzero(&kafka, sizeof(ngx_http_elearn_kafka_stats_t));
+            ngx_http_elearn_kafka_get_stats(emcf->kafka_durable, &kafka);
+
+            w->kafka_queued += kafka.queued;
+            w->kafka_delivered += kafka.delivered;
+            w->kafka_delivery_errors += kafka.delivery_errors;
+            w->kafka_queue_full += kafka.queue_full;
+        }
     }
 
     w->has_kafka = (emcf->kafka != NULL);

@@ -381,6 +381,13 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       offsetof(ngx_http_elearn_main_conf_t, kafka_linger),
       NULL },
 
+    { ngx_string("elearn_kafka_durable_linger"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, kafka_durable_linger),
+      NULL },
+
     { ngx_string("elearn_metrics_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_elearn_metrics_zone,
@@ -1553,6 +1560,7 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->kafka_queue_max = NGX_CONF_UNSET_UINT;
     emcf->kafka_flush_timeout = NGX_CONF_UNSET_MSEC;
     emcf->kafka_linger = NGX_CONF_UNSET_MSEC;
+    emcf->kafka_durable_linger = NGX_CONF_UNSET_MSEC;
     emcf->course_cache_ttl = NGX_CONF_UNSET;
     emcf->search_cache_ttl = NGX_CONF_UNSET;
     emcf->cache_lock_timeout = NGX_CONF_UNSET_MSEC;
@@ -1603,7 +1611,8 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(emcf->redis_reconnect_max, 2000);
     ngx_conf_init_uint_value(emcf->kafka_queue_max, 100000);
     ngx_conf_init_msec_value(emcf->kafka_flush_timeout, 5000);
-    ngx_conf_init_msec_value(emcf->kafka_linger, 5);
+    ngx_conf_init_msec_value(emcf->kafka_linger, 20);
+    ngx_conf_init_msec_value(emcf->kafka_durable_linger, 5);
     ngx_conf_init_value(emcf->course_cache_ttl, 3600);
     ngx_conf_init_value(emcf->search_cache_ttl, 600);
     ngx_conf_init_msec_value(emcf->cache_lock_timeout, 2000);
@@ -1727,6 +1736,8 @@ ngx_http_elearn_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_elearn_loc_conf_t *prev = parent;
     ngx_http_elearn_loc_conf_t *conf = child;
 
+    ngx_http_elearn_main_conf_t  *emcf;
+
     ngx_conf_merge_size_value(conf->body_max_size, prev->body_max_size,
                               64 * 1024);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 2);
@@ -1735,6 +1746,12 @@ ngx_http_elearn_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->progress_ack_timeout,
                               prev->progress_ack_timeout, 5000);
     ngx_conf_merge_value(conf->progress_naive, prev->progress_naive, 0);
+
+    if (conf->progress_ack == NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE) {
+        /* init_process then creates the durable reports' own producer */
+        emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_elearn_module);
+        emcf->progress_durable = 1;
+    }
 
     if (conf->progress_ack_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1871,9 +1888,17 @@ ngx_http_elearn_init_process(ngx_cycle_t *cycle)
     }
 
     if (emcf->kafka_brokers.len) {
-        emcf->kafka = ngx_http_elearn_kafka_create(cycle, emcf);
+        emcf->kafka = ngx_http_elearn_kafka_create(cycle, emcf, 0);
         if (emcf->kafka == NULL) {
             return NGX_ERROR;
+        }
+
+        if (emcf->progress_durable) {
+            emcf->kafka_durable = ngx_http_elearn_kafka_create(cycle, emcf,
+                                                               1);
+            if (emcf->kafka_durable == NULL) {
+                return NGX_ERROR;
+            }
         }
     }
 
@@ -1925,6 +1950,11 @@ ngx_http_elearn_exit_process(ngx_cycle_t *cycle)
     if (emcf->jwt_cache) {
         ngx_http_elearn_jwt_cache_destroy(emcf->jwt_cache);
         emcf->jwt_cache = NULL;
+    }
+
+    if (emcf->kafka_durable) {
+        ngx_http_elearn_kafka_destroy(emcf->kafka_durable);
+        emcf->kafka_durable = NULL;
     }
 
     if (emcf->kafka) {

@@ -133,6 +133,8 @@ typedef struct {
     ngx_uint_t                   kafka_queue_max;
     ngx_msec_t                   kafka_flush_timeout;
     ngx_msec_t                   kafka_linger;
+    ngx_msec_t                   kafka_durable_linger;
+    ngx_uint_t                   progress_durable;  /* some durable */
 
     /* metrics */
     ngx_shm_zone_t              *metrics_zone;
@@ -192,6 +194,7 @@ typedef struct {
     ngx_http_elearn_pg_pool_t   *pg;
     ngx_http_elearn_redis_t     *redis;
     ngx_http_elearn_kafka_t     *kafka;
+    ngx_http_elearn_kafka_t     *kafka_durable;  /* NULL: none */
     ngx_http_elearn_jwt_cache_t *jwt_cache;
     ngx_http_elearn_revocations_t  *revocations;
 } ngx_http_elearn_main_conf_t;

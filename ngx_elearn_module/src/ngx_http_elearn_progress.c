@@ -62,42 +62,80 @@
  *   at   that report's reportedAtMs (the resource's updatedAt)
  *   w    the union of watched intervals, "from-to,from-to", sorted
  *   ws   the seconds the union covers
+ *   x    when the key's TTL was last set to expire (ms, module clock)
  * k the key; pos the position; at reportedAtMs; list the report's
- * intervals in the same form as w; ttl in seconds; d the duration, which
- * clamps positions and intervals.  A late report (older reportedAtMs)
- * still adds its intervals but does not move the position back.
+ * intervals in the same form as w (sorted, disjoint); ttl in seconds; d
+ * the duration, which clamps positions and intervals; now the module's
+ * clock in ms, or nil.  A late report (older reportedAtMs) still adds its
+ * intervals but does not move the position back.
+ *
+ * It runs on every report, so it is written for Redis's CPU: one HMGET
+ * and at most one HSET; the union is a linear merge of the two sorted
+ * lists, and w and ws are rewritten only when the report adds something
+ * (a report inside what was watched, the usual resend, writes pos and at
+ * only).  The EXPIRE is renewed when a sixteenth of the TTL has passed
+ * since the last renewal (x), so a key lives between 15/16 of the TTL
+ * and the TTL after its last report; with now nil it is renewed always.
  */
 #define NGX_HTTP_ELEARN_PROGRESS_MERGE_FN                                     \
-    "local function merge(k, pos, at, list, ttl, d)\n"                        \
-    "  local cur = redis.call('HMGET', k, 'at', 'w')\n"                       \
+    "local function merge(k, pos, at, list, ttl, d, now)\n"                   \
+    "  local cur = redis.call('HMGET', k, 'at', 'w', 'x')\n"                  \
+    "  local w, f, n = cur[2] or '', {}, 0\n"                                 \
     "  if tonumber(at) >= (tonumber(cur[1]) or -1) then\n"                    \
-    "    redis.call('HSET', k, 'pos', math.min(tonumber(pos), d), 'at', at)\n"\
+    "    f[1], f[2] = 'pos', math.min(tonumber(pos), d)\n"                    \
+    "    f[3], f[4] = 'at', at\n"                                             \
+    "    n = 4\n"                                                             \
     "  end\n"                                                                 \
-    "  local iv = {}\n"                                                       \
-    "  for a, b in string.gmatch((cur[2] or '') .. ',' .. list,\n"            \
-    "                            '(%d+)-(%d+)') do\n"                         \
+    "  local A, B, na, nb = {}, {}, 0, 0\n"                                   \
+    "  for a, b in string.gmatch(list, '(%d+)-(%d+)') do\n"                   \
     "    a, b = math.min(tonumber(a), d), math.min(tonumber(b), d)\n"         \
-    "    if a < b then iv[#iv + 1] = {a, b} end\n"                            \
+    "    if a < b then B[nb + 1], B[nb + 2], nb = a, b, nb + 2 end\n"         \
     "  end\n"                                                                 \
-    "  table.sort(iv, function(x, y) return x[1] < y[1] end)\n"               \
-    "  local out, ws, f, t = {}, 0, nil, nil\n"                               \
-    "  for _, v in ipairs(iv) do\n"                                           \
-    "    if f ~= nil and v[1] <= t then\n"                                    \
-    "      if v[2] > t then t = v[2] end\n"                                   \
-    "    else\n"                                                              \
-    "      if f ~= nil then\n"                                                \
-    "        out[#out + 1] = f .. '-' .. t\n"                                 \
-    "        ws = ws + t - f\n"                                               \
+    "  for a, b in string.gmatch(w, '(%d+)-(%d+)') do\n"                      \
+    "    A[na + 1], A[na + 2], na = tonumber(a), tonumber(b), na + 2\n"       \
+    "  end\n"                                                                 \
+    "  local i, j, same = 1, 1, cur[2] ~= false\n"                            \
+    "  while same and j < nb do\n"                                            \
+    "    while i < na and A[i + 1] < B[j + 1] do i = i + 2 end\n"             \
+    "    if i > na or A[i] > B[j] then same = false end\n"                    \
+    "    j = j + 2\n"                                                         \
+    "  end\n"                                                                 \
+    "  if not same then\n"                                                    \
+    "    local out, ws, s, t = {}, 0, nil, nil\n"                             \
+    "    i, j = 1, 1\n"                                                       \
+    "    while i < na or j < nb do\n"                                         \
+    "      local a, b\n"                                                      \
+    "      if j >= nb or (i < na and A[i] <= B[j]) then\n"                    \
+    "        a, b, i = A[i], A[i + 1], i + 2\n"                               \
+    "      else\n"                                                            \
+    "        a, b, j = B[j], B[j + 1], j + 2\n"                               \
     "      end\n"                                                             \
-    "      f, t = v[1], v[2]\n"                                               \
+    "      if s ~= nil and a <= t then\n"                                     \
+    "        if b > t then t = b end\n"                                       \
+    "      else\n"                                                            \
+    "        if s ~= nil then\n"                                              \
+    "          out[#out + 1] = s .. '-' .. t\n"                               \
+    "          ws = ws + t - s\n"                                             \
+    "        end\n"                                                           \
+    "        s, t = a, b\n"                                                   \
+    "      end\n"                                                             \
     "    end\n"                                                               \
+    "    if s ~= nil then\n"                                                  \
+    "      out[#out + 1] = s .. '-' .. t\n"                                   \
+    "      ws = ws + t - s\n"                                                 \
+    "    end\n"                                                               \
+    "    f[n + 1], f[n + 2] = 'w', table.concat(out, ',')\n"                  \
+    "    f[n + 3], f[n + 4] = 'ws', ws\n"                                     \
+    "    n = n + 4\n"                                                         \
     "  end\n"                                                                 \
-    "  if f ~= nil then\n"                                                    \
-    "    out[#out + 1] = f .. '-' .. t\n"                                     \
-    "    ws = ws + t - f\n"                                                   \
+    "  local x = tonumber(cur[3]) or 0\n"                                     \
+    "  local renew = now == nil or x < now + ttl * 937.5\n"                   \
+    "                or x > now + ttl * 1000\n"                               \
+    "  if renew and now ~= nil then\n"                                        \
+    "    f[n + 1], f[n + 2], n = 'x', now + ttl * 1000, n + 2\n"              \
     "  end\n"                                                                 \
-    "  redis.call('HSET', k, 'w', table.concat(out, ','), 'ws', ws)\n"        \
-    "  redis.call('EXPIRE', k, ttl)\n"                                        \
+    "  if n > 0 then redis.call('HSET', k, unpack(f)) end\n"                  \
+    "  if renew then redis.call('EXPIRE', k, ttl) end\n"                      \
     "end\n"
 
 
@@ -108,7 +146,8 @@
  */
 static const char  ngx_http_elearn_progress_merge_lua[] =
     NGX_HTTP_ELEARN_PROGRESS_MERGE_FN
-    "merge(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))\n"
+    "merge(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),\n"
+    "      tonumber(ARGV[5]), tonumber(ARGV[2]))\n"
     "return 1\n";
 
 
@@ -134,7 +173,8 @@ static const char  ngx_http_elearn_progress_report_lua[] =
     "if tonumber(ARGV[6]) > d + tonumber(ARGV[7]) then\n"
     "  return {m[1], m[2], 'bounds'}\n"
     "end\n"
-    "merge(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], d)\n"
+    "merge(KEYS[2], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), d,\n"
+    "      tonumber(ARGV[3]))\n"
     "return {m[1], m[2], 'ok'}\n";
 
 
@@ -151,12 +191,12 @@ static const char  ngx_http_elearn_progress_report_lua[] =
  */
 static const char  ngx_http_elearn_progress_seed_lua[] =
     NGX_HTTP_ELEARN_PROGRESS_MERGE_FN
-    "local k, d = KEYS[1], tonumber(ARGV[5])\n"
+    "local k, d, ttl = KEYS[1], tonumber(ARGV[5]), tonumber(ARGV[4])\n"
     "if ARGV[7] == '1' then\n"
     "  if redis.call('HEXISTS', k, 'at') == 0 then\n"
-    "    merge(k, ARGV[1], ARGV[2], ARGV[3], ARGV[4], d)\n"
+    "    merge(k, ARGV[1], ARGV[2], ARGV[3], ttl, d, nil)\n"
     "  else\n"
-    "    merge(k, 0, -2, ARGV[3], ARGV[4], d)\n"
+    "    merge(k, 0, -2, ARGV[3], ttl, d, nil)\n"
     "  end\n"
     "  if ARGV[6] == '1' then redis.call('HSET', k, 'c', 1) end\n"
     "end\n"
@@ -1560,7 +1600,8 @@ ngx_http_elearn_progress_broker(ngx_http_elearn_progress_t *p,
     }
 
     if (elcf->progress_ack == NGX_HTTP_ELEARN_PROGRESS_ACK_DURABLE
-        && ngx_http_elearn_kafka_ready(emcf->kafka) != NGX_OK)
+        && (emcf->kafka_durable == NULL
+            || ngx_http_elearn_kafka_ready(emcf->kafka_durable) != NGX_OK))
     {
         *answer = ngx_http_elearn_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                           "unavailable", "the event broker "
@@ -1717,6 +1758,36 @@ ngx_http_elearn_progress_time(u_char *s, int64_t ms)
 }
 
 
+/*
+ * 16 random bytes for an event id.  The worker draws them from OpenSSL's
+ * generator 4 KiB at a time: RAND_bytes() per report (its locks, its
+ * fork check) was 1.3 us of the worker's CPU per report, the largest
+ * single user-space cost of the report path.  The buffer starts empty in
+ * every worker (the master never takes from it), so forked workers never
+ * share bytes.
+ */
+static ngx_int_t
+ngx_http_elearn_progress_random(u_char *out)
+{
+    static u_char  pool[4096];
+    static size_t  used = sizeof(pool);
+
+    if (used == sizeof(pool)) {
+        if (RAND_bytes(pool, sizeof(pool)) != 1) {
+            return NGX_ERROR;
+        }
+
+        used = 0;
+    }
+
+    ngx_memcpy(out, pool + used, 16);
+    ngx_memzero(pool + used, 16);
+    used += 16;
+
+    return NGX_OK;
+}
+
+
 /* the event of docs/progress.md, field for field */
 static u_char *
 ngx_http_elearn_progress_event(ngx_http_elearn_progress_t *p, u_char *s)
@@ -1724,7 +1795,7 @@ ngx_http_elearn_progress_event(ngx_http_elearn_progress_t *p, u_char *s)
     ngx_uint_t  i;
     u_char      uuid[16];
 
-    if (RAND_bytes(uuid, sizeof(uuid)) != 1) {
+    if (ngx_http_elearn_progress_random(uuid) != NGX_OK) {
         return NULL;
     }
 
@@ -1803,7 +1874,8 @@ ngx_http_elearn_progress_produce(ngx_http_elearn_progress_t *p)
         t->report.data = t;
         t->progress = p;
 
-        rc = ngx_http_elearn_kafka_produce_report(emcf->kafka,
+        /* its own producer: a short linger, the 204 waits for it */
+        rc = ngx_http_elearn_kafka_produce_report(emcf->kafka_durable,
                                            NGX_HTTP_ELEARN_PROGRESS_TOPIC,
                                            p->user, ngx_strlen(p->user),
                                            buf, last - buf, &t->report);

@@ -35,6 +35,7 @@ BAD = [
     ("elearn_kafka_queue_max", "lots"),
     ("elearn_kafka_flush_timeout", "x"),
     ("elearn_kafka_linger", "x"),
+    ("elearn_kafka_durable_linger", "x"),
     ("elearn_metrics_zone", "1k"),
     ("elearn_metrics_zone", "big"),
     ("elearn_course_cache_ttl", "0"),

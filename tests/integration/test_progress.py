@@ -341,6 +341,8 @@ def test_report_lands_in_redis_and_as_the_event(stack, base_url, course,
     assert ev["occurredAt"] == "%s.%03dZ" % (stamp, at % 1000)
 
     hsh = progress_hash(stack, uid, course["video"])
+    # x: when the TTL set by this first report runs out (module clock)
+    assert int(hsh.pop("x")) == at + 30 * 86400 * 1000
     assert hsh == {"pos": "120", "at": str(at), "w": "0-20,40-60",
                    "ws": "40"}
     ttl = int(redis(stack, "TTL", "progress:%d:%d" % (uid, course["video"])))
@@ -612,19 +614,43 @@ def test_durable_mode_answers_503_without_the_broker(stack, base_url, course,
         stack.reconfigure(**old)
 
 
+def test_durable_reports_have_a_producer_of_their_own(stack, base_url,
+                                                      course, student):
+    """The queued producer's long linger does not delay a durable 204:
+    durable reports go through their own producer
+    (elearn_kafka_durable_linger)."""
+    uid, h = student
+    v = course["video"]
+    old = stack.reconfigure(ELEARN_PROGRESS_ACK="durable",
+                            ELEARN_KAFKA_LINGER="3000ms",
+                            ELEARN_KAFKA_DURABLE_LINGER="5ms")
+    try:
+        def acked():
+            return post(base_url, v, h, {"positionSeconds": 1,
+                                         "watched": [[0, 1]]}
+                        ).status_code == 204
+        wait_for(acked, 60, "a durable 204")
+        t = time.time()
+        r = post(base_url, v, h, {"positionSeconds": 2, "watched": [[1, 2]]})
+        assert r.status_code == 204, r.text
+        assert time.time() - t < 2.5
+    finally:
+        stack.reconfigure(**old)
+
+
 def test_durable_waits_for_the_delivery_report_and_survives_closed_clients(
         stack, base_url, course, student):
-    """A slow delivery report (linger 1.5 s): a durable 204 waits for it,
-    a client that gives up first leaves a report that arrives for a
-    request that is gone, and a report that arrives after the ack timeout
-    finds its request answered; neither may touch the request (the worker
-    would crash, or answer twice)."""
+    """A slow delivery report (the durable producer's linger 1.5 s): a
+    durable 204 waits for it, a client that gives up first leaves a report
+    that arrives for a request that is gone, and a report that arrives
+    after the ack timeout finds its request answered; neither may touch
+    the request (the worker would crash, or answer twice)."""
     uid, h = student
     v = course["video"]
     log_before = len(stack.nginx_error_log())
     old = stack.reconfigure(ELEARN_PROGRESS_ACK="durable",
                             ELEARN_PROGRESS_ACK_TIMEOUT="5s",
-                            ELEARN_KAFKA_LINGER="1500ms")
+                            ELEARN_KAFKA_DURABLE_LINGER="1500ms")
     try:
         t = time.time()
         r = post(base_url, v, h, {"positionSeconds": 1, "watched": [[0, 1]]})
@@ -650,7 +676,7 @@ def test_durable_waits_for_the_delivery_report_and_survives_closed_clients(
     # the ack timeout answers first, the report comes after it
     old = stack.reconfigure(ELEARN_PROGRESS_ACK="durable",
                             ELEARN_PROGRESS_ACK_TIMEOUT="500ms",
-                            ELEARN_KAFKA_LINGER="1500ms")
+                            ELEARN_KAFKA_DURABLE_LINGER="1500ms")
     try:
         for _ in range(3):
             t = time.time()

@@ -471,10 +471,18 @@ def test_course_completion_event_exactly_once_under_replay(
             progress_rows(pg_dsn, [lazy])))
     assert q(pg_dsn, "SELECT 1 FROM course_completions WHERE user_id = %s",
              (lazy,)) == []
+    # ... but its progressPercent counts the steps done: 3 videos of 3,
+    # 0 quizzes of 1
+    assert wait_for("lazy's percentage", lambda: (
+        lambda r: r if r[0][0] == 75 else None)(q(
+            pg_dsn, "SELECT progress_percent, status FROM enrollments"
+                    " WHERE user_id = %s AND course_id = %s",
+            (lazy, c["id"]))))[0] == (75, "active")
 
-    assert q(pg_dsn, "SELECT status, completed_at IS NOT NULL"
+    assert q(pg_dsn, "SELECT status, completed_at IS NOT NULL,"
+                     " progress_percent"
                      " FROM enrollments WHERE user_id = %s AND course_id = %s",
-             (u, c["id"]))[0] == ("completed", True)
+             (u, c["id"]))[0] == ("completed", True, 100)
     count1 = q(pg_dsn, "SELECT completion_count FROM course_analytics_summary"
                        " WHERE course_id = %s", (c["id"],))[0][0]
     assert count1 == count0 + 1
@@ -507,6 +515,9 @@ def test_course_completion_event_exactly_once_under_replay(
     assert q(pg_dsn, "SELECT user_id FROM"
                      " elearn_record_course_completions(%s, %s)",
              ([lazy], [c["id"]])) == []
+    assert q(pg_dsn, "SELECT progress_percent FROM enrollments"
+                     " WHERE user_id = %s AND course_id = %s",
+             (lazy, c["id"]))[0][0] == 100
     evs = wait_for("lazy's event", lambda: completion_events(
         kafka_brokers, lazy, c["id"]), timeout=30)
     assert len(completion_events(kafka_brokers, lazy, c["id"], settle=2)) == 1

@@ -178,6 +178,12 @@ elearn_consumer_conf_load(elearn_consumer_conf_t *conf, elearn_config_t *cfg,
         || elearn_config_get_ms(cfg, "kafka.commit.interval", 1000, 100, 60000,
                &conf->commit_interval_ms, errstr, errlen)
             != 0
+        || elearn_config_get_ms(cfg, "kafka.fetch.wait", 500, 0, 60000,
+               &conf->fetch_wait_ms, errstr, errlen)
+            != 0
+        || elearn_config_get_int(cfg, "kafka.fetch.min.bytes", 1, 1, 100000000,
+               &conf->fetch_min_bytes, errstr, errlen)
+            != 0
         || elearn_config_get_int(
                cfg, "consumer.retry.attempts", 3, 1, 100, &v, errstr, errlen)
             != 0)
@@ -622,13 +628,15 @@ elearn_consumer_new_consumer(elearn_consumer_t *c, char *errstr, size_t errlen)
 {
     rd_kafka_t *rk;
     rd_kafka_conf_t *kc;
-    char session[32], stats[32], commit[32], err[512];
+    char session[32], stats[32], commit[32], fwait[32], fmin[32], err[512];
 
     kc = rd_kafka_conf_new();
 
     snprintf(session, sizeof(session), "%lld", c->conf.session_timeout_ms);
     snprintf(stats, sizeof(stats), "%lld", c->conf.stats_interval_ms);
     snprintf(commit, sizeof(commit), "%lld", c->conf.commit_interval_ms);
+    snprintf(fwait, sizeof(fwait), "%lld", c->conf.fetch_wait_ms);
+    snprintf(fmin, sizeof(fmin), "%lld", c->conf.fetch_min_bytes);
 
     if (elearn_consumer_set(
             kc, "bootstrap.servers", c->conf.brokers, errstr, errlen)
@@ -657,6 +665,15 @@ elearn_consumer_new_consumer(elearn_consumer_t *c, char *errstr, size_t errlen)
             != 0
         || elearn_consumer_set(
                kc, "enable.partition.eof", "false", errstr, errlen)
+            != 0
+        /*
+         * how long the broker may hold a fetch for fetch.min.bytes: a
+         * fetch answered per produced batch costs the broker (and this
+         * process's fetch thread) about as much as the batch itself
+         */
+        || elearn_consumer_set(kc, "fetch.wait.max.ms", fwait, errstr, errlen)
+            != 0
+        || elearn_consumer_set(kc, "fetch.min.bytes", fmin, errstr, errlen)
             != 0)
     {
         goto failed;
@@ -1341,6 +1358,8 @@ elearn_consumer_reload_config(elearn_consumer_t *c)
         || nc.session_timeout_ms != c->conf.session_timeout_ms
         || nc.stats_interval_ms != c->conf.stats_interval_ms
         || nc.commit_interval_ms != c->conf.commit_interval_ms
+        || nc.fetch_wait_ms != c->conf.fetch_wait_ms
+        || nc.fetch_min_bytes != c->conf.fetch_min_bytes
         || nc.dlq_timeout_ms != c->conf.dlq_timeout_ms)
     {
         elearn_log(ELEARN_LOG_WARN, "consumer",

@@ -115,6 +115,8 @@ typedef struct {
     long long session_timeout_ms; /* kafka.session.timeout: 10s */
     long long stats_interval_ms;  /* kafka.statistics.interval: 1s */
     long long commit_interval_ms; /* kafka.commit.interval: 1s */
+    long long fetch_wait_ms;      /* kafka.fetch.wait: 500ms */
+    long long fetch_min_bytes;    /* kafka.fetch.min.bytes: 1 */
     int retry_attempts;           /* consumer.retry.attempts: 3 */
     long long retry_backoff_ms;   /* consumer.retry.backoff: 200ms */
     long long retry_backoff_max_ms; /* consumer.retry.backoff.max: 5s */
