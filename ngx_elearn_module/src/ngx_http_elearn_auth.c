@@ -34,7 +34,7 @@ static ngx_int_t ngx_http_elearn_role_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
-static ngx_http_variable_t  ngx_http_elearn_auth_vars[] = {
+ngx_http_variable_t  ngx_http_elearn_auth_vars[] = {
 
     { ngx_string("elearn_user_id"), NULL, ngx_http_elearn_user_id_variable,
       0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
@@ -436,25 +436,6 @@ ngx_http_elearn_role_variable(ngx_http_request_t *r,
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_elearn_auth_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_elearn_auth_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
 
     return NGX_OK;
 }

@@ -54,8 +54,8 @@ ngx_int_t ngx_http_elearn_auth_issue(ngx_http_request_t *r, int64_t user_id,
 ngx_uint_t ngx_http_elearn_role_parse(u_char *name, size_t len);
 const char *ngx_http_elearn_role_name(ngx_uint_t role);
 
-/* Registers $elearn_user_id and $elearn_role (preconfiguration). */
-ngx_int_t ngx_http_elearn_auth_add_variables(ngx_conf_t *cf);
+/* $elearn_user_id and $elearn_role: the module's preconfiguration adds them */
+extern ngx_http_variable_t  ngx_http_elearn_auth_vars[];
 
 /* Loads the configured key (init_main_conf): NGX_CONF_OK or an error. */
 char *ngx_http_elearn_auth_init_conf(ngx_conf_t *cf,

@@ -324,6 +324,7 @@ typedef struct {
     ngx_rbtree_node_t                sentinel;
     ngx_event_t                      lease;
     ngx_event_t                      revoked;  /* the open sockets' check */
+    ngx_uint_t                       revision; /* of the set it last swept */
     ngx_http_elearn_main_conf_t     *emcf;
     size_t                           worker_len;
     u_char                           worker[NGX_MAXHOSTNAMELEN + 64];
@@ -370,6 +371,7 @@ static void ngx_http_elearn_live_on_message(ngx_http_elearn_ws_t *ws,
 static void ngx_http_elearn_live_on_close(ngx_http_elearn_ws_t *ws,
     ngx_uint_t code);
 static void ngx_http_elearn_live_part_gone(ngx_http_elearn_live_part_t *p);
+static ngx_uint_t ngx_http_elearn_live_revoked(ngx_http_elearn_live_part_t *p);
 static void ngx_http_elearn_live_session_close(
     ngx_http_elearn_live_session_t *s);
 static void ngx_http_elearn_live_catch_up(ngx_http_elearn_live_session_t *s);
@@ -390,7 +392,7 @@ static ngx_http_elearn_live_stats_t    ngx_http_elearn_live_stats;
 static u_char  ngx_http_elearn_live_full_mark;
 
 
-static ngx_http_variable_t  ngx_http_elearn_live_vars[] = {
+ngx_http_variable_t  ngx_http_elearn_live_vars[] = {
 
     { ngx_string("elearn_live_session"), NULL,
       ngx_http_elearn_live_session_variable, 0, 0, 0 },
@@ -1212,25 +1214,6 @@ ngx_http_elearn_live_session_variable(ngx_http_request_t *r,
     }
 
     v->not_found = 1;
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_elearn_live_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_elearn_live_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
 
     return NGX_OK;
 }
@@ -2223,6 +2206,9 @@ ngx_http_elearn_live_welcome(ngx_http_elearn_live_part_t *p,
     } else {
         ngx_add_timer(&p->expiry, 1);
     }
+
+    /* revoked while joining: the sweeps only look at later revocations */
+    (void) ngx_http_elearn_live_revoked(p);
 }
 
 
@@ -2875,20 +2861,58 @@ ngx_http_elearn_live_handler(ngx_http_request_t *r)
 
 
 /*
- * Every elearn_live_revocation_check: each open participant whose token's
- * login session or token id is now in the revoked set (logout, session
- * deleted, refresh token replayed) is closed with 4001, as an expired
- * token is.  The set is this worker's, in memory, fed by Redis pub/sub:
- * no Redis call here.  A set that cannot be trusted closes nobody.
+ * Closes an open participant whose token's login session or token id is
+ * in the worker's revoked set (logout, session deleted, refresh token
+ * replayed) with 4001, as an expired token is.  The set is in memory, fed
+ * by Redis pub/sub: no Redis call here.  A set that cannot be trusted
+ * closes nobody.  Returns whether it closed p.
+ */
+static ngx_uint_t
+ngx_http_elearn_live_revoked(ngx_http_elearn_live_part_t *p)
+{
+    ngx_str_t                     sid, jti;
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_elearn_live_worker->emcf;
+
+    if (emcf->revocations == NULL || p->state != NGX_HTTP_ELEARN_LIVE_OPEN) {
+        return 0;
+    }
+
+    sid.data = p->sid;
+    sid.len = ngx_strlen(p->sid);
+    jti.data = p->jti;
+    jti.len = ngx_strlen(p->jti);
+
+    if (ngx_http_elearn_revocations_check(emcf->revocations, &sid, &jti)
+        != NGX_DECLINED)
+    {
+        return 0;
+    }
+
+    ngx_http_elearn_live_stats.revoked_closes++;
+
+    /* on_close follows from an event: a caller's walk stays valid */
+    ngx_http_elearn_ws_close(p->ws, NGX_HTTP_ELEARN_LIVE_TOKEN_EXPIRED,
+                             "token revoked");
+
+    return 1;
+}
+
+
+/*
+ * Every elearn_live_revocation_check: when names were added to the
+ * revoked set since the last sweep, every open participant is checked
+ * (ngx_http_elearn_live_revoked).  A participant opened meanwhile checked
+ * itself when it opened, so an unchanged set costs no walk.
  */
 static void
 ngx_http_elearn_live_revocation_sweep(ngx_event_t *ev)
 {
-    ngx_str_t                        sid, jti;
+    ngx_uint_t                       revision;
     ngx_queue_t                     *q;
     ngx_rbtree_node_t               *node, *root, *sentinel;
     ngx_http_elearn_main_conf_t     *emcf;
-    ngx_http_elearn_live_part_t     *p;
     ngx_http_elearn_live_session_t  *s;
 
     emcf = ngx_http_elearn_live_worker->emcf;
@@ -2900,8 +2924,12 @@ ngx_http_elearn_live_revocation_sweep(ngx_event_t *ev)
     root = ngx_http_elearn_live_worker->tree.root;
     sentinel = ngx_http_elearn_live_worker->tree.sentinel;
 
-    if (emcf->revocations != NULL && root != sentinel) {
+    revision = emcf->revocations
+               ? ngx_http_elearn_revocations_revision(emcf->revocations) : 0;
 
+    if (revision != ngx_http_elearn_live_worker->revision
+        && root != sentinel)
+    {
         for (node = ngx_rbtree_min(root, sentinel);
              node;
              node = ngx_rbtree_next(&ngx_http_elearn_live_worker->tree, node))
@@ -2912,31 +2940,14 @@ ngx_http_elearn_live_revocation_sweep(ngx_event_t *ev)
                  q != ngx_queue_sentinel(&s->parts);
                  q = ngx_queue_next(q))
             {
-                p = ngx_queue_data(q, ngx_http_elearn_live_part_t, queue);
-
-                if (p->state != NGX_HTTP_ELEARN_LIVE_OPEN) {
-                    continue;
-                }
-
-                sid.data = p->sid;
-                sid.len = ngx_strlen(p->sid);
-                jti.data = p->jti;
-                jti.len = ngx_strlen(p->jti);
-
-                if (ngx_http_elearn_revocations_check(emcf->revocations,
-                                                      &sid, &jti)
-                    == NGX_DECLINED)
-                {
-                    ngx_http_elearn_live_stats.revoked_closes++;
-
-                    /* on_close follows from an event: the walk stays valid */
-                    ngx_http_elearn_ws_close(p->ws,
-                                          NGX_HTTP_ELEARN_LIVE_TOKEN_EXPIRED,
-                                          "token revoked");
-                }
+                (void) ngx_http_elearn_live_revoked(
+                           ngx_queue_data(q, ngx_http_elearn_live_part_t,
+                                          queue));
             }
         }
     }
+
+    ngx_http_elearn_live_worker->revision = revision;
 
     ngx_add_timer(ev, emcf->live_revocation_check);
 }

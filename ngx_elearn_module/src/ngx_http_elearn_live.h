@@ -40,8 +40,8 @@ ngx_int_t ngx_http_elearn_live_close(ngx_http_request_t *r,
 char *ngx_http_elearn_live_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
-/* Registers $elearn_live_session (preconfiguration). */
-ngx_int_t ngx_http_elearn_live_add_variables(ngx_conf_t *cf);
+/* $elearn_live_session: the module's preconfiguration adds them */
+extern ngx_http_variable_t  ngx_http_elearn_live_vars[];
 
 /* Checks the elearn_live_* settings (init_main_conf). */
 char *ngx_http_elearn_live_init_conf(ngx_conf_t *cf,

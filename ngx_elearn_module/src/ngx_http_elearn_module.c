@@ -1803,11 +1803,26 @@ ngx_http_elearn_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_elearn_preconfiguration(ngx_conf_t *cf)
 {
-    if (ngx_http_elearn_auth_add_variables(cf) != NGX_OK) {
-        return NGX_ERROR;
+    ngx_uint_t            i;
+    ngx_http_variable_t  *var, *v;
+    ngx_http_variable_t  *vars[] = {
+        ngx_http_elearn_auth_vars,
+        ngx_http_elearn_live_vars
+    };
+
+    for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        for (v = vars[i]; v->name.len; v++) {
+            var = ngx_http_add_variable(cf, &v->name, v->flags);
+            if (var == NULL) {
+                return NGX_ERROR;
+            }
+
+            var->get_handler = v->get_handler;
+            var->data = v->data;
+        }
     }
 
-    return ngx_http_elearn_live_add_variables(cf);
+    return NGX_OK;
 }
 
 

@@ -269,6 +269,7 @@ struct ngx_http_elearn_revocations_s {
     ngx_rbtree_t                         expiries;
     ngx_rbtree_node_t                    expiries_sentinel;
     ngx_uint_t                           count;
+    ngx_uint_t                           revision;   /* names added */
 
     ngx_http_elearn_redis_t             *redis;
     ngx_event_t                          timer;
@@ -1318,6 +1319,13 @@ ngx_http_elearn_revocations_destroy(ngx_http_elearn_revocations_t *rv)
 }
 
 
+ngx_uint_t
+ngx_http_elearn_revocations_revision(ngx_http_elearn_revocations_t *rv)
+{
+    return rv->revision;
+}
+
+
 ngx_int_t
 ngx_http_elearn_revocations_check(ngx_http_elearn_revocations_t *rv,
     ngx_str_t *sid, ngx_str_t *jti)
@@ -1423,6 +1431,7 @@ ngx_http_elearn_revocations_add(ngx_http_elearn_revocations_t *rv,
     ngx_rbtree_insert(&rv->expiries, &e->expiry);
 
     rv->count++;
+    rv->revision++;
 
     if (rv->count > NGX_HTTP_ELEARN_REVOKED_WARN && !rv->warned) {
         rv->warned = 1;

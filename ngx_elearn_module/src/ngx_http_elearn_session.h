@@ -147,5 +147,12 @@ void ngx_http_elearn_revocations_destroy(ngx_http_elearn_revocations_t *rv);
 ngx_int_t ngx_http_elearn_revocations_check(ngx_http_elearn_revocations_t *rv,
     ngx_str_t *sid, ngx_str_t *jti);
 
+/*
+ * Grows by one with every name added to the set (a change of the set that
+ * can revoke a token): an unchanged revision revokes nothing new.
+ */
+ngx_uint_t ngx_http_elearn_revocations_revision(
+    ngx_http_elearn_revocations_t *rv);
+
 
 #endif /* _NGX_HTTP_ELEARN_SESSION_H_INCLUDED_ */
