@@ -13,8 +13,11 @@
 #           idle keep-alive HTTP connection to a plain `return 204` (same
 #           nginx, same count).
 #   fanout  one publish to each size of BENCH_WS_FANOUT ("1000 10000"),
-#           repeated BENCH_WS_MESSAGES (20) times: delivery latency
-#           percentiles over all deliveries, lost messages.
+#           repeated BENCH_WS_MESSAGES (20) times, in BENCH_WS_ROUNDS (3)
+#           rounds that alternate the targets (nchan, elearn, nchan, ...)
+#           so that a noisy stretch of the shared machine weighs on both:
+#           delivery latency percentiles over every delivery of every
+#           round, each round's p99 beside them, lost messages.
 #   sessions  BENCH_WS_SESSIONS ("50x1000": 50 sessions of 1,000), each
 #           owner publishing once a second, BENCH_WS_MESSAGES times, from
 #           as many load processes as the file cap needs: latency
@@ -31,7 +34,7 @@
 #
 # Environment: BENCH_WS_TARGETS ("nchan elearn"), BENCH_WS_IDLE (50000,
 # 0 skips), BENCH_WS_FANOUT ("1000 10000", " " skips), BENCH_WS_MESSAGES
-# (20),
+# (20), BENCH_WS_ROUNDS (3, at most 10),
 # BENCH_WS_RATE (connections per second per load process, 2500, against
 # nchan), BENCH_WS_ELEARN_RATE (the same against elearn, 1000: a join is
 # a token check and one Redis script; PostgreSQL only for a worker's first
@@ -56,6 +59,7 @@ TARGETS=${BENCH_WS_TARGETS:-nchan elearn}
 IDLE=${BENCH_WS_IDLE:-50000}
 FANOUT=${BENCH_WS_FANOUT:-1000 10000}
 MESSAGES=${BENCH_WS_MESSAGES:-20}
+ROUNDS=${BENCH_WS_ROUNDS:-3}
 SESSIONS=${BENCH_WS_SESSIONS-50x1000}
 RATE=${BENCH_WS_RATE:-2500}
 ELEARN_RATE=${BENCH_WS_ELEARN_RATE:-1000}
@@ -89,6 +93,8 @@ loaders_alive() {
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] \
     || { log "libnginx-mod-nchan is not installed (tools/deps.sh)"; exit 1; }
 [ "$IDLE" -le "$MAX_IDLE" ] || { log "BENCH_WS_IDLE over $MAX_IDLE"; exit 1; }
+[[ $ROUNDS =~ ^[0-9]+$ ]] && [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 10 ] \
+    || { log "BENCH_WS_ROUNDS: 1 to 10"; exit 1; }
 if [ -n "$SESSIONS" ]; then
     [[ $SESSIONS =~ ^[0-9]+x[0-9]+$ ]] \
         && [ $((${SESSIONS%x*} * ${SESSIONS#*x})) -le "$MAX_IDLE" ] \
@@ -252,7 +258,8 @@ idle_figure() {
             then (($k1 - $k0) * 1024 / $a.established | floor) else null end)}'
 }
 
-# one fanout figure: size label args... -> the tool's JSON line
+# one fanout round: size label args... -> the tool's JSON line, every
+# latency in $WORK/<label>.samples
 fanout_figure() {
     local n=$1 label=$2 interval
     shift 2
@@ -260,10 +267,37 @@ fanout_figure() {
     interval=$((100 + n / 20))
     "$TOOL" --mode fanout -c "$n" -m "$MESSAGES" -i "$interval" -d 300 \
         -r 5000 --settle-ms 500 --drain-ms 10000 --sources 32 \
-        --src-base 127.3.0.1 --label "$label" -q "$@" \
+        --src-base 127.3.0.1 --label "$label" -q \
+        --samples-out "$WORK/$label.samples" "$@" \
         2> "$WORK/$label.err" || true
 }
 
+# the rounds of one target and size: label rounds-json-file -> one figure,
+# percentiles over every delivery of every round
+fanout_pool() {
+    local label=$1 p0 p1
+    read -r p0 p1 < <(sort -m -n "$WORK/$label".r*.samples 2>/dev/null \
+        | awk '
+        { v[NR] = $1 }
+        END { if (NR == 0) { print "null null"; exit }
+              i50 = int(NR * 0.5 + 0.999999); i99 = int(NR * 0.99 + 0.999999)
+              printf "%.3f %.3f\n", v[i50] / 1e6, v[i99] / 1e6 }')
+    rm -f "$WORK/$label".r*.samples
+    jq -s --argjson p50 "$p0" --argjson p99 "$p1" '
+        map(select(.pending == null)) as $r |
+        if ($r | length) == 0 then {pending: "no round ran"}
+        else {rounds: ($r | length),
+              established: ($r | map(.established) | min),
+              expected: ($r | map(.expected) | add),
+              delivered: ($r | map(.delivered) | add),
+              lost: ($r | map(.lost) | add),
+              duplicates: ($r | map(.duplicates) | add),
+              round_p99_ms: ($r | map(.latency_ms.p99)),
+              latency_ms: {p50: $p50, p99: $p99,
+                           max: ($r | map(.latency_ms.max) | max)},
+              error: ($r | map(.error) | map(select(. != "")) | first // "")}
+        end' "$WORK/$label".r*.json
+}
 pending_json() { jq -n --arg r "$1" '{pending: $r}'; }
 
 redis_publishes() {
@@ -367,8 +401,7 @@ sessions_figure() {
 # --- the nchan side ----------------------------------------------------
 
 nchan_run() {
-    local res='{}' j run n
-    run=r$$
+    local res='{}' j run=r$$
     log "nchan: $WORKERS workers on port $NPORT"
     if [ "$IDLE" -gt 0 ]; then
         nchan_start
@@ -383,15 +416,6 @@ nchan_run() {
                 --path "/sub/idle$run")
         res=$(jq -n --argjson r "$res" --argjson j "$j" '$r + {idle: $j}')
     fi
-    nchan_start
-    for n in $FANOUT; do
-        log "nchan: one publish to $n subscribers, $MESSAGES times"
-        j=$(fanout_figure "$n" "nchan-fanout-$n" --target nchan \
-                --port "$NPORT" --path "/sub/f$n$run" \
-                --pub-path "/pub/f$n$run")
-        res=$(jq -n --argjson r "$res" --argjson j "${j:-null}" --arg n "$n" \
-            '$r + {("fanout_" + $n): $j}')
-    done
     if [ -n "$SESSIONS" ]; then
         nchan_start
         sessions_run nchan
@@ -497,7 +521,7 @@ elearn_close_sessions() {   # owner-token
 }
 
 elearn_run() {
-    local res='{}' owner student sid n j paths i why master sessions
+    local res='{}' owner student sid j paths i why master sessions
     if ! curl -fso /dev/null "$BASE/readyz"; then
         pending_json "pending: the elearn stack is not running (make run)"
         return
@@ -538,23 +562,6 @@ elearn_run() {
         rm -f "$paths"
         elearn_restart bench
     fi
-    for n in $FANOUT; do
-        sid=$(elearn_session "$owner" $((n + 1)) \
-                  2> "$WORK/elearn-session.err")
-        if [ -z "$sid" ]; then
-            j=$(pending_json "pending: a session of $n ($(cat \
-                "$WORK/elearn-session.err"))")
-        else
-            log "elearn: one broadcast to $n participants, $MESSAGES times"
-            j=$(fanout_figure "$n" "elearn-fanout-$n" --target elearn \
-                    -r $((ELEARN_RATE * 4)) --retries 5 \
-                    --port "$ELEARN_HTTP_PORT" \
-                    --path "/live/$sid?access_token=$student" \
-                    --pub-path "/live/$sid?access_token=$owner")
-        fi
-        res=$(jq -n --argjson r "$res" --argjson j "${j:-null}" --arg n "$n" \
-            '$r + {("fanout_" + $n): $j}')
-    done
     if [ -n "$SESSIONS" ]; then
         elearn_restart bench
         sessions_run elearn
@@ -563,6 +570,71 @@ elearn_run() {
     fi
     elearn_close_sessions "$owner"
     echo "$res"
+}
+
+# --- one publish to N, the targets alternating --------------------------
+
+# fanout_<n> of each target into $WORK/<target>.fanout.json ({} when the
+# target is not run or has no live sessions)
+fanout_run() {
+    local n r t sid owner student run=r$$ nchan_ok=false elearn_ok=false
+    echo '{}' > "$WORK/nchan.fanout.json"
+    echo '{}' > "$WORK/elearn.fanout.json"
+    [ -n "${FANOUT// /}" ] || return 0
+    for t in $TARGETS; do
+        if [ "$t" = nchan ]; then
+            nchan_start && nchan_ok=true
+        elif [ "$t" = elearn ] && curl -fso /dev/null "$BASE/readyz" \
+             && elearn_bench_conf
+        then
+            owner=$(elearn_login instructor@elearn.dev instructor-dev-pass)
+            student=$(elearn_login student@elearn.dev student-dev-pass)
+            touch "$WORK/elearn-restarted"
+            elearn_restart bench
+            elearn_ok=true
+        fi
+    done
+    for n in $FANOUT; do
+        rm -f "$WORK"/*-fanout-"$n".r*
+        for ((r = 1; r <= ROUNDS; r++)); do
+            if $nchan_ok; then
+                log "nchan: one publish to $n subscribers, $MESSAGES times" \
+                    "(round $r of $ROUNDS)"
+                fanout_figure "$n" "nchan-fanout-$n.r$r" --target nchan \
+                    --port "$NPORT" --path "/sub/f$n${run}r$r" \
+                    --pub-path "/pub/f$n${run}r$r" \
+                    > "$WORK/nchan-fanout-$n.r$r.json"
+            fi
+            $elearn_ok || continue
+            # a session per round: the last round's places are free at once
+            sid=$(elearn_session "$owner" $((n + 1)) \
+                      2> "$WORK/elearn-session.err")
+            if [ -z "$sid" ]; then
+                pending_json "pending: a session of $n ($(cat \
+                    "$WORK/elearn-session.err"))" \
+                    > "$WORK/elearn-fanout-$n.r$r.json"
+                continue
+            fi
+            log "elearn: one broadcast to $n participants, $MESSAGES times" \
+                "(round $r of $ROUNDS)"
+            fanout_figure "$n" "elearn-fanout-$n.r$r" --target elearn \
+                -r $((ELEARN_RATE * 4)) --retries 5 \
+                --port "$ELEARN_HTTP_PORT" \
+                --path "/live/$sid?access_token=$student" \
+                --pub-path "/live/$sid?access_token=$owner" \
+                > "$WORK/elearn-fanout-$n.r$r.json"
+        done
+        for t in nchan elearn; do
+            if [ "$t" = nchan ] && ! $nchan_ok; then continue; fi
+            if [ "$t" = elearn ] && ! $elearn_ok; then continue; fi
+            jq -n --slurpfile f "$WORK/$t.fanout.json" \
+                --argjson j "$(fanout_pool "$t-fanout-$n")" --arg n "$n" \
+                '$f[0] + {("fanout_" + $n): $j}' > "$WORK/$t.fanout.new"
+            mv "$WORK/$t.fanout.new" "$WORK/$t.fanout.json"
+        done
+    done
+    $elearn_ok && elearn_close_sessions "$owner"
+    nchan_stop
 }
 
 # --- the run -----------------------------------------------------------
@@ -576,9 +648,21 @@ for t in $TARGETS; do
         *) log "unknown target $t (nchan, elearn)"; exit 1 ;;
     esac
 done
+fanout_run
+for t in nchan elearn; do
+    # a target that did not run stays "pending"
+    if [ "$t" = nchan ] && ! jq -e .pending <<< "$nchan" >/dev/null; then
+        nchan=$(jq -n --argjson r "$nchan" \
+            --slurpfile f "$WORK/nchan.fanout.json" '$r + $f[0]')
+    elif [ "$t" = elearn ] && ! jq -e .pending <<< "$elearn" >/dev/null; then
+        elearn=$(jq -n --argjson r "$elearn" \
+            --slurpfile f "$WORK/elearn.fanout.json" '$r + $f[0]')
+    fi
+done
 
 settings="elearn-wsload, $(nproc) cores, nchan $WORKERS workers; idle $IDLE \
-connections; fanout $FANOUT subscribers x $MESSAGES publishes; \
+connections; fanout $FANOUT subscribers x $MESSAGES publishes x $ROUNDS \
+rounds (targets alternating); \
 sessions ${SESSIONS:-none}"
 jq -n --arg s "$settings" --argjson n "$nchan" --argjson e "$elearn" \
     --arg fan "$FANOUT" \
@@ -600,7 +684,7 @@ def lat($t; $n):
   if $t.pending then [$t.pending, null]
   elif $f == null then ["-", null]
   elif $f.pending then [$f.pending, null]
-  else ["\($f.latency_ms.p50) / \($f.latency_ms.p99) (\($f.established) subscribed, \($f.delivered)/\($f.expected) delivered, \($f.lost) lost)",
+  else ["\($f.latency_ms.p50) / \($f.latency_ms.p99) (\($f.established) subscribed, \($f.delivered)/\($f.expected) delivered, \($f.lost) lost; p99 of each round: \($f.round_p99_ms | map(tostring) | join(", ")))",
         $f.latency_ms.p99] end;
 . as $r |
 "# WebSocket bench: \($r.settings)\n",
