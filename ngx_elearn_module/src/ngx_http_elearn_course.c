@@ -14,8 +14,9 @@
  * for the same id wait for its answer (at most elearn_cache_lock_timeout,
  * then they ask PostgreSQL themselves).  Across workers, the leader takes
  * a short Redis lock (SET course:{id}:lock NX PX) before it queries; a
- * leader that finds the lock taken polls the cache a few times and only
- * then falls back to PostgreSQL.  Waiters are plain requests that may die
+ * leader that finds the lock taken polls the cache while the lock lives
+ * (at most elearn_cache_lock_timeout) and falls back to PostgreSQL only
+ * when the lock is gone without a document or its time is up.  Waiters are plain requests that may die
  * at any moment: their pool cleanup leaves the flight, and a dead
  * leader hands the flight to its first waiter.  This file must never let
  * a callback touch a request that is gone.
@@ -45,8 +46,7 @@
 #define NGX_HTTP_ELEARN_COURSE_KEY_LEN                                        \
     (sizeof("course::lock") - 1 + NGX_INT64_LEN)
 
-/* how a leader that lost the Redis lock waits for the winner's fill */
-#define NGX_HTTP_ELEARN_COURSE_POLLS        5
+/* how often a leader that lost the Redis lock looks for the winner's fill */
 #define NGX_HTTP_ELEARN_COURSE_POLL_MSEC    20
 
 /* in-flight fills per worker; past it a miss simply queries */
@@ -100,7 +100,8 @@ typedef struct {
     ngx_http_elearn_course_timer_e    timer_for;
     ngx_uint_t                        polls;
     unsigned                          leader:1;
-    unsigned                          locked:1;
+    unsigned                          locked:1;     /* the lock is ours */
+    unsigned                          lock_held:1;  /* by anyone, at lookup */
 } ngx_http_elearn_course_t;
 
 
@@ -379,13 +380,16 @@ ngx_http_elearn_course_pg_done(ngx_http_request_t *r, PGresult *res,
 }
 
 
-/* sends GET course:{id}; NGX_AGAIN when the handler will be called */
+/*
+ * Sends MGET course:{id} elearn:catalog:version course:{id}:lock;
+ * NGX_AGAIN when the handler will be called.
+ */
 static ngx_int_t
 ngx_http_elearn_course_lookup(ngx_http_request_t *r,
     ngx_http_elearn_course_t *course, ngx_http_elearn_redis_handler_pt h)
 {
-    const char                   *argv[3];
-    size_t                        argvlen[3];
+    const char                   *argv[4];
+    size_t                        argvlen[4];
     ngx_http_elearn_main_conf_t  *emcf;
 
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
@@ -400,14 +404,17 @@ ngx_http_elearn_course_lookup(ngx_http_request_t *r,
     argvlen[1] = course->key_len;
     argv[2] = "elearn:catalog:version";
     argvlen[2] = sizeof("elearn:catalog:version") - 1;
+    argv[3] = (char *) course->lock;
+    argvlen[3] = course->lock_len;
 
-    return ngx_http_elearn_redis_command(r, h, course, 3, argv, argvlen);
+    return ngx_http_elearn_redis_command(r, h, course, 4, argv, argvlen);
 }
 
 
 /*
- * The entry of an MGET of ngx_http_elearn_course_lookup(), and the
- * version beside it kept for the fill.  NULL when Redis failed.
+ * The entry of an MGET of ngx_http_elearn_course_lookup(), the version
+ * beside it kept for the fill, and whether the lock was held.  NULL when
+ * Redis failed.
  */
 static redisReply *
 ngx_http_elearn_course_entry(ngx_http_elearn_course_t *course,
@@ -418,10 +425,12 @@ ngx_http_elearn_course_entry(ngx_http_elearn_course_t *course,
     course->version_len = 0;
 
     if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 2)
+        || reply->elements != 3)
     {
         return NULL;
     }
+
+    course->lock_held = (reply->element[2]->type != REDIS_REPLY_NIL);
 
     v = reply->element[1];
 
@@ -447,7 +456,10 @@ ngx_http_elearn_course_recheck_done(ngx_http_request_t *r, redisReply *reply,
 {
     ngx_http_elearn_course_t *course = data;
 
-    redisReply  *entry;
+    redisReply                   *entry;
+    ngx_http_elearn_main_conf_t  *emcf;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
 
     entry = ngx_http_elearn_course_entry(course, reply, rc);
 
@@ -461,15 +473,24 @@ ngx_http_elearn_course_recheck_done(ngx_http_request_t *r, redisReply *reply,
         return;
     }
 
+    /*
+     * Another worker holds the lock: it is building the document (a busy
+     * database may take a while), look again while its lock lives
+     */
     if (entry != NULL && entry->type == REDIS_REPLY_NIL && !course->locked
-        && ++course->polls < NGX_HTTP_ELEARN_COURSE_POLLS)
+        && course->lock_held
+        && ++course->polls * NGX_HTTP_ELEARN_COURSE_POLL_MSEC
+           < emcf->cache_lock_timeout)
     {
         course->timer_for = NGX_HTTP_ELEARN_COURSE_POLL;
         ngx_add_timer(&course->timer, NGX_HTTP_ELEARN_COURSE_POLL_MSEC);
         return;
     }
 
-    /* ours to build, or the other worker took too long, or Redis failed */
+    /*
+     * ours to build, or the other worker gave up (its lock is gone with
+     * no document) or took too long, or Redis failed
+     */
 
     ngx_http_elearn_course_fetch_or_fail(r, course);
 }
