@@ -16,10 +16,11 @@
  * a short Redis lock (SET course:{id}:lock NX PX) before it queries; a
  * leader that finds the lock taken polls the cache while the lock lives
  * (at most elearn_cache_lock_timeout) and falls back to PostgreSQL only
- * when the lock is gone without a document or its time is up.  Waiters are plain requests that may die
- * at any moment: their pool cleanup leaves the flight, and a dead
- * leader hands the flight to its first waiter.  This file must never let
- * a callback touch a request that is gone.
+ * when the lock is gone without a document or its time is up.  Waiters
+ * are plain requests that may die at any moment: their pool cleanup
+ * leaves the flight, and a dead leader hands the flight to its first
+ * waiter.  This file must never let a callback touch a request that is
+ * gone.
  *
  * A fill must not put back a document that a write has just replaced: a
  * lookup reads the catalog version with the entry (MGET), and the fill
