@@ -260,6 +260,7 @@ struct ngx_http_elearn_live_session_s {
     int64_t                          id;
     ngx_queue_t                      parts;
     ngx_uint_t                       nparts;   /* admitted (count) */
+    ngx_uint_t                       admitting; /* admits not answered */
     ngx_uint_t                       nlinked;  /* in parts */
     int64_t                          seq;      /* highest seen, -1 none */
     ngx_http_elearn_live_hold_t      held;     /* during a catch-up */
@@ -2256,6 +2257,8 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
     s = p->session;
     r = p->request;
 
+    s->admitting--;
+
     n = -3;
 
     if (rc == NGX_OK && reply->type == REDIS_REPLY_ARRAY
@@ -2436,6 +2439,7 @@ ngx_http_elearn_live_admit(ngx_http_elearn_live_part_t *p,
                                    ngx_http_elearn_live_admitted, p);
     if (rc == NGX_AGAIN) {
         p->refs++;
+        s->admitting++;
     }
 
     return rc;
@@ -3008,7 +3012,15 @@ ngx_http_elearn_live_lease_refresh(ngx_event_t *ev)
                 continue;
             }
 
-            args[2] = (char *) ngx_http_elearn_live_num(count, s->nparts);
+            /*
+             * Redis runs the commands of this connection in order: an
+             * admit sent before this one has taken its place by then,
+             * though its answer is not here yet, so it counts (one that
+             * is refused is counted until the next refresh: a session
+             * looks fuller than it is, never emptier)
+             */
+            args[2] = (char *) ngx_http_elearn_live_num(count,
+                                                 s->nparts + s->admitting);
 
             if (ngx_http_elearn_live_eval(s->id, 0, 0, "set", 3, args, NULL,
                                           ngx_http_elearn_live_leased, s)
