@@ -272,56 +272,14 @@ SELECT json_build_object(
 -- word's 59k matches costs ~55 ms, the capped one ~12 ms).  The module
 -- keeps the row for the query (not the
 -- page), so every later page of a relevance search is a slice of the
--- list and search_by_ids.  The candidates are search_relevance's.  One
--- word: search_postings_rank_idx (index-only) and search_term_counts_pkey;
--- other q: courses_search_idx; without q: courses_published_facets_idx.
-SELECT coalesce(sum(n) FILTER (WHERE f = 'total'), 0),
-       json_build_object(
-         'category', coalesce(json_agg(json_build_object('value', v,
-                                                         'count', n)
-                               ORDER BY n DESC, v)
-                          FILTER (WHERE f = 'category'), '[]'),
-         'level', coalesce(json_agg(json_build_object('value', v,
-                                                      'count', n)
-                            ORDER BY n DESC, v)
-                       FILTER (WHERE f = 'level'), '[]'),
-         'language', coalesce(json_agg(json_build_object('value', v,
-                                                         'count', n)
-                               ORDER BY n DESC, v)
-                          FILTER (WHERE f = 'language'), '[]'))::text,
-       (SELECT string_agg(r.course_id || ':' || r.rank::text, ','
-                          ORDER BY r.rank DESC, r.course_id DESC)
-          FROM elearn_search_candidates($1, $2, $3, $4, $6) r)
-  FROM (SELECT CASE WHEN GROUPING(category) = 0 THEN 'category'
-                    WHEN GROUPING(level) = 0 THEN 'level'
-                    WHEN GROUPING(language) = 0 THEN 'language'
-                    ELSE 'total' END AS f,
-               coalesce(category, level, language) AS v,
-               sum(w) AS n
-          FROM ((SELECT t.category, t.level, t.language, t.n
-                   FROM search_term_counts t
-                  WHERE t.lexeme
-                        = elearn_search_term(websearch_to_tsquery('english',
-                                                                  $1))
-                    AND t.n > 0
-                    AND ($2::text IS NULL OR t.category = $2)
-                    AND ($3::text IS NULL OR t.level = $3)
-                    AND ($4::text IS NULL OR t.language = $4))
-                UNION ALL
-                (SELECT category, level, language, 1
-                   FROM courses
-                  WHERE ($1::text IS NULL
-                         OR elearn_search_term(
-                                websearch_to_tsquery('english', $1))
-                            IS NULL)
-                    AND published
-                    AND ($1::text IS NULL
-                         OR search @@ websearch_to_tsquery('english', $1))
-                    AND ($2::text IS NULL OR category = $2)
-                    AND ($3::text IS NULL OR level = $3)
-                    AND ($4::text IS NULL OR language = $4)
-                  LIMIT $5)) m (category, level, language, w)
-         GROUP BY GROUPING SETS ((category), (level), (language), ())) g;
+-- list and search_by_ids.  The candidates are search_relevance's.  The
+-- statement is elearn_search_facets() (migration 0015): a one-word query
+-- runs a plan kept for the session, every other shape is planned for its
+-- parameters.  One word: search_postings_rank_idx (index-only) and
+-- search_term_counts_pkey; other q: courses_search_idx; without q:
+-- courses_published_facets_idx.
+SELECT total, facets, candidates
+  FROM elearn_search_facets($1, $2, $3, $4, $5::integer, $6::integer);
 
 -- name: search_by_ids
 -- A page of a relevance search cut from the ranked list that

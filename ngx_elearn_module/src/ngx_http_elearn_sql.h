@@ -401,53 +401,8 @@
     " ORDER BY p.enrollment_count DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_FACETS \
-    "SELECT coalesce(sum(n) FILTER (WHERE f = 'total'), 0),\n" \
-    "       json_build_object(\n" \
-    "         'category', coalesce(json_agg(json_build_object('value', v,\n" \
-    "                                                         'count', n)\n" \
-    "                               ORDER BY n DESC, v)\n" \
-    "                          FILTER (WHERE f = 'category'), '[]'),\n" \
-    "         'level', coalesce(json_agg(json_build_object('value', v,\n" \
-    "                                                      'count', n)\n" \
-    "                            ORDER BY n DESC, v)\n" \
-    "                       FILTER (WHERE f = 'level'), '[]'),\n" \
-    "         'language', coalesce(json_agg(json_build_object('value', v,\n" \
-    "                                                         'count', n)\n" \
-    "                               ORDER BY n DESC, v)\n" \
-    "                          FILTER (WHERE f = 'language'), '[]'))::text,\n" \
-    "       (SELECT string_agg(r.course_id || ':' || r.rank::text, ','\n" \
-    "                          ORDER BY r.rank DESC, r.course_id DESC)\n" \
-    "          FROM elearn_search_candidates($1, $2, $3, $4, $6) r)\n" \
-    "  FROM (SELECT CASE WHEN GROUPING(category) = 0 THEN 'category'\n" \
-    "                    WHEN GROUPING(level) = 0 THEN 'level'\n" \
-    "                    WHEN GROUPING(language) = 0 THEN 'language'\n" \
-    "                    ELSE 'total' END AS f,\n" \
-    "               coalesce(category, level, language) AS v,\n" \
-    "               sum(w) AS n\n" \
-    "          FROM ((SELECT t.category, t.level, t.language, t.n\n" \
-    "                   FROM search_term_counts t\n" \
-    "                  WHERE t.lexeme\n" \
-    "                        = elearn_search_term(websearch_to_tsquery('english',\n" \
-    "                                                                  $1))\n" \
-    "                    AND t.n > 0\n" \
-    "                    AND ($2::text IS NULL OR t.category = $2)\n" \
-    "                    AND ($3::text IS NULL OR t.level = $3)\n" \
-    "                    AND ($4::text IS NULL OR t.language = $4))\n" \
-    "                UNION ALL\n" \
-    "                (SELECT category, level, language, 1\n" \
-    "                   FROM courses\n" \
-    "                  WHERE ($1::text IS NULL\n" \
-    "                         OR elearn_search_term(\n" \
-    "                                websearch_to_tsquery('english', $1))\n" \
-    "                            IS NULL)\n" \
-    "                    AND published\n" \
-    "                    AND ($1::text IS NULL\n" \
-    "                         OR search @@ websearch_to_tsquery('english', $1))\n" \
-    "                    AND ($2::text IS NULL OR category = $2)\n" \
-    "                    AND ($3::text IS NULL OR level = $3)\n" \
-    "                    AND ($4::text IS NULL OR language = $4)\n" \
-    "                  LIMIT $5)) m (category, level, language, w)\n" \
-    "         GROUP BY GROUPING SETS ((category), (level), (language), ())) g\n"
+    "SELECT total, facets, candidates\n" \
+    "  FROM elearn_search_facets($1, $2, $3, $4, $5::integer, $6::integer)\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_BY_IDS \
     "SELECT json_build_object(\n" \

@@ -104,14 +104,30 @@ def bind(params):
 
 
 def plan_of(cur, sql, params):
-    """The executed plan (EXPLAIN ANALYZE: actual row counts).  Writes are
-    executed too, inside the caller's rolled-back transaction."""
+    """The executed plan (EXPLAIN ANALYZE: actual row counts), with the
+    plans of the statements that functions ran inside it (auto_explain's
+    nested statements, sent back as notices) as more children of its
+    root, so that a statement moved into a PL/pgSQL function is checked
+    as closely as one written out.  Writes are executed too, inside the
+    caller's rolled-back transaction."""
     cur.execute("SAVEPOINT plan")
+    cur.execute("LOAD 'auto_explain'")
+    for name, value in (("log_min_duration", "0"), ("log_analyze", "on"),
+                        ("log_nested_statements", "on"),
+                        ("log_format", "json"), ("log_level", "notice")):
+        cur.execute("SET LOCAL auto_explain.%s = %s" % (name, value))
+    del cur.connection.notices[:]
     cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + to_pyformat(sql),
                 bind(params))
     plan = cur.fetchone()[0][0]["Plan"]
+    # auto_explain also reports the EXPLAINed statement itself: left out
+    logged = [json.loads(n.split("plan:", 1)[1])
+              for n in cur.connection.notices if "plan:" in n]
+    nested = [e["Plan"] for e in logged
+              if not e.get("Query Text", "").lstrip().startswith("EXPLAIN")]
     cur.execute("ROLLBACK TO SAVEPOINT plan")
-    return plan
+    return {"Node Type": "Statement and nested statements",
+            "Plans": [plan] + nested}
 
 
 def relation_rows(cur):
@@ -350,6 +366,21 @@ def test_checker_flags_a_missing_index(cur, sample):
     assert seq_scans_on_large(plan_of(cur, sql, [1]), rows) == []
     cur.execute("DROP INDEX videos_course_idx")
     assert seq_scans_on_large(plan_of(cur, sql, [1]), rows) == ["videos"]
+
+
+def test_checker_sees_inside_functions(cur, sample):
+    """search_facets runs its statement inside elearn_search_facets():
+    the check reads the plans of the statements the function ran, so
+    without search_term_counts_pkey a one-word query's counts must read
+    search_term_counts sequentially, and the checker must say so."""
+    sql = parse_named(API_SQL)["search_facets"][0]
+    p = ["python", None, None, None, 10000, 1000]
+    rows = relation_rows(cur)
+    assert seq_scans_on_large(plan_of(cur, sql, p), rows) == []
+    cur.execute("ALTER TABLE search_term_counts "
+                "DROP CONSTRAINT search_term_counts_pkey")
+    assert seq_scans_on_large(plan_of(cur, sql, p), rows) == \
+        ["search_term_counts"]
 
 
 def test_checker_flags_a_full_read_under_a_limit(cur, sample):
