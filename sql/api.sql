@@ -108,26 +108,14 @@ SELECT email, display_name, role
 -- The page is chosen on ids and ranks alone; only its rows are joined
 -- and turned into JSON (built for every candidate, the documents cost
 -- 3-5 times the ranking).
+-- The statement is elearn_search_relevance() (migration 0015): a
+-- one-word query runs a plan kept for the session, every other shape is
+-- planned for its parameters.
 -- Index: search_postings_rank_idx (one word); courses_search_idx (rare
 -- words), courses_pkey (common words).
-SELECT json_build_object(
-         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
-         'category', c.category, 'level', c.level, 'language', c.language,
-         'instructor', json_build_object('userId', u.user_id,
-                                         'displayName', u.display_name),
-         'enrollmentCount', c.enrollment_count,
-         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
-       p.rank::text, p.course_id
-  FROM (SELECT r.course_id, r.rank
-          FROM elearn_search_candidates($1, $2, $3, $4, $5) r
-         WHERE $6::real IS NULL
-               OR (r.rank, r.course_id) < ($6::real, $7::bigint)
-         ORDER BY r.rank DESC, r.course_id DESC
-         LIMIT $8 OFFSET $9) p
-  JOIN courses c ON c.course_id = p.course_id
-  JOIN users u ON u.user_id = c.instructor_id
- ORDER BY p.rank DESC, p.course_id DESC;
+SELECT doc, sort_key, id
+  FROM elearn_search_relevance($1, $2, $3, $4, $5::integer, $6::real,
+                               $7::bigint, $8::integer, $9::integer);
 
 -- name: search_newest
 -- sort=newest with q.  $1 q, $2 category, $3 level, $4 language,

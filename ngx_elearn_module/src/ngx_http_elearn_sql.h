@@ -273,24 +273,9 @@
     " WHERE user_id = $1::bigint\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_RELEVANCE \
-    "SELECT json_build_object(\n" \
-    "         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,\n" \
-    "         'category', c.category, 'level', c.level, 'language', c.language,\n" \
-    "         'instructor', json_build_object('userId', u.user_id,\n" \
-    "                                         'displayName', u.display_name),\n" \
-    "         'enrollmentCount', c.enrollment_count,\n" \
-    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
-    "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
-    "       p.rank::text, p.course_id\n" \
-    "  FROM (SELECT r.course_id, r.rank\n" \
-    "          FROM elearn_search_candidates($1, $2, $3, $4, $5) r\n" \
-    "         WHERE $6::real IS NULL\n" \
-    "               OR (r.rank, r.course_id) < ($6::real, $7::bigint)\n" \
-    "         ORDER BY r.rank DESC, r.course_id DESC\n" \
-    "         LIMIT $8 OFFSET $9) p\n" \
-    "  JOIN courses c ON c.course_id = p.course_id\n" \
-    "  JOIN users u ON u.user_id = c.instructor_id\n" \
-    " ORDER BY p.rank DESC, p.course_id DESC\n"
+    "SELECT doc, sort_key, id\n" \
+    "  FROM elearn_search_relevance($1, $2, $3, $4, $5::integer, $6::real,\n" \
+    "                               $7::bigint, $8::integer, $9::integer)\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_NEWEST \
     "SELECT json_build_object(\n" \
