@@ -124,14 +124,7 @@ SELECT doc, sort_key, id
 -- first and only its rows become JSON.
 -- Index: courses_search_idx, or courses_published_newest_idx walked
 -- backwards when the planner expects many matches.
-SELECT json_build_object(
-         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
-         'category', c.category, 'level', c.level, 'language', c.language,
-         'instructor', json_build_object('userId', u.user_id,
-                                         'displayName', u.display_name),
-         'enrollmentCount', c.enrollment_count,
-         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+SELECT elearn_course_item(c, u),
        (extract(epoch FROM c.published_at) * 1000000)::bigint::text,
        c.course_id
   FROM (SELECT course_id
@@ -157,14 +150,7 @@ SELECT json_build_object(
 -- $5 cursor enrollment_count, $6 cursor course_id, $7 page size,
 -- $8 offset.  The page first, then its JSON.
 -- Index: courses_search_idx, or courses_published_popular_idx.
-SELECT json_build_object(
-         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
-         'category', c.category, 'level', c.level, 'language', c.language,
-         'instructor', json_build_object('userId', u.user_id,
-                                         'displayName', u.display_name),
-         'enrollmentCount', c.enrollment_count,
-         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+SELECT elearn_course_item(c, u),
        p.enrollment_count::text, c.course_id
   FROM (SELECT course_id, enrollment_count
           FROM courses
@@ -189,14 +175,7 @@ SELECT json_build_object(
 -- page first (an index walk), then its JSON.
 -- Index: courses_published_newest_idx, or
 -- courses_published_category_newest_idx with a category.
-SELECT json_build_object(
-         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
-         'category', c.category, 'level', c.level, 'language', c.language,
-         'instructor', json_build_object('userId', u.user_id,
-                                         'displayName', u.display_name),
-         'enrollmentCount', c.enrollment_count,
-         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+SELECT elearn_course_item(c, u),
        (extract(epoch FROM c.published_at) * 1000000)::bigint::text,
        c.course_id
   FROM (SELECT course_id
@@ -221,14 +200,7 @@ SELECT json_build_object(
 -- enrollment_count, $5 cursor course_id, $6 page size, $7 offset.  The
 -- page first, then its JSON.
 -- Index: courses_published_popular_idx.
-SELECT json_build_object(
-         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
-         'category', c.category, 'level', c.level, 'language', c.language,
-         'instructor', json_build_object('userId', u.user_id,
-                                         'displayName', u.display_name),
-         'enrollmentCount', c.enrollment_count,
-         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+SELECT elearn_course_item(c, u),
        p.enrollment_count::text, c.course_id
   FROM (SELECT course_id, enrollment_count
           FROM courses
@@ -277,14 +249,7 @@ SELECT total, facets, candidates
 -- the catalog version, so the list it came from is gone too).
 -- Index: courses_pkey, users_pkey.
 -- params: ["{1,2,3}", "{0.6,0.5,0.4}"]
-SELECT json_build_object(
-         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
-         'category', c.category, 'level', c.level, 'language', c.language,
-         'instructor', json_build_object('userId', u.user_id,
-                                         'displayName', u.display_name),
-         'enrollmentCount', c.enrollment_count,
-         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text,
+SELECT elearn_course_item(c, u),
        p.rank, c.course_id
   FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS p(id, rank, o)
   JOIN courses c ON c.course_id = p.id

@@ -278,14 +278,7 @@
     "                               $7::bigint, $8::integer, $9::integer)\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_NEWEST \
-    "SELECT json_build_object(\n" \
-    "         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,\n" \
-    "         'category', c.category, 'level', c.level, 'language', c.language,\n" \
-    "         'instructor', json_build_object('userId', u.user_id,\n" \
-    "                                         'displayName', u.display_name),\n" \
-    "         'enrollmentCount', c.enrollment_count,\n" \
-    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
-    "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
+    "SELECT elearn_course_item(c, u),\n" \
     "       (extract(epoch FROM c.published_at) * 1000000)::bigint::text,\n" \
     "       c.course_id\n" \
     "  FROM (SELECT course_id\n" \
@@ -307,14 +300,7 @@
     " ORDER BY c.published_at DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_POPULAR \
-    "SELECT json_build_object(\n" \
-    "         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,\n" \
-    "         'category', c.category, 'level', c.level, 'language', c.language,\n" \
-    "         'instructor', json_build_object('userId', u.user_id,\n" \
-    "                                         'displayName', u.display_name),\n" \
-    "         'enrollmentCount', c.enrollment_count,\n" \
-    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
-    "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
+    "SELECT elearn_course_item(c, u),\n" \
     "       p.enrollment_count::text, c.course_id\n" \
     "  FROM (SELECT course_id, enrollment_count\n" \
     "          FROM courses\n" \
@@ -333,14 +319,7 @@
     " ORDER BY p.enrollment_count DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_BROWSE_NEWEST \
-    "SELECT json_build_object(\n" \
-    "         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,\n" \
-    "         'category', c.category, 'level', c.level, 'language', c.language,\n" \
-    "         'instructor', json_build_object('userId', u.user_id,\n" \
-    "                                         'displayName', u.display_name),\n" \
-    "         'enrollmentCount', c.enrollment_count,\n" \
-    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
-    "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
+    "SELECT elearn_course_item(c, u),\n" \
     "       (extract(epoch FROM c.published_at) * 1000000)::bigint::text,\n" \
     "       c.course_id\n" \
     "  FROM (SELECT course_id\n" \
@@ -361,14 +340,7 @@
     " ORDER BY c.published_at DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_BROWSE_POPULAR \
-    "SELECT json_build_object(\n" \
-    "         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,\n" \
-    "         'category', c.category, 'level', c.level, 'language', c.language,\n" \
-    "         'instructor', json_build_object('userId', u.user_id,\n" \
-    "                                         'displayName', u.display_name),\n" \
-    "         'enrollmentCount', c.enrollment_count,\n" \
-    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
-    "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
+    "SELECT elearn_course_item(c, u),\n" \
     "       p.enrollment_count::text, c.course_id\n" \
     "  FROM (SELECT course_id, enrollment_count\n" \
     "          FROM courses\n" \
@@ -390,14 +362,7 @@
     "  FROM elearn_search_facets($1, $2, $3, $4, $5::integer, $6::integer)\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_BY_IDS \
-    "SELECT json_build_object(\n" \
-    "         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,\n" \
-    "         'category', c.category, 'level', c.level, 'language', c.language,\n" \
-    "         'instructor', json_build_object('userId', u.user_id,\n" \
-    "                                         'displayName', u.display_name),\n" \
-    "         'enrollmentCount', c.enrollment_count,\n" \
-    "         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',\n" \
-    "                                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text,\n" \
+    "SELECT elearn_course_item(c, u),\n" \
     "       p.rank, c.course_id\n" \
     "  FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS p(id, rank, o)\n" \
     "  JOIN courses c ON c.course_id = p.id\n" \

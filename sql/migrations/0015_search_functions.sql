@@ -15,6 +15,20 @@
 -- before, planned for its parameters each time (EXECUTE ... USING).  The
 -- answer is the same row as the statement's.
 
+-- A course of a result page as the contract's JSON item (the search and
+-- browse statements of sql/api.sql and the functions below): one place
+-- for its fields.  PostgreSQL inlines it into the calling statement.
+CREATE FUNCTION elearn_course_item(c courses, u users) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN json_build_object(
+         'courseId', c.course_id, 'title', c.title, 'summary', c.summary,
+         'category', c.category, 'level', c.level, 'language', c.language,
+         'instructor', json_build_object('userId', u.user_id,
+                                         'displayName', u.display_name),
+         'enrollmentCount', c.enrollment_count,
+         'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text;
+
 CREATE FUNCTION elearn_search_facets(q text, p_category text,
                                      p_level text, p_language text,
                                      cap integer, ccap integer)
@@ -136,17 +150,7 @@ BEGIN
     IF term IS NOT NULL THEN
         -- search_postings_rank_idx, then courses_pkey and users_pkey
         RETURN QUERY
-        SELECT json_build_object(
-                 'courseId', c.course_id, 'title', c.title,
-                 'summary', c.summary, 'category', c.category,
-                 'level', c.level, 'language', c.language,
-                 'instructor', json_build_object('userId', u.user_id,
-                                                 'displayName',
-                                                 u.display_name),
-                 'enrollmentCount', c.enrollment_count,
-                 'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                        'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
-               ::text,
+        SELECT elearn_course_item(c, u),
                p.rank::text, p.course_id
           FROM (SELECT r.course_id, r.rank
                   FROM (SELECT sp.course_id, sp.rank
@@ -171,17 +175,7 @@ BEGIN
 
     -- other q: courses_search_idx (rare words), courses_pkey (common)
     RETURN QUERY EXECUTE $sql$
-        SELECT json_build_object(
-                 'courseId', c.course_id, 'title', c.title,
-                 'summary', c.summary, 'category', c.category,
-                 'level', c.level, 'language', c.language,
-                 'instructor', json_build_object('userId', u.user_id,
-                                                 'displayName',
-                                                 u.display_name),
-                 'enrollmentCount', c.enrollment_count,
-                 'publishedAt', to_char(c.published_at AT TIME ZONE 'UTC',
-                                        'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
-               ::text,
+        SELECT elearn_course_item(c, u),
                p.rank::text, p.course_id
           FROM (SELECT r.course_id, r.rank
                   FROM elearn_search_candidates($1, $2, $3, $4, $5) r
