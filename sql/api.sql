@@ -246,16 +246,13 @@ SELECT total, facets, candidates
 -- search_facets returned: $1 the ids in page order, $2 their ranks (the
 -- sort keys the module signs into the next cursor).  Same rows as
 -- search_relevance; a course unpublished since is left out (and bumped
--- the catalog version, so the list it came from is gone too).
+-- the catalog version, so the list it came from is gone too).  The
+-- statement is elearn_search_by_ids() (migration 0015), on a plan kept
+-- for the session.
 -- Index: courses_pkey, users_pkey.
 -- params: ["{1,2,3}", "{0.6,0.5,0.4}"]
-SELECT elearn_course_item(c, u),
-       p.rank, c.course_id
-  FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS p(id, rank, o)
-  JOIN courses c ON c.course_id = p.id
-  JOIN users u ON u.user_id = c.instructor_id
- WHERE c.published
- ORDER BY p.o;
+SELECT doc, sort_key, id
+  FROM elearn_search_by_ids($1::bigint[], $2::text[]);
 
 -- name: suggest
 -- GET /api/v1/courses/suggest: as one JSON text, up to 8 published

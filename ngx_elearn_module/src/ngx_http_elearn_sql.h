@@ -362,13 +362,8 @@
     "  FROM elearn_search_facets($1, $2, $3, $4, $5::integer, $6::integer)\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_BY_IDS \
-    "SELECT elearn_course_item(c, u),\n" \
-    "       p.rank, c.course_id\n" \
-    "  FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS p(id, rank, o)\n" \
-    "  JOIN courses c ON c.course_id = p.id\n" \
-    "  JOIN users u ON u.user_id = c.instructor_id\n" \
-    " WHERE c.published\n" \
-    " ORDER BY p.o\n"
+    "SELECT doc, sort_key, id\n" \
+    "  FROM elearn_search_by_ids($1::bigint[], $2::text[])\n"
 
 #define NGX_HTTP_ELEARN_SQL_SUGGEST \
     "SELECT coalesce(json_agg(json_build_object('courseId', s.course_id,\n" \

@@ -1,7 +1,7 @@
--- The facets and relevance-page statements of a search (sql/api.sql's
--- search_facets and search_relevance) as functions, so that PostgreSQL
--- plans their commonest shape once per connection instead of once per
--- search.
+-- The facets, relevance-page and page-by-ids statements of a search
+-- (sql/api.sql's search_facets, search_relevance and search_by_ids) as
+-- functions, so that PostgreSQL plans their commonest shape once per
+-- connection instead of once per search.
 --
 -- Planning the whole statement cost ~0.4 ms a search, as much as running
 -- it: it is long, and every shape (one word, other queries, browse) is in
@@ -187,5 +187,25 @@ BEGIN
          ORDER BY p.rank DESC, p.course_id DESC
     $sql$ USING q, p_category, p_level, p_language, cap, after_rank,
                 after_id, page_size, page_offset;
+END
+$$;
+
+-- A page of a relevance search cut from the ranked list (sql/api.sql's
+-- search_by_ids): one plan for every page, kept for the session (its
+-- planning cost twice its run, ~1.4 ms a page against ~0.45).
+CREATE FUNCTION elearn_search_by_ids(p_ids bigint[], p_ranks text[])
+RETURNS TABLE (doc text, sort_key text, id bigint)
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    -- courses_pkey, users_pkey
+    RETURN QUERY
+    SELECT elearn_course_item(c, u), p.rank, c.course_id
+      FROM unnest(p_ids, p_ranks) WITH ORDINALITY AS p (id, rank, o)
+      JOIN courses c ON c.course_id = p.id
+      JOIN users u ON u.user_id = c.instructor_id
+     WHERE c.published
+     ORDER BY p.o;
 END
 $$;

@@ -297,6 +297,12 @@ def test_facets_are_counted_once_per_query(stack, base_url, auth, pg):
                                  "pageSize": "5"})
         assert r.status_code == 200, r.text
         answers.append(r.json())
+        # the query's entry is written behind the first answer: page 5
+        # is asked once it is there (bounded), as a reader would
+        deadline = time.time() + 5
+        while not redis(stack, "KEYS", "search:*:q:*"):
+            assert time.time() < deadline, "no query entry was written"
+            time.sleep(0.02)
     with pg.cursor() as cur:
         cur.execute("SELECT calls FROM pg_stat_statements "
                     "WHERE query LIKE '%%elearn_search_facets(%%'")
