@@ -1158,6 +1158,10 @@ def peer_scenarios(rows, notes):
     brokers = env["ELEARN_KAFKA_BROKERS"]
     subprocess.run([os.path.join(TOP, "tools", "peer-lua", "scripts.py"),
                     env["ELEARN_PEER_SCRIPTS"]], check=True)
+    # a fresh broker each time: a run leaves ~200 MB of events behind
+    import shutil
+    shutil.rmtree(os.path.join(env["ELEARN_VAR"], "kafka", "data"),
+                  ignore_errors=True)
     try:
         stack("start", "kafka", **env)
         stack("start", "nginx", **env)
