@@ -33,9 +33,20 @@ its lag while reports arrive at a steady rate (PROGRESS_RATE, default
 5,000/s from 50,000 users: three times what 50,000 learners reporting
 every 30 s send) for BENCH_SECONDS, with the rows per statement.
 
+The peer scenario (issue 5) measures the same ingestion written in Lua
+(tools/peer-lua: Debian's libnginx-mod-http-lua, lua-nginx-redis,
+lua-nginx-kafka) against elearn's queued one: one extra nginx loading
+both modules, an extra Kafka 3.9 broker (config/kafka-peer; the Lua
+client speaks only Produce v0-v2, which Kafka 4 removed), the run stack's
+Redis and key; both with the progress wrk script, in turn, twice. A run
+with any non-2xx answer or socket error, or whose events on the broker do
+not match its answers, fails the scenario (no ratio; exit status 1).
+Ports: BENCH_PEER_HTTP_PORT (default the HTTP port + 2), Kafka's two plus
+200.
+
 Environment: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64),
-BENCH_ONLY=search or BENCH_ONLY=progress (only those scenarios, for
-working on them).
+BENCH_ONLY=search, BENCH_ONLY=progress or BENCH_ONLY=peer (only those
+scenarios, for working on them).
 """
 
 import base64
@@ -215,7 +226,7 @@ HEADER = []     # extra wrk headers (the bearer token)
 
 
 def wrk(path, script=None, threads=2, conns=None, args=None, header=True,
-        seconds=None):
+        seconds=None, base=None):
     cmd = ["wrk", "-t%d" % threads, "-c%d" % (conns or CONNS),
            "-d%ds" % (seconds or SECONDS), "--latency"]
     if header:
@@ -223,7 +234,7 @@ def wrk(path, script=None, threads=2, conns=None, args=None, header=True,
             cmd += ["-H", h]
     if script:
         cmd += ["-s", script]
-    cmd.append(BASE + path)
+    cmd.append((base or BASE) + path)
     if script:
         cmd += ["--"] + (args or [str(threads)])
     out = subprocess.run(cmd, capture_output=True, text=True,
@@ -235,8 +246,13 @@ def wrk(path, script=None, threads=2, conns=None, args=None, header=True,
         m = re.match(r"([\d.]+)(\w+)", v)
         return float(m.group(1)) * UNIT[m.group(2)]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    # socket errors (connect, read, timeout) are answers that never came
+    errors = sum(int(n) for n in re.findall(
+        r"(?:connect|read|write|timeout) (\d+)", out))
     return {"rps": rps, "p50_ms": ms(lat["50"]), "p99_ms": ms(lat["99"]),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors,
+            "requests": int(re.search(r"(\d+) requests in", out).group(1))}
 
 
 def pgbench(clients):
@@ -688,8 +704,9 @@ def cpu_per_request(path, **kw):
     return r
 
 
-def progress_scenarios(rows, notes):
-    """Issue 5's ingest figures; about 70 s at BENCH_SECONDS=10."""
+def progress_setup():
+    """The bench students (enrolled in course 1) and course 1's videos:
+    (tokens file, "videoId:duration,...", tokens, wrk script)."""
     course = get_json("/api/v1/courses/1")
     videos = ",".join("%d:%d" % (v["videoId"], v["durationSeconds"])
                       for v in course["videos"]
@@ -715,7 +732,12 @@ def progress_scenarios(rows, notes):
     toks = write_lines("progress-tokens.txt", tokens)
     lua = os.path.join(OUT, "progress.lua")
     open(lua, "w").write(PROGRESS_LUA)
+    return toks, videos, tokens, lua
 
+
+def progress_scenarios(rows, notes):
+    """Issue 5's ingest figures; about 70 s at BENCH_SECONDS=10."""
+    toks, videos, tokens, lua = progress_setup()
     kw = dict(script=lua, header=False)
     queued, ref = near_204("/", args=[toks, videos, ""], **kw)
     rows.append(("progress ingest, queued (default)", queued, ref,
@@ -1025,6 +1047,216 @@ def progress_daemon_scenarios(rows, notes):
                     rws / max(stmts, 1)))
 
 
+# --- issue 5's peer: the same ingestion in Lua (tools/peer-lua) ---------
+
+PEER_KAFKA_POM = os.path.join(TOP, "config", "kafka-peer", "pom.xml")
+FAILED = []     # scenarios whose figures must not count; main() exits 1
+
+
+def peer_env():
+    """The environment of the peer's stack (tools/stack.sh): its own var
+    directory, nginx port and Kafka 3.9 broker; the run stack's Redis,
+    PostgreSQL and signing keys."""
+    var = os.environ["ELEARN_VAR"]
+    kafka = int(os.environ["ELEARN_KAFKA_PORT"])
+    return {
+        "ELEARN_VAR": os.path.join(OUT, "peer-stack"),
+        "ELEARN_HTTP_PORT": os.environ.get("BENCH_PEER_HTTP_PORT",
+                                           str(int(PORT) + 2)),
+        "ELEARN_KAFKA_PORT": str(kafka + 200),
+        "ELEARN_KAFKA_CONTROLLER_PORT": str(
+            int(os.environ["ELEARN_KAFKA_CONTROLLER_PORT"]) + 200),
+        "ELEARN_KAFKA_POM": PEER_KAFKA_POM,
+        "ELEARN_NGINX_CONF": os.path.join(TOP, "tools", "peer-lua",
+                                          "nginx.conf.in"),
+        "ELEARN_JWT_ALG": "HS256",
+        "ELEARN_JWT_KEY_FILE": os.path.join(var, "secrets",
+                                            "jwt-hs256.key"),
+        "ELEARN_CURSOR_KEY_FILE": os.path.join(var, "secrets",
+                                               "cursor.key"),
+        "ELEARN_PEER_SCRIPTS": os.path.join(OUT, "peer-scripts.lua"),
+        # tools/stack.sh derives the broker list from the port
+        "ELEARN_KAFKA_BROKERS": "127.0.0.1:%d" % (kafka + 200),
+    }
+
+
+def redis_cli(*args):
+    return subprocess.run(["redis-cli", "-p", os.environ["ELEARN_REDIS_PORT"]]
+                          + [str(a) for a in args], capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
+def peer_offsets(brokers):
+    """The sum of elearn.progress's end offsets on the peer's broker once
+    it stops moving (the producers batch for 20 ms; bounded at 15 s)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "elearn-bench"})
+    parts = c.list_topics(PROGRESS_TOPIC, timeout=10).topics[
+        PROGRESS_TOPIC].partitions
+    last, deadline = -1, time.time() + 15
+    while time.time() < deadline:
+        n = sum(c.get_watermark_offsets(TopicPartition(PROGRESS_TOPIC, p),
+                                        timeout=10)[1] for p in parts)
+        if n == last:
+            break
+        last = n
+        time.sleep(1)
+    c.close()
+    return last
+
+
+def peer_event_shape(brokers):
+    """The field names of the newest event of elearn.progress's
+    partition 0 on the peer's broker, data's included."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "elearn-bench"})
+    high = c.get_watermark_offsets(TopicPartition(PROGRESS_TOPIC, 0),
+                                   timeout=10)[1]
+    c.assign([TopicPartition(PROGRESS_TOPIC, 0, max(high - 1, 0))])
+    m = c.poll(10)
+    c.close()
+    if m is None or m.error():
+        return None
+    e = json.loads(m.value())
+    return sorted(e) + sorted("data." + k for k in e.get("data", {}))
+
+
+def peer_run(name, base, prefix, toks, videos, lua, brokers, pids):
+    """One measured wrk run of an ingestion, checked: no non-2xx or
+    socket error, as many events on the broker as 204s (up to the
+    requests in flight when wrk stopped), and nginx's, Redis's and the
+    broker's CPU per report."""
+    n0 = peer_offsets(brokers)
+    c0 = {k: pid_cpu_seconds(v) for k, v in pids.items()}
+    r = wrk("/", script=lua, header=False, args=[toks, videos, prefix],
+            base=base)
+    events = peer_offsets(brokers) - n0
+    r["cpu_parts"] = {k: (pid_cpu_seconds(v) - c0[k]) * 1e6
+                      / max(r["requests"], 1) for k, v in pids.items()}
+    r["cpu_us"] = sum(r["cpu_parts"].values())
+    r["events"] = events
+    bad = []
+    if r["non_2xx"] or r["socket_errors"]:
+        bad.append("%d non-2xx, %d socket errors"
+                   % (r["non_2xx"], r["socket_errors"]))
+    if not r["requests"] <= events <= r["requests"] + CONNS:
+        bad.append("%d events on the broker for %d answers"
+                   % (events, r["requests"]))
+    if bad:
+        FAILED.append("%s: %s" % (name, "; ".join(bad)))
+    return r
+
+
+def peer_scenarios(rows, notes):
+    """Issue 5's peer: elearn's queued ingestion and the same written in
+    Lua (tools/peer-lua), in one extra nginx against the run stack's Redis
+    and key and an extra Kafka 3.9 broker, measured in turn (two rounds,
+    averaged) with the progress scenario's wrk script."""
+    toks, videos, tokens, lua = progress_setup()
+    env = peer_env()
+    base = "http://127.0.0.1:%s" % env["ELEARN_HTTP_PORT"]
+    brokers = env["ELEARN_KAFKA_BROKERS"]
+    subprocess.run([os.path.join(TOP, "tools", "peer-lua", "scripts.py"),
+                    env["ELEARN_PEER_SCRIPTS"]], check=True)
+    # a fresh broker each time: a run leaves ~200 MB of events behind
+    import shutil
+    shutil.rmtree(os.path.join(env["ELEARN_VAR"], "kafka", "data"),
+                  ignore_errors=True)
+    try:
+        stack("start", "kafka", **env)
+        stack("start", "nginx", **env)
+        var = env["ELEARN_VAR"]
+        nginx = open(os.path.join(var, "nginx", "nginx.pid")).read().strip()
+        pids = {"nginx": subprocess.run(["pgrep", "-P", nginx],
+                                        capture_output=True,
+                                        text=True).stdout.split(),
+                "redis": [open(os.path.join(os.environ["ELEARN_VAR"],
+                                            "redis", "redis.pid")).read()
+                          .strip()],
+                "kafka 3.9": [open(os.path.join(var, "kafka", "kafka.pid"))
+                              .read().strip()]}
+
+        # fresh cache entries for the students and videos (the peer has
+        # no PostgreSQL: a miss is its 503), filled by elearn's warm-up
+        users = [json.loads(base64.urlsafe_b64decode(
+            t.split(".")[1] + "=="))["sub"] for t in tokens]
+        vids = [v.split(":")[0] for v in videos.split(",")]
+        redis_cli("DEL", *(["video:%s" % v for v in vids]
+                           + ["enroll:%s:1" % u for u in users]))
+        warm = dict(script=lua, header=False, seconds=3, base=base)
+        for prefix in ("", "/peer"):
+            for _ in range(50):         # the producers' first metadata
+                r = wrk("/", args=[toks, videos, prefix], **warm)
+                if r["non_2xx"] == 0 and r["socket_errors"] == 0:
+                    break
+                time.sleep(0.2)
+        # the very script the module runs: Redis knows its SHA-1 already
+        text = open(env["ELEARN_PEER_SCRIPTS"]).read()
+        body = text.split("[==[\n", 1)[1].split("]==]", 1)[0]
+        import hashlib
+        sha = hashlib.sha1(body.encode()).hexdigest()
+        if redis_cli("SCRIPT", "EXISTS", sha) != ["1"]:
+            FAILED.append("peer: the extracted report script is not the "
+                          "one the module loaded")
+
+        runs = {"elearn": [], "peer": []}
+        shapes = {}
+        for _ in range(2):
+            for who, prefix in (("elearn", ""), ("peer", "/peer")):
+                t0 = int(time.time() * 1000)
+                runs[who].append(peer_run(who, base, prefix, toks, videos,
+                                          lua, brokers, pids))
+                shapes[who] = peer_event_shape(brokers)
+                # the merge landed: a report of this run is in Redis
+                at = max(int((redis_cli("HGET", "progress:%s:%s" % (u, v),
+                                        "at") or ["0"])[0])
+                         for u in users[:4] for v in vids)
+                if at < t0:
+                    FAILED.append("%s: no Redis merge during its run" % who)
+        if shapes["elearn"] != shapes["peer"]:
+            FAILED.append("peer: its events differ from elearn's: %s vs %s"
+                          % (shapes["peer"], shapes["elearn"]))
+    finally:
+        stack("stop", "kafka", "nginx", **env)     # nginx first
+
+    def mean(rs):
+        return {"rps": sum(r["rps"] for r in rs) / len(rs),
+                "p50_ms": sum(r["p50_ms"] for r in rs) / len(rs),
+                "p99_ms": max(r["p99_ms"] for r in rs),
+                "non_2xx": sum(r["non_2xx"] + r["socket_errors"]
+                               for r in rs),
+                "cpu_us": sum(r["cpu_us"] for r in rs) / len(rs),
+                "cpu_parts": {k: sum(r["cpu_parts"][k] for r in rs)
+                              / len(rs) for k in rs[0]["cpu_parts"]},
+                "events": sum(r["events"] for r in rs)}
+    def parts(r):
+        return ", ".join("%s %.1f" % kv for kv in r["cpu_parts"].items())
+    ours, peer = mean(runs["elearn"]), mean(runs["peer"])
+    failed = ""
+    if FAILED:      # figures that must not count: no ratio
+        ours["ratio"] = peer["ratio"] = None
+        failed = " - FAILED, see the notes"
+    rows.append(("progress ingest, Lua peer (baseline; Kafka 3.9)" + failed,
+                 peer, peer["rps"], "Lua peer"))
+    rows.append(("progress ingest, queued, against the Lua peer" + failed,
+                 ours, peer["rps"], "Lua peer"))
+    notes.append("Lua peer: one nginx (%s workers) with elearn's module "
+                 "and the Lua module, the same Redis, key and Kafka 3.9.1 "
+                 "broker, two rounds of %d s each in turn; p99 the worse "
+                 "round. CPU per report (nginx workers + Redis + the "
+                 "broker): elearn %.1f us (%s), peer %.1f us (%s), the "
+                 "peer's / elearn's %.2f; req/s by round: elearn %s, peer "
+                 "%s; events on the broker: elearn %d, peer %d"
+                 % (os.environ.get("ELEARN_NGINX_WORKERS", "2"), SECONDS,
+                    ours["cpu_us"], parts(ours), peer["cpu_us"],
+                    parts(peer), peer["cpu_us"] / max(ours["cpu_us"], 1e-9),
+                    " / ".join("%.0f" % r["rps"] for r in runs["elearn"]),
+                    " / ".join("%.0f" % r["rps"] for r in runs["peer"]),
+                    ours["events"], peer["events"]))
+    for f in FAILED:
+        notes.append("FAILED " + f)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     conf = open(os.path.join(os.environ["ELEARN_VAR"], "nginx",
@@ -1040,16 +1272,18 @@ def main():
 
     rows = []
     notes = []
-    if ONLY not in ("search", "progress"):
+    if ONLY not in ("search", "progress", "peer"):
         other_scenarios(rows, lua, pool, workers)
         # the auth scenarios left an ES256 token behind: a fresh HS256 one
         HEADER[:] = ["Authorization: Bearer "
                      + login("student@elearn.dev", "student-dev-pass")]
-    if ONLY != "progress":
+    if ONLY not in ("progress", "peer"):
         search_scenarios(rows, notes)
-    if ONLY != "search":
+    if ONLY not in ("search", "peer"):
         progress_scenarios(rows, notes)
         progress_daemon_scenarios(rows, notes)
+    if ONLY in ("", "peer"):
+        peer_scenarios(rows, notes)
 
     lines = ["| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio | to |",
              "|---|---:|---:|---:|---:|---:|---|"]
@@ -1080,6 +1314,7 @@ def main():
         if "codes" in m:
             print("%s: answers by status %s" % (name, m["codes"]))
     print("written to %s/results.{md,json}" % os.path.abspath(OUT))
+    return 1 if FAILED else 0
 
 
 if __name__ == "__main__":

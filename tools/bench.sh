@@ -3,8 +3,9 @@
 # run DEMO=full`) and runs tools/bench.py against it, then the WebSocket
 # scenario (tools/bench-ws.sh: live sessions against nchan, issue 6).
 #
-# BENCH_ONLY=search: only bench.py's search scenarios; BENCH_ONLY=ws: only
-# the WebSocket scenario; BENCH_SKIP=ws: everything but it.
+# BENCH_ONLY=search: only bench.py's search scenarios; BENCH_ONLY=peer:
+# only issue 5's Lua peer against elearn; BENCH_ONLY=ws: only the
+# WebSocket scenario; BENCH_SKIP=ws: everything but it.
 set -euo pipefail
 ELEARN_TOP=$(cd "$(dirname "$0")/.." && pwd)
 export ELEARN_TOP
@@ -14,6 +15,6 @@ if [ "${BENCH_ONLY:-}" != ws ]; then
     /usr/bin/python3 "$ELEARN_TOP/tools/bench.py"
 fi
 case ${BENCH_ONLY:-}:${BENCH_SKIP:-} in
-    :ws | search:*) ;;
+    :ws | search:* | peer:*) ;;
     *) "$ELEARN_TOP/tools/bench-ws.sh" ;;
 esac

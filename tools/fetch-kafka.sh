@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Fetches the Apache Kafka broker jars pinned in config/kafka/pom.xml from
-# Maven Central into var/cache/kafka-<version>/libs, once.  Prints the libs
-# directory.  The cache is keyed by version, so bumping the pin refetches.
+# Fetches the Apache Kafka broker jars pinned in a pom (default
+# config/kafka/pom.xml; tools/bench.py's Lua peer passes
+# config/kafka-peer/pom.xml) from Maven Central into
+# var/cache/kafka-<version>/libs, once.  Prints the libs directory.  The
+# cache is keyed by version, so bumping the pin refetches.
+#
+#   tools/fetch-kafka.sh [pom.xml]
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-pom="$top/config/kafka/pom.xml"
+pom="${1:-$top/config/kafka/pom.xml}"
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
 cache="${ELEARN_CACHE:-$top/var/cache}/kafka-$version"
 

@@ -148,13 +148,22 @@ redis_stop() {
 # --- Kafka --------------------------------------------------------------
 
 kafka_start() {
-    local libs conf
+    local libs conf pom l4j log1
     mkdir -p "$V/kafka"
     if pid_alive "$V/kafka/kafka.pid"; then
         kafka_topics
         return 0
     fi
-    libs=$("$ELEARN_TOP/tools/fetch-kafka.sh")
+    # ELEARN_KAFKA_POM: another pinned broker (the bench's Kafka 3.9 for
+    # the Lua peer, config/kafka-peer); 3.x logs through log4j 1, with the
+    # log4j.properties beside its pom
+    pom=${ELEARN_KAFKA_POM:-$ELEARN_TOP/config/kafka/pom.xml}
+    libs=$("$ELEARN_TOP/tools/fetch-kafka.sh" "$pom")
+    l4j=$(dirname "$pom")/log4j.properties
+    log1=()
+    if [ -f "$l4j" ]; then
+        log1=(-Dlog4j.configuration="file:$l4j")
+    fi
     conf=$V/kafka/server.properties
     envsubst < "$ELEARN_TOP/config/kafka/server.properties.in" > "$conf"
     if [ ! -f "$V/kafka/data/meta.properties" ]; then
@@ -165,6 +174,7 @@ kafka_start() {
     nohup java -Xms256m -Xmx768m -XX:+UseG1GC \
         -Dkafka.logs.dir="$V/kafka" \
         -Dlog4j2.configurationFile="$ELEARN_TOP/config/kafka/log4j2.properties" \
+        "${log1[@]}" \
         -cp "$libs/*" kafka.Kafka "$conf" \
         > "$V/kafka/stdout.log" 2>&1 < /dev/null &
     echo $! > "$V/kafka/kafka.pid"
