@@ -58,6 +58,12 @@
 /* the most keys and arguments a script takes */
 #define NGX_HTTP_ELEARN_SESSION_ARGS     16
 
+/*
+ * A revocation is answered once this worker has heard its own publish
+ * back, at most this late (pub/sub is down or slow: answered anyway)
+ */
+#define NGX_HTTP_ELEARN_SESSION_ECHO     250
+
 
 /*
  * The scripts.  Times are Unix seconds from the caller (one clock for
@@ -252,7 +258,15 @@ typedef struct {
     ngx_str_t                            jti;
     time_t                               sid_until;
     time_t                               jti_until;
+
+    /* a revocation waiting for its echo (ngx_http_elearn_session_echo) */
+    ngx_http_request_t                  *request;
+    ngx_int_t                            rc;
+    ngx_queue_t                          queue;      /* in rv->echoes */
+    ngx_event_t                          timer;
+
     unsigned                             failed:1;   /* building argv */
+    unsigned                             echoing:1;
 } ngx_http_elearn_session_op_t;
 
 
@@ -278,6 +292,8 @@ struct ngx_http_elearn_revocations_s {
 
     ngx_uint_t                           generation; /* subscriptions */
     ngx_uint_t                           load_generation;
+
+    ngx_queue_t                          echoes;     /* revocations' ops */
 
     unsigned                             subscribed:1;
     unsigned                             loaded:1;
@@ -342,6 +358,11 @@ static void ngx_http_elearn_revocations_message(ngx_str_t *channel,
 static void ngx_http_elearn_revocations_state(ngx_str_t *channel,
     ngx_uint_t subscribed, void *data);
 static void ngx_http_elearn_revocations_tick(ngx_event_t *ev);
+static ngx_int_t ngx_http_elearn_session_echo(ngx_http_request_t *r,
+    ngx_http_elearn_session_op_t *op, ngx_int_t rc);
+static void ngx_http_elearn_session_echoed(ngx_http_elearn_session_op_t *op);
+static void ngx_http_elearn_session_echo_timeout(ngx_event_t *ev);
+static void ngx_http_elearn_session_echo_cleanup(void *data);
 
 
 /* sessions */
@@ -829,7 +850,114 @@ done:
         op->res.refresh_token.data = NULL;
     }
 
+    if (op->script == NGX_HTTP_ELEARN_SCRIPT_REVOKE
+        && ngx_http_elearn_session_echo(r, op, rc) == NGX_AGAIN)
+    {
+        return;
+    }
+
     op->handler(r, rc, &op->res, op->data);
+}
+
+
+/*
+ * "Takes effect on the next request" (a logout, a session deleted): the
+ * other workers learn a revocation from the channel, so the answer waits
+ * until this worker hears its own publish back.  Redis writes a message
+ * to every subscriber in the same pass, so by then it is in every
+ * worker's socket, ahead of any request the client sends after the
+ * answer.  NGX_AGAIN: the handler is called later.
+ */
+
+static ngx_int_t
+ngx_http_elearn_session_echo(ngx_http_request_t *r,
+    ngx_http_elearn_session_op_t *op, ngx_int_t rc)
+{
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_elearn_main_conf_t    *emcf;
+    ngx_http_elearn_revocations_t  *rv;
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+    rv = emcf->revocations;
+
+    /* revoked: the script published "s:{sid}" */
+    if (rc != NGX_OK || rv == NULL || rv->destroyed || !rv->subscribed) {
+        return NGX_DECLINED;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_DECLINED;
+    }
+
+    cln->handler = ngx_http_elearn_session_echo_cleanup;
+    cln->data = op;
+
+    op->request = r;
+    op->rc = rc;
+    op->echoing = 1;
+
+    op->timer.handler = ngx_http_elearn_session_echo_timeout;
+    op->timer.data = op;
+    op->timer.log = r->connection->log;
+    ngx_add_timer(&op->timer, NGX_HTTP_ELEARN_SESSION_ECHO);
+
+    ngx_queue_insert_tail(&rv->echoes, &op->queue);
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_elearn_session_echoed(ngx_http_elearn_session_op_t *op)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    op->echoing = 0;
+    ngx_queue_remove(&op->queue);
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
+    }
+
+    r = op->request;
+    c = r->connection;
+
+    op->handler(r, op->rc, &op->res, op->data);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_elearn_session_echo_timeout(ngx_event_t *ev)
+{
+    ngx_http_elearn_session_op_t *op = ev->data;
+
+    ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                  "elearn session: no echo of a revocation within %d ms",
+                  NGX_HTTP_ELEARN_SESSION_ECHO);
+
+    ngx_http_elearn_session_echoed(op);
+}
+
+
+static void
+ngx_http_elearn_session_echo_cleanup(void *data)
+{
+    ngx_http_elearn_session_op_t *op = data;
+
+    if (!op->echoing) {
+        return;
+    }
+
+    op->echoing = 0;
+    ngx_queue_remove(&op->queue);
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
+    }
 }
 
 
@@ -1247,6 +1375,7 @@ ngx_http_elearn_revocations_create(ngx_cycle_t *cycle,
 
     ngx_rbtree_init(&rv->names, &rv->names_sentinel,
                     ngx_str_rbtree_insert_value);
+    ngx_queue_init(&rv->echoes);
     ngx_rbtree_init(&rv->expiries, &rv->expiries_sentinel,
                     ngx_rbtree_insert_value);
 
@@ -1290,6 +1419,7 @@ void
 ngx_http_elearn_revocations_destroy(ngx_http_elearn_revocations_t *rv)
 {
     ngx_str_t                      channel;
+    ngx_queue_t                   *q;
     ngx_rbtree_node_t             *node;
     ngx_http_elearn_revocation_t  *e;
 
@@ -1298,6 +1428,13 @@ ngx_http_elearn_revocations_destroy(ngx_http_elearn_revocations_t *rv)
     }
 
     rv->destroyed = 1;
+
+    /* the worker is leaving: waiting revocations are answered now */
+    while (!ngx_queue_empty(&rv->echoes)) {
+        q = ngx_queue_head(&rv->echoes);
+        ngx_http_elearn_session_echoed(
+            ngx_queue_data(q, ngx_http_elearn_session_op_t, queue));
+    }
     rv->subscribed = 0;
     rv->loaded = 0;
 
@@ -1617,6 +1754,9 @@ ngx_http_elearn_revocations_message(ngx_str_t *channel, ngx_str_t *message,
 {
     ngx_http_elearn_revocations_t  *rv = data;
 
+    ngx_queue_t                   *q;
+    ngx_http_elearn_session_op_t  *op;
+
     if (message->len < 3
         || (message->data[0] != 's' && message->data[0] != 'j')
         || message->data[1] != ':')
@@ -1628,6 +1768,27 @@ ngx_http_elearn_revocations_message(ngx_str_t *channel, ngx_str_t *message,
 
     ngx_http_elearn_revocations_add(rv, NULL, message->data, message->len,
                                     ngx_time() + rv->ttl);
+
+    /* a revocation of this worker's waiting for its echo: answer it */
+
+    q = ngx_queue_head(&rv->echoes);
+
+    while (q != ngx_queue_sentinel(&rv->echoes)) {
+        op = ngx_queue_data(q, ngx_http_elearn_session_op_t, queue);
+
+        if (message->data[0] == 's'
+            && op->sid.len == message->len - 2
+            && ngx_strncmp(op->sid.data, message->data + 2, op->sid.len)
+               == 0)
+        {
+            /* answering may end other requests: start over */
+            ngx_http_elearn_session_echoed(op);
+            q = ngx_queue_head(&rv->echoes);
+            continue;
+        }
+
+        q = ngx_queue_next(q);
+    }
 }
 
 
