@@ -2135,6 +2135,8 @@ typedef struct {
     ngx_uint_t                        max;      /* entries */
     ngx_uint_t                        n;
     ngx_uint_t                        npending;
+    ngx_uint_t                        fills;    /* made in second now */
+    time_t                            now;
     ngx_queue_t                       lru;      /* most recent first */
     ngx_queue_t                       pending;  /* awaiting their PTTL */
 } ngx_http_elearn_search_locals_t;
@@ -2375,6 +2377,21 @@ ngx_http_elearn_search_local_fill(ngx_http_request_t *r,
         return;
     }
 
+    /*
+     * At most as many copies a second as the table holds: when more
+     * entries are hot than it holds, copying each on every hit would
+     * cost more (a copy, a PTTL, an eviction) than the copies save.
+     */
+
+    if (t->now != ngx_time()) {
+        t->now = ngx_time();
+        t->fills = 0;
+    }
+
+    if (t->fills >= t->max) {
+        return;
+    }
+
     hash = ngx_hash_key(s->cache_key.data, s->cache_key.len);
 
     /* one fill of a key at a time */
@@ -2427,6 +2444,7 @@ ngx_http_elearn_search_local_fill(ngx_http_request_t *r,
 
     ngx_queue_insert_tail(&t->pending, &e->queue);
     t->npending++;
+    t->fills++;
 }
 
 
