@@ -27,9 +27,10 @@
  * page, and every page behind a cursor, runs the page statement alone,
  * and a relevance page is a cut of the list, its rows read by id.  A
  * first page or a suggestion is one MGET of the version and the entry
- * under the version the worker saw last (a hit while they agree); the
- * lookup script reads the version and both entries for the other pages
- * and after a first page's miss.
+ * under the version the worker saw last (a hit while they agree), or,
+ * when the worker holds a copy of that entry (elearn_search_local_cache),
+ * one GET of the version alone; the lookup script reads the version and
+ * both entries for the other pages and after a first page's miss.
  * Course writes INCR elearn:catalog:version, so after any change every
  * older entry is unreachable at once and just expires (docs/caching.md).
  * Pages behind a cursor are never cached.
@@ -2125,7 +2126,6 @@ struct ngx_http_elearn_search_local_s {
     ngx_str_t                        key;      /* search:{version}:... */
     ngx_str_t                        link;
     ngx_str_t                        body;
-    unsigned                         listed:1;
 };
 
 
@@ -2179,7 +2179,6 @@ ngx_http_elearn_search_local_unlink(ngx_http_elearn_search_local_t *e)
 
     *pp = e->next;
     ngx_queue_remove(&e->queue);
-    e->listed = 0;
     t->n--;
 
     ngx_http_elearn_search_local_release(e);
@@ -2349,7 +2348,6 @@ ngx_http_elearn_search_local_pttl(ngx_http_request_t *r, redisReply *reply,
     e->next = t->buckets[e->hash & t->mask];
     t->buckets[e->hash & t->mask] = e;
     ngx_queue_insert_head(&t->lru, &e->queue);
-    e->listed = 1;
     t->n++;
 }
 
@@ -2420,7 +2418,6 @@ ngx_http_elearn_search_local_fill(ngx_http_request_t *r,
     e->next = NULL;
     e->refs = 1;
     e->hash = hash;
-    e->listed = 0;
     e->expires = ngx_current_msec;
 
     e->key.data = p;
