@@ -409,6 +409,13 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       offsetof(ngx_http_elearn_main_conf_t, search_cache_ttl),
       NULL },
 
+    { ngx_string("elearn_search_local_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_elearn_search_set_local_cache,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, search_local_cache),
+      NULL },
+
     { ngx_string("elearn_cache_lock_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -1563,6 +1570,7 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->kafka_durable_linger = NGX_CONF_UNSET_MSEC;
     emcf->course_cache_ttl = NGX_CONF_UNSET;
     emcf->search_cache_ttl = NGX_CONF_UNSET;
+    emcf->search_local_cache = NGX_CONF_UNSET_UINT;
     emcf->cache_lock_timeout = NGX_CONF_UNSET_MSEC;
     emcf->cache_warm = NGX_CONF_UNSET_UINT;
     emcf->video_cache_ttl = NGX_CONF_UNSET;
@@ -1615,6 +1623,8 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(emcf->kafka_durable_linger, 5);
     ngx_conf_init_value(emcf->course_cache_ttl, 3600);
     ngx_conf_init_value(emcf->search_cache_ttl, 600);
+    ngx_conf_init_uint_value(emcf->search_local_cache,
+                             NGX_HTTP_ELEARN_SEARCH_LOCAL_DEFAULT);
     ngx_conf_init_msec_value(emcf->cache_lock_timeout, 2000);
     ngx_conf_init_uint_value(emcf->cache_warm, 100);
     ngx_conf_init_uint_value(emcf->jwt_alg, NGX_HTTP_ELEARN_JWT_HS256);

@@ -142,6 +142,7 @@ typedef struct {
     /* caches */
     time_t                       course_cache_ttl;
     time_t                       search_cache_ttl;
+    ngx_uint_t                   search_local_cache;  /* entries, 0 off */
     ngx_msec_t                   cache_lock_timeout;
     ngx_uint_t                   cache_warm;     /* courses at start */
 

@@ -27,9 +27,10 @@
  * page, and every page behind a cursor, runs the page statement alone,
  * and a relevance page is a cut of the list, its rows read by id.  A
  * first page or a suggestion is one MGET of the version and the entry
- * under the version the worker saw last (a hit while they agree); the
- * lookup script reads the version and both entries for the other pages
- * and after a first page's miss.
+ * under the version the worker saw last (a hit while they agree), or,
+ * when the worker holds a copy of that entry (elearn_search_local_cache),
+ * one GET of the version alone; the lookup script reads the version and
+ * both entries for the other pages and after a first page's miss.
  * Course writes INCR elearn:catalog:version, so after any change every
  * older entry is unreachable at once and just expires (docs/caching.md).
  * Pages behind a cursor are never cached.
@@ -84,6 +85,10 @@ enum {
 };
 
 
+typedef struct ngx_http_elearn_search_local_s
+    ngx_http_elearn_search_local_t;
+
+
 typedef struct {
     ngx_http_request_t            *request;
     ngx_http_elearn_search_arg_t   args[NGX_HTTP_ELEARN_ARG_N];
@@ -122,6 +127,9 @@ typedef struct {
     unsigned                       cacheable:1;   /* the page is cached */
     unsigned                       page_missed:1; /* looked up, not there */
     unsigned                       suggest:1;     /* search:{version}:s: */
+
+    /* this worker's copy of the entry, held until the request ends */
+    ngx_http_elearn_search_local_t  *local;
 } ngx_http_elearn_search_t;
 
 
@@ -248,6 +256,41 @@ ngx_http_elearn_search_init_conf(ngx_conf_t *cf,
 
     emcf->cursor_key.data = buf;
     emcf->cursor_key.len = n;
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_elearn_search_set_local_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    u_char  *p = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_uint_t  *entries;
+
+    entries = (ngx_uint_t *) (p + cmd->offset);
+
+    if (*entries != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        *entries = 0;
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 1 || n > NGX_HTTP_ELEARN_SEARCH_LOCAL_LIMIT) {
+        return "must be \"off\" or a number of entries from 1 to 65536";
+    }
+
+    *entries = n;
 
     return NGX_CONF_OK;
 }
@@ -722,16 +765,38 @@ ngx_http_elearn_search_link(ngx_http_request_t *r,
 }
 
 
+/* adds a Link header, unless empty (value not copied) */
+static ngx_int_t
+ngx_http_elearn_search_link_header(ngx_http_request_t *r, ngx_str_t *link)
+{
+    ngx_table_elt_t  *h;
+
+    if (link->len == 0) {
+        return NGX_OK;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Link");
+    h->value = *link;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_elearn_search_links(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s, ngx_str_t *next, ngx_uint_t last_page,
     ngx_str_t *link)
 {
-    u_char           *buf, *p;
-    size_t            one, len;
-    ngx_str_t        *v;
-    ngx_uint_t        i;
-    ngx_table_elt_t  *h;
+    u_char      *buf, *p;
+    size_t       one, len;
+    ngx_str_t   *v;
+    ngx_uint_t   i;
 
     one = r->uri.len + sizeof("<?sort=relevance&pageSize=&page=>; rel=\"\", ")
           + NGX_INT_T_LEN * 2 + sizeof("first") + NGX_HTTP_ELEARN_CURSOR_MAX
@@ -793,16 +858,7 @@ ngx_http_elearn_search_links(ngx_http_request_t *r,
     link->data = buf;
     link->len = p - buf - 2;              /* the last ", " */
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Link");
-    h->value = *link;
-
-    return NGX_OK;
+    return ngx_http_elearn_search_link_header(r, link);
 }
 
 
@@ -1562,14 +1618,18 @@ ngx_http_elearn_search_miss(ngx_http_request_t *r,
 }
 
 
-/* a cached page, "<Link length>\n<Link><body>": sends it, or NGX_DECLINED */
+/*
+ * A cached page, "<Link length>\n<Link><body>", split into its Link
+ * header and body (pointing into entry).  NGX_OK, or NGX_DECLINED when
+ * it is malformed.
+ */
 static ngx_int_t
-ngx_http_elearn_search_cached_page(ngx_http_request_t *r,
-    ngx_http_elearn_search_t *s, redisReply *entry)
+ngx_http_elearn_search_parse_page(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, redisReply *entry, ngx_str_t *link,
+    ngx_str_t *body)
 {
-    u_char           *p, *last;
-    size_t            n;
-    ngx_table_elt_t  *h;
+    u_char  *p, *last;
+    size_t   n;
 
     p = (u_char *) entry->str;
     last = p + entry->len;
@@ -1586,28 +1646,41 @@ ngx_http_elearn_search_cached_page(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (n) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    link->data = p;
+    link->len = n;
+    body->data = p + n;
+    body->len = last - body->data;
 
-        /* the reply is hiredis's until we return */
-        h->value.data = ngx_pnalloc(r->pool, n);
-        if (h->value.data == NULL) {
-            h->hash = 0;
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    return NGX_OK;
+}
 
-        h->hash = 1;
-        ngx_str_set(&h->key, "Link");
-        h->value.len = n;
-        ngx_memcpy(h->value.data, p, n);
+
+/* a cached page from Redis: sends it (a copy), or NGX_DECLINED */
+static ngx_int_t
+ngx_http_elearn_search_cached_page(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, redisReply *entry)
+{
+    ngx_str_t  link, body, copy;
+
+    if (ngx_http_elearn_search_parse_page(r, s, entry, &link, &body)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
     }
 
-    p += n;
+    /* the reply is hiredis's until we return */
 
-    return ngx_http_elearn_send_json(r, NGX_HTTP_OK, (char *) p, last - p);
+    copy.len = link.len;
+    copy.data = ngx_pstrdup(r->pool, &link);
+
+    if ((link.len && copy.data == NULL)
+        || ngx_http_elearn_search_link_header(r, &copy) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_elearn_send_json(r, NGX_HTTP_OK, (char *) body.data,
+                                     body.len);
 }
 
 
@@ -2010,6 +2083,445 @@ static ngx_int_t ngx_http_elearn_suggest_query(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s);
 
 
+/* a command on one key ("GET", "PTTL"): ngx_http_elearn_redis_command() */
+static ngx_int_t
+ngx_http_elearn_search_key_command(ngx_http_request_t *r, const char *cmd,
+    ngx_str_t *key, ngx_http_elearn_redis_handler_pt handler, void *data)
+{
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    argv[0] = cmd;
+    argvlen[0] = ngx_strlen(cmd);
+    argv[1] = (char *) key->data;
+    argvlen[1] = key->len;
+
+    return ngx_http_elearn_redis_command(r, handler, data, 2, argv, argvlen);
+}
+
+
+/* --- this worker's copy of the hottest first pages ---------------------- */
+
+/*
+ * elearn_search_local_cache: a first page or a suggestion that Redis
+ * answered is copied into this worker's memory, keyed by its full key
+ * (so by the catalog version), with the expiry its Redis key has (read
+ * with PTTL right after).  A later lookup that finds the copy under the
+ * version the worker saw last asks Redis for the version alone (a GET)
+ * and, when it is still that one, sends the copy: no entry travels from
+ * Redis, nothing is copied (the response's buffer points into the copy,
+ * which a reference keeps alive until the request is done).  The version
+ * is read on every request, so a course write shows in the very next
+ * search on any worker, as without the copy.  At most
+ * elearn_search_local_cache entries of NGX_HTTP_ELEARN_SEARCH_LOCAL_MAX
+ * bytes, least recently used dropped first; all of them are dropped when
+ * the worker sees a new version, and freed when it exits.
+ */
+struct ngx_http_elearn_search_local_s {
+    ngx_http_elearn_search_local_t  *next;     /* in its bucket */
+    ngx_queue_t                      queue;    /* LRU, or the pending */
+    ngx_msec_t                       expires;  /* pending: when asked */
+    ngx_uint_t                       refs;     /* the table + requests */
+    ngx_uint_t                       hash;
+    ngx_str_t                        key;      /* search:{version}:... */
+    ngx_str_t                        link;
+    ngx_str_t                        body;
+};
+
+
+typedef struct {
+    ngx_http_elearn_search_local_t  **buckets;
+    ngx_uint_t                        mask;     /* buckets - 1 */
+    ngx_uint_t                        max;      /* entries */
+    ngx_uint_t                        n;
+    ngx_uint_t                        npending;
+    ngx_uint_t                        fills;    /* made in second now */
+    time_t                            now;
+    ngx_queue_t                       lru;      /* most recent first */
+    ngx_queue_t                       pending;  /* awaiting their PTTL */
+} ngx_http_elearn_search_locals_t;
+
+
+/* fills whose PTTL is in flight at once, at most */
+#define NGX_HTTP_ELEARN_SEARCH_LOCAL_PENDING  16
+
+
+static ngx_http_elearn_search_locals_t  ngx_http_elearn_search_locals;
+
+
+static void
+ngx_http_elearn_search_local_release(ngx_http_elearn_search_local_t *e)
+{
+    if (--e->refs == 0) {
+        ngx_free(e);
+    }
+}
+
+
+/* a request's reference, dropped when its pool goes */
+static void
+ngx_http_elearn_search_local_unref(void *data)
+{
+    ngx_http_elearn_search_local_release(data);
+}
+
+
+static void
+ngx_http_elearn_search_local_unlink(ngx_http_elearn_search_local_t *e)
+{
+    ngx_http_elearn_search_local_t  **pp;
+    ngx_http_elearn_search_locals_t  *t = &ngx_http_elearn_search_locals;
+
+    for (pp = &t->buckets[e->hash & t->mask]; *pp != e; pp = &(*pp)->next)
+    {
+        /* void */
+    }
+
+    *pp = e->next;
+    ngx_queue_remove(&e->queue);
+    t->n--;
+
+    ngx_http_elearn_search_local_release(e);
+}
+
+
+/* every entry (a new catalog version makes them all unreachable) */
+static void
+ngx_http_elearn_search_local_flush(void)
+{
+    ngx_http_elearn_search_locals_t  *t = &ngx_http_elearn_search_locals;
+
+    if (t->buckets == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&t->lru)) {
+        ngx_http_elearn_search_local_unlink(
+            ngx_queue_data(ngx_queue_head(&t->lru),
+                           ngx_http_elearn_search_local_t, queue));
+    }
+}
+
+
+/* the worker exits: everything is freed */
+static void
+ngx_http_elearn_search_local_cleanup(void *data)
+{
+    ngx_queue_t                      *q;
+    ngx_http_elearn_search_locals_t  *t = &ngx_http_elearn_search_locals;
+
+    ngx_http_elearn_search_local_flush();
+
+    while (!ngx_queue_empty(&t->pending)) {
+        q = ngx_queue_head(&t->pending);
+        ngx_queue_remove(q);
+        ngx_http_elearn_search_local_release(
+            ngx_queue_data(q, ngx_http_elearn_search_local_t, queue));
+    }
+
+    ngx_free(t->buckets);
+    t->buckets = NULL;
+}
+
+
+/* the table on first use: NGX_OK, or NGX_DECLINED (off, or no memory) */
+static ngx_int_t
+ngx_http_elearn_search_local_ready(ngx_http_request_t *r)
+{
+    ngx_uint_t                        n;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_elearn_main_conf_t      *emcf;
+    ngx_http_elearn_search_locals_t  *t = &ngx_http_elearn_search_locals;
+
+    if (t->buckets) {
+        return NGX_OK;
+    }
+
+    emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
+
+    if (emcf->search_local_cache == 0) {
+        return NGX_DECLINED;
+    }
+
+    for (n = 16; n < 2 * emcf->search_local_cache; n *= 2) {
+        /* void */
+    }
+
+    cln = ngx_pool_cleanup_add(ngx_cycle->pool, 0);
+    if (cln == NULL) {
+        return NGX_DECLINED;
+    }
+
+    t->buckets = ngx_calloc(n * sizeof(ngx_http_elearn_search_local_t *),
+                            ngx_cycle->log);
+    if (t->buckets == NULL) {
+        return NGX_DECLINED;
+    }
+
+    cln->handler = ngx_http_elearn_search_local_cleanup;
+    cln->data = NULL;
+
+    t->mask = n - 1;
+    t->max = emcf->search_local_cache;
+    ngx_queue_init(&t->lru);
+    ngx_queue_init(&t->pending);
+
+    return NGX_OK;
+}
+
+
+/* the entry of key, unexpired, made the most recent; or NULL */
+static ngx_http_elearn_search_local_t *
+ngx_http_elearn_search_local_find(ngx_str_t *key, ngx_uint_t hash)
+{
+    ngx_http_elearn_search_local_t   *e;
+    ngx_http_elearn_search_locals_t  *t = &ngx_http_elearn_search_locals;
+
+    for (e = t->buckets[hash & t->mask]; e; e = e->next) {
+        if (e->hash == hash && e->key.len == key->len
+            && ngx_memcmp(e->key.data, key->data, key->len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (e == NULL) {
+        return NULL;
+    }
+
+    if ((ngx_msec_int_t) (e->expires - ngx_current_msec) <= 0) {
+        /* its Redis key has expired by now: never served past that */
+        ngx_http_elearn_search_local_unlink(e);
+        return NULL;
+    }
+
+    ngx_queue_remove(&e->queue);
+    ngx_queue_insert_head(&t->lru, &e->queue);
+
+    return e;
+}
+
+
+/* PTTL of a fill's key: lists it until the key expires in Redis */
+static void
+ngx_http_elearn_search_local_pttl(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_local_t *e = data;
+
+    size_t                            len;
+    ngx_http_elearn_search_local_t   *old;
+    ngx_http_elearn_search_locals_t  *t = &ngx_http_elearn_search_locals;
+
+    ngx_queue_remove(&e->queue);
+    t->npending--;
+
+    len = ngx_http_elearn_search_seen_len;
+
+    /* only under the version current now, and only a key that expires */
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_INTEGER
+        || reply->integer <= 0
+        || e->key.len < sizeof("search:") + len
+        || ngx_memcmp(e->key.data + sizeof("search:") - 1,
+                      ngx_http_elearn_search_seen, len) != 0
+        || e->key.data[sizeof("search:") - 1 + len] != ':')
+    {
+        ngx_http_elearn_search_local_release(e);
+        return;
+    }
+
+    /* from when the PTTL was sent: never later than Redis's expiry */
+    e->expires += (ngx_msec_t) ngx_min(reply->integer, NGX_MAX_INT32_VALUE);
+
+    old = ngx_http_elearn_search_local_find(&e->key, e->hash);
+    if (old) {
+        ngx_http_elearn_search_local_unlink(old);
+    }
+
+    if (t->n >= t->max) {
+        ngx_http_elearn_search_local_unlink(
+            ngx_queue_data(ngx_queue_last(&t->lru),
+                           ngx_http_elearn_search_local_t, queue));
+    }
+
+    e->next = t->buckets[e->hash & t->mask];
+    t->buckets[e->hash & t->mask] = e;
+    ngx_queue_insert_head(&t->lru, &e->queue);
+    t->n++;
+}
+
+
+/*
+ * A page (link, body) that Redis just gave for s->cache_key, under the
+ * current version: copied into a new entry, which is listed once the
+ * PTTL of its key comes back.  Best effort: a fill that cannot be made
+ * only means the next lookup reads Redis again.
+ */
+static void
+ngx_http_elearn_search_local_fill(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s, ngx_str_t *link, ngx_str_t *body)
+{
+    u_char                           *p;
+    ngx_uint_t                        hash;
+    ngx_queue_t                      *q;
+    ngx_http_elearn_search_local_t   *e;
+    ngx_http_elearn_search_locals_t  *t = &ngx_http_elearn_search_locals;
+
+    if (link->len + body->len > NGX_HTTP_ELEARN_SEARCH_LOCAL_MAX
+        || ngx_http_elearn_search_local_ready(r) != NGX_OK
+        || t->npending >= NGX_HTTP_ELEARN_SEARCH_LOCAL_PENDING)
+    {
+        return;
+    }
+
+    /*
+     * At most as many copies a second as the table holds: when more
+     * entries are hot than it holds, copying each on every hit would
+     * cost more (a copy, a PTTL, an eviction) than the copies save.
+     */
+
+    if (t->now != ngx_time()) {
+        t->now = ngx_time();
+        t->fills = 0;
+    }
+
+    if (t->fills >= t->max) {
+        return;
+    }
+
+    hash = ngx_hash_key(s->cache_key.data, s->cache_key.len);
+
+    /* one fill of a key at a time */
+
+    for (q = ngx_queue_head(&t->pending);
+         q != ngx_queue_sentinel(&t->pending);
+         q = ngx_queue_next(q))
+    {
+        e = ngx_queue_data(q, ngx_http_elearn_search_local_t, queue);
+
+        if (e->hash == hash && e->key.len == s->cache_key.len
+            && ngx_memcmp(e->key.data, s->cache_key.data, e->key.len) == 0)
+        {
+            return;
+        }
+    }
+
+    e = ngx_alloc(sizeof(ngx_http_elearn_search_local_t) + s->cache_key.len
+                  + link->len + body->len, ngx_cycle->log);
+    if (e == NULL) {
+        return;
+    }
+
+    p = (u_char *) (e + 1);
+
+    e->next = NULL;
+    e->refs = 1;
+    e->hash = hash;
+    e->expires = ngx_current_msec;
+
+    e->key.data = p;
+    e->key.len = s->cache_key.len;
+    p = ngx_cpymem(p, s->cache_key.data, s->cache_key.len);
+    e->link.data = p;
+    e->link.len = link->len;
+    p = ngx_cpymem(p, link->data, link->len);
+    e->body.data = p;
+    e->body.len = body->len;
+    ngx_memcpy(p, body->data, body->len);
+
+    if (ngx_http_elearn_search_key_command(NULL, "PTTL", &e->key,
+                                           ngx_http_elearn_search_local_pttl,
+                                           e)
+        != NGX_AGAIN)
+    {
+        ngx_free(e);
+        return;
+    }
+
+    ngx_queue_insert_tail(&t->pending, &e->queue);
+    t->npending++;
+    t->fills++;
+}
+
+
+/*
+ * The copy of s->cache_key, referenced by r until it ends, or NULL (none
+ * kept, or the cache is off).
+ */
+static ngx_http_elearn_search_local_t *
+ngx_http_elearn_search_local_get(ngx_http_request_t *r,
+    ngx_http_elearn_search_t *s)
+{
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_elearn_search_local_t  *e;
+
+    if (ngx_http_elearn_search_locals.n == 0) {
+        return NULL;
+    }
+
+    e = ngx_http_elearn_search_local_find(&s->cache_key,
+                                          ngx_hash_key(s->cache_key.data,
+                                                       s->cache_key.len));
+    if (e == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    e->refs++;
+    cln->handler = ngx_http_elearn_search_local_unref;
+    cln->data = e;
+
+    return e;
+}
+
+
+/* sends the copy: the body buffer points into it */
+static ngx_int_t
+ngx_http_elearn_search_local_send(ngx_http_request_t *r,
+    ngx_http_elearn_search_local_t *e)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (ngx_http_elearn_search_link_header(r, &e->link) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = e->body.len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = e->body.data;
+    b->last = e->body.data + e->body.len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
 /*
  * The entry of a first page or a suggestion, read under the catalog
  * version current at that moment (s->cache_key is its key), or NULL when
@@ -2021,6 +2533,7 @@ ngx_http_elearn_search_entry(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s, redisReply *entry)
 {
     ngx_int_t   rc;
+    ngx_str_t   link, body;
     ngx_uint_t  cache;
 
     cache = s->suggest ? NGX_HTTP_ELEARN_CACHE_SUGGEST
@@ -2035,7 +2548,12 @@ ngx_http_elearn_search_entry(ngx_http_request_t *r,
         }
 
     } else if (entry->type == REDIS_REPLY_STRING) {
-        rc = ngx_http_elearn_search_cached_page(r, s, entry);
+        rc = ngx_http_elearn_search_parse_page(r, s, entry, &link, &body);
+
+        if (rc == NGX_OK) {
+            ngx_http_elearn_search_local_fill(r, s, &link, &body);
+            rc = ngx_http_elearn_search_cached_page(r, s, entry);
+        }
 
         if (rc != NGX_DECLINED) {
             ngx_http_elearn_metrics_cache(r, cache, 1);
@@ -2080,9 +2598,7 @@ static void
 ngx_http_elearn_search_entry_at(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s, redisReply *v)
 {
-    const char  *argv[2];
-    size_t       argvlen[2];
-    redisReply   zero;
+    redisReply  zero;
 
     if (v->type == REDIS_REPLY_NIL) {
         ngx_memzero(&zero, sizeof(redisReply));
@@ -2097,6 +2613,13 @@ ngx_http_elearn_search_entry_at(ngx_http_request_t *r,
         return;
     }
 
+    if (v->len != ngx_http_elearn_search_seen_len
+        || ngx_memcmp(ngx_http_elearn_search_seen, v->str, v->len) != 0)
+    {
+        /* every copy is of an older version now */
+        ngx_http_elearn_search_local_flush();
+    }
+
     ngx_memcpy(ngx_http_elearn_search_seen, v->str, v->len);
     ngx_http_elearn_search_seen_len = v->len;
 
@@ -2108,13 +2631,9 @@ ngx_http_elearn_search_entry_at(ngx_http_request_t *r,
         return;
     }
 
-    argv[0] = "GET";
-    argvlen[0] = 3;
-    argv[1] = (char *) s->cache_key.data;
-    argvlen[1] = s->cache_key.len;
-
-    if (ngx_http_elearn_redis_command(r, ngx_http_elearn_search_entry_get,
-                                      s, 2, argv, argvlen)
+    if (ngx_http_elearn_search_key_command(r, "GET", &s->cache_key,
+                                           ngx_http_elearn_search_entry_get,
+                                           s)
         != NGX_AGAIN)
     {
         ngx_http_elearn_search_entry(r, s, NULL);
@@ -2122,6 +2641,60 @@ ngx_http_elearn_search_entry_at(ngx_http_request_t *r,
 }
 
 
+/*
+ * 1 when v (a GET's reply, or the first of an MGET's) is the version in
+ * s->cache_key, "search:{version}:...", which a lookup made from the
+ * version this worker saw last; no version at all is "0".
+ */
+static ngx_uint_t
+ngx_http_elearn_search_version_is(ngx_http_elearn_search_t *s,
+    redisReply *v)
+{
+    size_t   len;
+    u_char  *p;
+
+    p = s->cache_key.data + sizeof("search:") - 1;
+    len = s->cache_key.len - (sizeof("search:") - 1) - sizeof(s->digest)
+          - (s->suggest ? sizeof(":s:") - 1 : sizeof(":") - 1);
+
+    if (v->type == REDIS_REPLY_STRING) {
+        return v->len == len && ngx_strncmp(v->str, p, len) == 0;
+    }
+
+    return v->type == REDIS_REPLY_NIL && len == 1 && *p == '0';
+}
+
+
+/* {version, entry under the version this worker remembered} */
+static void
+ngx_http_elearn_search_mget_done(ngx_http_request_t *r, redisReply *reply,
+    ngx_int_t rc, void *data)
+{
+    ngx_http_elearn_search_t *s = data;
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2)
+    {
+        ngx_http_elearn_search_entry(r, s, NULL);
+        return;
+    }
+
+    if (ngx_http_elearn_search_version_is(s, reply->element[0])) {
+        ngx_http_elearn_search_entry(r, s, reply->element[1]);
+        return;
+    }
+
+    /* the catalog changed since this worker last looked */
+
+    ngx_http_elearn_search_entry_at(r, s, reply->element[0]);
+}
+
+
+/*
+ * The version alone: on a worker's first lookup, or for a lookup that
+ * found this worker's copy (s->local) under the version it saw last,
+ * which is the answer while Redis still holds that version.
+ */
 static void
 ngx_http_elearn_search_version_got(ngx_http_request_t *r, redisReply *reply,
     ngx_int_t rc, void *data)
@@ -2133,57 +2706,26 @@ ngx_http_elearn_search_version_got(ngx_http_request_t *r, redisReply *reply,
         return;
     }
 
+    if (s->local && ngx_http_elearn_search_version_is(s, reply)) {
+        ngx_http_elearn_metrics_cache(r, s->suggest
+                                         ? NGX_HTTP_ELEARN_CACHE_SUGGEST
+                                         : NGX_HTTP_ELEARN_CACHE_SEARCH, 1);
+        ngx_http_elearn_finalize(r,
+                          ngx_http_elearn_search_local_send(r, s->local));
+        return;
+    }
+
     ngx_http_elearn_search_entry_at(r, s, reply);
-}
-
-
-/* {version, entry under the version this worker remembered} */
-static void
-ngx_http_elearn_search_mget_done(ngx_http_request_t *r, redisReply *reply,
-    ngx_int_t rc, void *data)
-{
-    ngx_http_elearn_search_t *s = data;
-
-    size_t       len;
-    redisReply  *v;
-
-    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 2)
-    {
-        ngx_http_elearn_search_entry(r, s, NULL);
-        return;
-    }
-
-    v = reply->element[0];
-
-    /* the version in the key looked up: "search:{version}:..." */
-
-    len = s->cache_key.len - (sizeof("search:") - 1) - sizeof(s->digest)
-          - (s->suggest ? sizeof(":s:") - 1 : sizeof(":") - 1);
-
-    if ((v->type == REDIS_REPLY_STRING
-         && v->len == len
-         && ngx_strncmp(v->str, s->cache_key.data + sizeof("search:") - 1,
-                        len) == 0)
-        || (v->type == REDIS_REPLY_NIL
-            && len == 1 && s->cache_key.data[sizeof("search:") - 1] == '0'))
-    {
-        ngx_http_elearn_search_entry(r, s, reply->element[1]);
-        return;
-    }
-
-    /* the catalog changed since this worker last looked */
-
-    ngx_http_elearn_search_entry_at(r, s, v);
 }
 
 
 /*
  * A first page or a suggestion, s->digest made: one MGET of the catalog
  * version and of the entry under the version this worker saw last, a
- * hit when the two agree.  Right after a change (and on a worker's first
- * lookup) one GET more, under the version just read.  NGX_AGAIN, or
- * NGX_DECLINED when Redis is not connected.
+ * hit when the two agree; when the worker holds a copy of that entry,
+ * a GET of the version alone.  Right after a change (and on a worker's
+ * first lookup) one GET more, under the version just read.  NGX_AGAIN,
+ * or NGX_DECLINED when Redis is not connected.
  */
 static ngx_int_t
 ngx_http_elearn_search_entry_lookup(ngx_http_request_t *r,
@@ -2194,18 +2736,12 @@ ngx_http_elearn_search_entry_lookup(ngx_http_request_t *r,
     size_t       argvlen[3];
     redisReply   seen;
 
+    argv[0] = "MGET";
+    argvlen[0] = 4;
     argv[1] = "elearn:catalog:version";
     argvlen[1] = sizeof("elearn:catalog:version") - 1;
 
-    if (ngx_http_elearn_search_seen_len == 0) {
-        argv[0] = "GET";
-        argvlen[0] = 3;
-
-        rc = ngx_http_elearn_redis_command(r,
-                                           ngx_http_elearn_search_version_got,
-                                           s, 2, argv, argvlen);
-
-    } else {
+    if (ngx_http_elearn_search_seen_len) {
         ngx_memzero(&seen, sizeof(redisReply));
         seen.str = (char *) ngx_http_elearn_search_seen;
         seen.len = ngx_http_elearn_search_seen_len;
@@ -2217,8 +2753,18 @@ ngx_http_elearn_search_entry_lookup(ngx_http_request_t *r,
             return NGX_DECLINED;
         }
 
-        argv[0] = "MGET";
-        argvlen[0] = 4;
+        s->local = ngx_http_elearn_search_local_get(r, s);
+    }
+
+    if (ngx_http_elearn_search_seen_len == 0 || s->local) {
+        argv[0] = "GET";
+        argvlen[0] = 3;
+
+        rc = ngx_http_elearn_redis_command(r,
+                                           ngx_http_elearn_search_version_got,
+                                           s, 2, argv, argvlen);
+
+    } else {
         argv[2] = (char *) s->cache_key.data;
         argvlen[2] = s->cache_key.len;
 

@@ -17,6 +17,15 @@
 #include "ngx_http_elearn_module.h"
 
 
+/*
+ * elearn_search_local_cache: how many first pages and suggestions each
+ * worker keeps in its own memory (docs/caching.md), and the largest
+ * answer it keeps; a worker holds at most entries x LOCAL_MAX bytes.
+ */
+#define NGX_HTTP_ELEARN_SEARCH_LOCAL_DEFAULT  128
+#define NGX_HTTP_ELEARN_SEARCH_LOCAL_LIMIT    65536    /* entries */
+#define NGX_HTTP_ELEARN_SEARCH_LOCAL_MAX      65536    /* bytes */
+
 /* the shortest cursor signing key elearn_cursor_key_file accepts */
 #define NGX_HTTP_ELEARN_CURSOR_KEY_MIN  32
 
@@ -73,6 +82,10 @@ ngx_int_t ngx_http_elearn_cursor_decode(ngx_http_request_t *r,
  */
 char *ngx_http_elearn_search_init_conf(ngx_conf_t *cf,
     ngx_http_elearn_main_conf_t *emcf);
+
+/* elearn_search_local_cache entries | off */
+char *ngx_http_elearn_search_set_local_cache(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 /* GET /api/v1/courses/search: contract section 3. */
 ngx_int_t ngx_http_elearn_search(ngx_http_request_t *r,

@@ -223,7 +223,10 @@ def test_cursor_pages_are_not_cached(base_url, auth):
     assert facets[2]["miss"] == facets[1]["miss"]
 
 
-def test_patch_shows_in_the_next_cached_search(stack, base_url, pg):
+def instructor_course(stack, base_url, pg):
+    """A published course of the demo instructor: its id, the
+    instructor's headers, its URL, its title, and a word of this run
+    only."""
     with pg.cursor() as cur:
         cur.execute("SELECT course_id FROM courses WHERE published "
                     "AND course_id BETWEEN 1 AND 10 ORDER BY course_id "
@@ -241,6 +244,11 @@ def test_patch_shows_in_the_next_cached_search(stack, base_url, pg):
     # a word only this course has, so the course is on page 1
     w = "zq" + uuid.uuid4().hex[:10].translate(
         str.maketrans("0123456789", "ghijklmnop"))
+    return cid, headers, url, old, w
+
+
+def test_patch_shows_in_the_next_cached_search(stack, base_url, pg):
+    cid, headers, url, old, w = instructor_course(stack, base_url, pg)
     q = {"q": w}
 
     def titles():
@@ -475,29 +483,9 @@ def commandstats(stack):
     return calls
 
 
-def test_first_page_hit_is_one_mget_under_the_current_version(stack,
-                                                              base_url,
-                                                              auth):
-    """A first page's hit is one round trip: each worker remembers the
-    catalog version it saw last and asks for the version and the page
-    under it in one MGET; the page is served only while Redis still holds
-    that version.  After a version change (what every course write does)
-    no worker serves the old entry, and each re-reads once."""
-    size = str(30 + uuid.uuid4().int % 60)     # an entry of this run only
-    params = {"q": "design", "pageSize": size}
-    workers = int(re.search(r"worker_processes (\d+);", open(
-        stack.var + "/nginx/nginx.conf").read()).group(1))
-
-    def get():
-        # a new connection each time: the requests spread over the workers
-        r = requests.get(base_url + SEARCH, params=params, headers=auth,
-                         timeout=10)
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    real = get()
-    assert len(real["courses"]) == int(size)
-    v = redis(stack, "GET", "elearn:catalog:version") or "0"
+def search_entry(stack, v, size):
+    """The key of the first page of q=design at pageSize=size under the
+    catalog version v."""
     keys = [k for k in redis(stack, "--scan", "--pattern",
                              "search:%s:*" % v).split()
             if re.fullmatch(r"search:\d+:[0-9a-f]{64}", k)]
@@ -505,33 +493,127 @@ def test_first_page_hit_is_one_mget_under_the_current_version(stack,
             if "pageSize=%s&q=design&page=1>" % size in redis(stack, "GET",
                                                               k)]
     assert len(mine) == 1, keys
-    key = mine[0]
+    return mine[0]
 
-    # every worker has seen the version now; the entry, doctored, is
-    # what a hit sends, and each hit costs exactly one MGET
-    for _ in range(8):
-        get()
+
+def page_getter(base_url, auth, params):
+    def get():
+        # a new connection each time: the requests spread over the workers
+        r = requests.get(base_url + SEARCH, params=params, headers=auth,
+                         timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+    return get
+
+
+def nginx_workers(stack):
+    return int(re.search(r"worker_processes (\d+);", open(
+        stack.var + "/nginx/nginx.conf").read()).group(1))
+
+
+def test_first_page_hit_is_one_round_trip_under_the_current_version(
+        stack, base_url, auth):
+    """A first page's hit is one round trip: each worker remembers the
+    catalog version it saw last and asks for the version and the page
+    under it in one MGET; a page Redis gave it is kept in the worker's
+    memory (elearn_search_local_cache), after which a hit asks Redis for
+    the version alone (one GET) and sends the worker's copy.  Either way
+    the page is served only while Redis still holds that version: after a
+    version change (what every course write does) no worker serves the
+    old entry, and each re-reads once."""
+    size = str(30 + uuid.uuid4().int % 60)     # an entry of this run only
+    params = {"q": "design", "pageSize": size}
+    workers = nginx_workers(stack)
+    get = page_getter(base_url, auth, params)
+
+    real = get()
+    assert len(real["courses"]) == int(size)
+    v = redis(stack, "GET", "elearn:catalog:version") or "0"
+    key = search_entry(stack, v, size)
+
+    # the entry, doctored before any worker read it from Redis, is what a
+    # hit sends: first from Redis (one MGET, and a PTTL to keep a copy),
+    # then from the worker's copy, each hit one GET of the version
     redis(stack, "SET", key, '0\n{"doctored":1}', "KEEPTTL")
     before = commandstats(stack)
+    assert [get() for _ in range(8)] == [{"doctored": 1}] * 8
+    after = commandstats(stack)
+    assert 1 <= after.get("mget", 0) - before.get("mget", 0) <= 8
+    assert 1 <= after.get("pttl", 0) - before.get("pttl", 0) <= 8
+    before, hits = commandstats(stack), cache_counts(base_url)
     answers = [get() for _ in range(10)]
     after = commandstats(stack)
     assert answers == [{"doctored": 1}] * 10
-    assert after.get("mget", 0) - before.get("mget", 0) == 10
-    for cmd in ("get", "evalsha", "eval"):
+    # a worker that had no request yet reads the entry with an MGET
+    mget = after.get("mget", 0) - before.get("mget", 0)
+    assert mget <= workers - 1
+    assert after.get("get", 0) - before.get("get", 0) == 10 - mget
+    for cmd in ("evalsha", "eval", "set"):
         assert after.get(cmd, 0) == before.get(cmd, 0), cmd
+    assert cache_counts(base_url)[("search", "hit")] \
+        - hits[("search", "hit")] == 10
 
     # a new catalog version: the doctored entry is unreachable at once,
-    # on every worker; a worker reads the entry once more (one GET) under
-    # the new version, the first to miss runs the lookup script (whose own
-    # GETs Redis counts too) and fills, and then every request is one MGET
+    # on every worker (its copies are dropped); a worker reads the entry
+    # once more (one GET) under the new version, the first to miss runs
+    # the lookup script (whose own GETs Redis counts too) and fills
     redis(stack, "INCR", "elearn:catalog:version")
     before = commandstats(stack)
     answers = [get() for _ in range(10)]
     after = commandstats(stack)
     assert all(a == real for a in answers), answers[0]
-    assert after.get("mget", 0) - before.get("mget", 0) == 10
     scripts = sum(after.get(c, 0) - before.get(c, 0)
                   for c in ("evalsha", "eval"))
     assert 1 <= scripts <= workers
-    assert 1 <= after.get("get", 0) - before.get("get", 0) \
-        <= workers + 3 * scripts
+    assert after.get("get", 0) - before.get("get", 0) >= 10 - workers
+
+
+def test_local_copy_is_not_served_past_its_redis_ttl(stack, base_url,
+                                                     auth):
+    """A worker's copy of a page expires with its Redis key (the PTTL
+    read when the copy was made): an entry whose TTL has run out is never
+    served from a worker's memory."""
+    size = str(30 + uuid.uuid4().int % 60)
+    get = page_getter(base_url, auth, {"q": "design", "pageSize": size})
+
+    real = get()
+    v = redis(stack, "GET", "elearn:catalog:version") or "0"
+    key = search_entry(stack, v, size)
+    redis(stack, "SET", key, '0\n{"doctored":2}', "PX", "3000")
+    t = time.monotonic()
+    before = commandstats(stack)
+    assert [get() for _ in range(8)] == [{"doctored": 2}] * 8
+    after = commandstats(stack)
+    assert after.get("pttl", 0) > before.get("pttl", 0)     # copies made
+    assert time.monotonic() - t < 2.5, "too slow to test the expiry"
+    time.sleep(max(0, 3.2 - (time.monotonic() - t)))
+    answers = [get() for _ in range(8)]
+    assert all(a == real for a in answers), answers
+
+
+def test_patch_shows_in_the_next_search_on_every_worker(stack, base_url,
+                                                        pg):
+    """A page that every worker holds a copy of: a course PATCH shows in
+    the very next search, whichever worker answers it."""
+    cid, headers, url, old, w = instructor_course(stack, base_url, pg)
+
+    def titles():
+        r = requests.get(base_url + SEARCH, params={"q": w}, timeout=10,
+                         headers=headers)
+        assert r.status_code == 200
+        return {c["courseId"]: c["title"] for c in r.json()["courses"]}
+
+    try:
+        for n in range(3):
+            title = "Cache %d %s" % (n, w)
+            before = commandstats(stack)
+            r = requests.patch(url, json={"title": title},
+                               headers=headers, timeout=10)
+            assert r.status_code == 200, r.text
+            for _ in range(12):
+                assert titles() == {cid: title}
+            after = commandstats(stack)
+            assert after.get("pttl", 0) > before.get("pttl", 0)
+    finally:
+        requests.patch(url, json={"title": old}, headers=headers,
+                       timeout=10)
