@@ -382,12 +382,14 @@ ngx_http_elearn_course_pg_done(ngx_http_request_t *r, PGresult *res,
 
 
 /*
- * Sends MGET course:{id} elearn:catalog:version course:{id}:lock;
- * NGX_AGAIN when the handler will be called.
+ * Sends MGET course:{id} elearn:catalog:version, and course:{id}:lock
+ * for a leader's second look (with_lock); NGX_AGAIN when the handler
+ * will be called.
  */
 static ngx_int_t
 ngx_http_elearn_course_lookup(ngx_http_request_t *r,
-    ngx_http_elearn_course_t *course, ngx_http_elearn_redis_handler_pt h)
+    ngx_http_elearn_course_t *course, ngx_uint_t with_lock,
+    ngx_http_elearn_redis_handler_pt h)
 {
     const char                   *argv[4];
     size_t                        argvlen[4];
@@ -408,7 +410,8 @@ ngx_http_elearn_course_lookup(ngx_http_request_t *r,
     argv[3] = (char *) course->lock;
     argvlen[3] = course->lock_len;
 
-    return ngx_http_elearn_redis_command(r, h, course, 4, argv, argvlen);
+    return ngx_http_elearn_redis_command(r, h, course, with_lock ? 4 : 3,
+                                         argv, argvlen);
 }
 
 
@@ -426,12 +429,13 @@ ngx_http_elearn_course_entry(ngx_http_elearn_course_t *course,
     course->version_len = 0;
 
     if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3)
+        || reply->elements < 2 || reply->elements > 3)
     {
         return NULL;
     }
 
-    course->lock_held = (reply->element[2]->type != REDIS_REPLY_NIL);
+    course->lock_held = (reply->elements == 3
+                         && reply->element[2]->type != REDIS_REPLY_NIL);
 
     v = reply->element[1];
 
@@ -525,7 +529,7 @@ ngx_http_elearn_course_lock_done(ngx_http_request_t *r, redisReply *reply,
      */
     course->locked = 1;
 
-    rc = ngx_http_elearn_course_lookup(r, course,
+    rc = ngx_http_elearn_course_lookup(r, course, 0,
                                        ngx_http_elearn_course_recheck_done);
     if (rc != NGX_AGAIN) {
         ngx_http_elearn_course_fetch_or_fail(r, course);
@@ -580,7 +584,7 @@ ngx_http_elearn_course_timer_handler(ngx_event_t *ev)
     switch (course->timer_for) {
 
     case NGX_HTTP_ELEARN_COURSE_POLL:
-        rc = ngx_http_elearn_course_lookup(r, course,
+        rc = ngx_http_elearn_course_lookup(r, course, 1,
                                            ngx_http_elearn_course_recheck_done);
         if (rc == NGX_AGAIN) {
             return;
@@ -802,7 +806,7 @@ ngx_http_elearn_course_get(ngx_http_request_t *r, ngx_http_elearn_ctx_t *ctx)
 
     ctx->data = course;
 
-    rc = ngx_http_elearn_course_lookup(r, course,
+    rc = ngx_http_elearn_course_lookup(r, course, 0,
                                        ngx_http_elearn_course_cache_done);
 
     if (rc != NGX_AGAIN) {

@@ -372,9 +372,9 @@ static ngx_int_t
 ngx_http_elearn_enrollment_links(ngx_http_request_t *r,
     ngx_http_elearn_enroll_list_t *l, ngx_str_t *next, ngx_uint_t last_page)
 {
-    u_char           *buf, *p;
-    size_t            one;
-    ngx_table_elt_t  *h;
+    u_char     *buf, *p;
+    size_t      one;
+    ngx_str_t   link;
 
     one = r->uri.len + sizeof("<?pageSize=&cursor=>; rel=\"first\", ")
           + 2 * NGX_INT_T_LEN + (next ? next->len : 0);
@@ -423,17 +423,10 @@ ngx_http_elearn_enrollment_links(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
+    link.data = buf;
+    link.len = p - buf - 2;               /* the last ", " */
 
-    h->hash = 1;
-    ngx_str_set(&h->key, "Link");
-    h->value.data = buf;
-    h->value.len = p - buf - 2;           /* the last ", " */
-
-    return NGX_OK;
+    return ngx_http_elearn_set_link(r, &link);
 }
 
 

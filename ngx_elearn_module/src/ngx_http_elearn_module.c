@@ -831,6 +831,29 @@ ngx_http_elearn_wait(ngx_http_request_t *r)
 }
 
 
+/* adds a Link header (pagination), unless empty; the value is not copied */
+ngx_int_t
+ngx_http_elearn_set_link(ngx_http_request_t *r, ngx_str_t *link)
+{
+    ngx_table_elt_t  *h;
+
+    if (link->len == 0) {
+        return NGX_OK;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Link");
+    h->value = *link;
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_elearn_send_json(ngx_http_request_t *r, ngx_uint_t status,
     const char *json, size_t len)

@@ -294,6 +294,7 @@ ngx_http_elearn_ctx_t *ngx_http_elearn_get_ctx(ngx_http_request_t *r);
  */
 ngx_int_t ngx_http_elearn_send_json(ngx_http_request_t *r, ngx_uint_t status,
     const char *json, size_t len);
+ngx_int_t ngx_http_elearn_set_link(ngx_http_request_t *r, ngx_str_t *link);
 
 /* Endpoint handlers, one file per capability; each returns what a content
  * handler returns. */

@@ -765,29 +765,6 @@ ngx_http_elearn_search_link(ngx_http_request_t *r,
 }
 
 
-/* adds a Link header, unless empty (value not copied) */
-static ngx_int_t
-ngx_http_elearn_search_link_header(ngx_http_request_t *r, ngx_str_t *link)
-{
-    ngx_table_elt_t  *h;
-
-    if (link->len == 0) {
-        return NGX_OK;
-    }
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Link");
-    h->value = *link;
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_http_elearn_search_links(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s, ngx_str_t *next, ngx_uint_t last_page,
@@ -858,7 +835,7 @@ ngx_http_elearn_search_links(ngx_http_request_t *r,
     link->data = buf;
     link->len = p - buf - 2;              /* the last ", " */
 
-    return ngx_http_elearn_search_link_header(r, link);
+    return ngx_http_elearn_set_link(r, link);
 }
 
 
@@ -1674,7 +1651,7 @@ ngx_http_elearn_search_cached_page(ngx_http_request_t *r,
     copy.data = ngx_pstrdup(r->pool, &link);
 
     if ((link.len && copy.data == NULL)
-        || ngx_http_elearn_search_link_header(r, &copy) != NGX_OK)
+        || ngx_http_elearn_set_link(r, &copy) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -2489,7 +2466,7 @@ ngx_http_elearn_search_local_send(ngx_http_request_t *r,
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
-    if (ngx_http_elearn_search_link_header(r, &e->link) != NGX_OK) {
+    if (ngx_http_elearn_set_link(r, &e->link) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

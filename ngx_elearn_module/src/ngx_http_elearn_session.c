@@ -261,7 +261,6 @@ typedef struct {
 
     /* a revocation waiting for its echo (ngx_http_elearn_session_echo) */
     ngx_http_request_t                  *request;
-    ngx_int_t                            rc;
     ngx_queue_t                          queue;      /* in rv->echoes */
     ngx_event_t                          timer;
 
@@ -359,7 +358,7 @@ static void ngx_http_elearn_revocations_state(ngx_str_t *channel,
     ngx_uint_t subscribed, void *data);
 static void ngx_http_elearn_revocations_tick(ngx_event_t *ev);
 static ngx_int_t ngx_http_elearn_session_echo(ngx_http_request_t *r,
-    ngx_http_elearn_session_op_t *op, ngx_int_t rc);
+    ngx_http_elearn_session_op_t *op);
 static void ngx_http_elearn_session_echoed(ngx_http_elearn_session_op_t *op);
 static void ngx_http_elearn_session_echo_timeout(ngx_event_t *ev);
 static void ngx_http_elearn_session_echo_cleanup(void *data);
@@ -850,8 +849,9 @@ done:
         op->res.refresh_token.data = NULL;
     }
 
-    if (op->script == NGX_HTTP_ELEARN_SCRIPT_REVOKE
-        && ngx_http_elearn_session_echo(r, op, rc) == NGX_AGAIN)
+    /* revoked: the script published "s:{sid}" */
+    if (op->script == NGX_HTTP_ELEARN_SCRIPT_REVOKE && rc == NGX_OK
+        && ngx_http_elearn_session_echo(r, op) == NGX_AGAIN)
     {
         return;
     }
@@ -871,7 +871,7 @@ done:
 
 static ngx_int_t
 ngx_http_elearn_session_echo(ngx_http_request_t *r,
-    ngx_http_elearn_session_op_t *op, ngx_int_t rc)
+    ngx_http_elearn_session_op_t *op)
 {
     ngx_pool_cleanup_t             *cln;
     ngx_http_elearn_main_conf_t    *emcf;
@@ -880,8 +880,7 @@ ngx_http_elearn_session_echo(ngx_http_request_t *r,
     emcf = ngx_http_get_module_main_conf(r, ngx_http_elearn_module);
     rv = emcf->revocations;
 
-    /* revoked: the script published "s:{sid}" */
-    if (rc != NGX_OK || rv == NULL || rv->destroyed || !rv->subscribed) {
+    if (rv == NULL || rv->destroyed || !rv->subscribed) {
         return NGX_DECLINED;
     }
 
@@ -894,7 +893,6 @@ ngx_http_elearn_session_echo(ngx_http_request_t *r,
     cln->data = op;
 
     op->request = r;
-    op->rc = rc;
     op->echoing = 1;
 
     op->timer.handler = ngx_http_elearn_session_echo_timeout;
@@ -924,7 +922,7 @@ ngx_http_elearn_session_echoed(ngx_http_elearn_session_op_t *op)
     r = op->request;
     c = r->connection;
 
-    op->handler(r, op->rc, &op->res, op->data);
+    op->handler(r, NGX_OK, &op->res, op->data);
 
     ngx_http_run_posted_requests(c);
 }

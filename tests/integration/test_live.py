@@ -29,12 +29,16 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 # --- helpers ----------------------------------------------------------------
 
-def register(base_url, stack):
+def register(base_url, stack, name=None, session=False):
+    """A new student's access token; with session, the login's answer
+    (access and refresh tokens)."""
     email = "live%s@test.elearn.dev" % uuid.uuid4().hex[:12]
     r = requests.post(base_url + "/api/v1/auth/register",
                       json={"email": email, "password": "live pass 1234",
-                            "displayName": "Live " + email[4:10]})
+                            "displayName": name or "Live " + email[4:10]})
     assert r.status_code == 201, r.text
+    if session:
+        return stack.login(email, "live pass 1234").json()
     return stack.token(email, "live pass 1234")
 
 
@@ -60,12 +64,14 @@ def course(pg_dsn):
     return cid
 
 
-def enrolled_student(base_url, stack, course):
-    token = register(base_url, stack)
+def enrolled_student(base_url, stack, course, name=None, session=False):
+    """As register(), enrolled in course."""
+    got = register(base_url, stack, name, session)
+    token = got["accessToken"] if session else got
     r = requests.post(base_url + "/api/v1/courses/%d/enrollments" % course,
                       headers=bearer(token), timeout=30)
     assert r.status_code in (200, 201), r.text
-    return token
+    return got
 
 
 def create(base_url, token, course, **body):
@@ -285,14 +291,9 @@ def test_join_refusals_before_the_upgrade(base_url, stack, instructor,
 
 def test_join_refuses_a_revoked_token(base_url, stack, instructor, course):
     sid = new_session(base_url, instructor, course)
-    email = "live%s@test.elearn.dev" % uuid.uuid4().hex[:12]
-    requests.post(base_url + "/api/v1/auth/register",
-                  json={"email": email, "password": "live pass 1234",
-                        "displayName": "Leaving"})
-    body = stack.login(email, "live pass 1234").json()
+    body = enrolled_student(base_url, stack, course, name="Leaving",
+                            session=True)
     token = body["accessToken"]
-    requests.post(base_url + "/api/v1/courses/%d/enrollments" % course,
-                  headers=bearer(token), timeout=30)
     join(stack, sid, token)[0].close()
     r = requests.post(base_url + "/api/v1/auth/logout", headers=bearer(token),
                       json={"refreshToken": body["refreshToken"]})
@@ -311,14 +312,9 @@ def test_revocation_closes_an_open_socket(base_url, stack, instructor,
     4001 within elearn_live_revocation_check (1 s), the other
     participants stay, and /metrics counts it."""
     sid = new_session(base_url, instructor, course)
-    email = "live%s@test.elearn.dev" % uuid.uuid4().hex[:12]
-    requests.post(base_url + "/api/v1/auth/register",
-                  json={"email": email, "password": "live pass 1234",
-                        "displayName": "Revoked"})
-    body = stack.login(email, "live pass 1234").json()
+    body = enrolled_student(base_url, stack, course, name="Revoked",
+                            session=True)
     token = body["accessToken"]
-    requests.post(base_url + "/api/v1/courses/%d/enrollments" % course,
-                  headers=bearer(token), timeout=30)
     owner, _ = join(stack, sid, instructor)
     ws, _ = join(stack, sid, token)
     try:
@@ -777,14 +773,7 @@ def test_one_redis_publish_per_message(base_url, stack, instructor, course):
 
 def test_display_name_is_escaped_whole(base_url, stack, instructor, course):
     name = "Zoë \"quotes\" \u00e9\u4e2d\u6587" * 6
-    email = "live%s@test.elearn.dev" % uuid.uuid4().hex[:12]
-    r = requests.post(base_url + "/api/v1/auth/register",
-                      json={"email": email, "password": "live pass 1234",
-                            "displayName": name[:100]})
-    assert r.status_code == 201, r.text
-    token = stack.token(email, "live pass 1234")
-    requests.post(base_url + "/api/v1/courses/%d/enrollments" % course,
-                  headers=bearer(token), timeout=30)
+    token = enrolled_student(base_url, stack, course, name=name[:100])
     sid = new_session(base_url, instructor, course)
     ws, _ = join(stack, sid, token)
     try:
