@@ -80,8 +80,9 @@ SELECT email, display_name, role
  WHERE user_id = $1::bigint;
 
 -- Catalog search (GET /api/v1/courses/search).  Each page statement
--- returns one row per course: the course item as JSON text (the module
--- joins them into the answer), its sort key as text and its id (the
+-- returns one row per course: the course item as JSON text (courses.item,
+-- kept with the row since migration 0016; the module joins them into the
+-- answer), its sort key as text and its id (the
 -- module signs both into the next cursor).  Only published courses.
 -- $1 q is websearch syntax, bound (never spliced); category, level and
 -- language are NULL for "any".  A cursor's key is NULL on the first page
@@ -121,10 +122,10 @@ SELECT doc, sort_key, id
 -- sort=newest with q.  $1 q, $2 category, $3 level, $4 language,
 -- $5 cursor published_at (microseconds), $6 cursor course_id,
 -- $7 page size, $8 offset.  As in search_relevance, the page is chosen
--- first and only its rows become JSON.
+-- first and only its rows' items are read.
 -- Index: courses_search_idx, or courses_published_newest_idx walked
 -- backwards when the planner expects many matches.
-SELECT elearn_course_item(c, u),
+SELECT c.item,
        (extract(epoch FROM c.published_at) * 1000000)::bigint::text,
        c.course_id
   FROM (SELECT course_id
@@ -142,15 +143,14 @@ SELECT elearn_course_item(c, u),
          ORDER BY published_at DESC, course_id DESC
          LIMIT $7 OFFSET $8) p
   JOIN courses c ON c.course_id = p.course_id
-  JOIN users u ON u.user_id = c.instructor_id
  ORDER BY c.published_at DESC, c.course_id DESC;
 
 -- name: search_popular
 -- sort=popular with q.  $1 q, $2 category, $3 level, $4 language,
 -- $5 cursor enrollment_count, $6 cursor course_id, $7 page size,
--- $8 offset.  The page first, then its JSON.
+-- $8 offset.  The page first, then its items.
 -- Index: courses_search_idx, or courses_published_popular_idx.
-SELECT elearn_course_item(c, u),
+SELECT c.item,
        p.enrollment_count::text, c.course_id
   FROM (SELECT course_id, enrollment_count
           FROM courses
@@ -165,17 +165,16 @@ SELECT elearn_course_item(c, u),
          ORDER BY enrollment_count DESC, course_id DESC
          LIMIT $7 OFFSET $8) p
   JOIN courses c ON c.course_id = p.course_id
-  JOIN users u ON u.user_id = c.instructor_id
  ORDER BY p.enrollment_count DESC, c.course_id DESC;
 
 -- name: browse_newest
 -- No q, sort=newest (and relevance, which has nothing to rank).
 -- $1 category, $2 level, $3 language, $4 cursor published_at
 -- (microseconds), $5 cursor course_id, $6 page size, $7 offset.  The
--- page first (an index walk), then its JSON.
+-- page first (an index walk), then its items.
 -- Index: courses_published_newest_idx, or
 -- courses_published_category_newest_idx with a category.
-SELECT elearn_course_item(c, u),
+SELECT c.item,
        (extract(epoch FROM c.published_at) * 1000000)::bigint::text,
        c.course_id
   FROM (SELECT course_id
@@ -192,15 +191,14 @@ SELECT elearn_course_item(c, u),
          ORDER BY published_at DESC, course_id DESC
          LIMIT $6 OFFSET $7) p
   JOIN courses c ON c.course_id = p.course_id
-  JOIN users u ON u.user_id = c.instructor_id
  ORDER BY c.published_at DESC, c.course_id DESC;
 
 -- name: browse_popular
 -- No q, sort=popular.  $1 category, $2 level, $3 language, $4 cursor
 -- enrollment_count, $5 cursor course_id, $6 page size, $7 offset.  The
--- page first, then its JSON.
+-- page first, then its items.
 -- Index: courses_published_popular_idx.
-SELECT elearn_course_item(c, u),
+SELECT c.item,
        p.enrollment_count::text, c.course_id
   FROM (SELECT course_id, enrollment_count
           FROM courses
@@ -214,7 +212,6 @@ SELECT elearn_course_item(c, u),
          ORDER BY enrollment_count DESC, course_id DESC
          LIMIT $6 OFFSET $7) p
   JOIN courses c ON c.course_id = p.course_id
-  JOIN users u ON u.user_id = c.instructor_id
  ORDER BY p.enrollment_count DESC, c.course_id DESC;
 
 -- name: search_facets
@@ -247,9 +244,9 @@ SELECT total, facets, candidates
 -- sort keys the module signs into the next cursor).  Same rows as
 -- search_relevance; a course unpublished since is left out (and bumped
 -- the catalog version, so the list it came from is gone too).  The
--- statement is elearn_search_by_ids() (migration 0015), on a plan kept
--- for the session.
--- Index: courses_pkey, users_pkey.
+-- statement is elearn_search_by_ids() (migrations 0015 and 0016), on a
+-- plan kept for the session; the items are the courses' stored ones.
+-- Index: courses_pkey.
 -- params: ["{1,2,3}", "{0.6,0.5,0.4}"]
 SELECT doc, sort_key, id
   FROM elearn_search_by_ids($1::bigint[], $2::text[]);

@@ -278,7 +278,7 @@
     "                               $7::bigint, $8::integer, $9::integer)\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_NEWEST \
-    "SELECT elearn_course_item(c, u),\n" \
+    "SELECT c.item,\n" \
     "       (extract(epoch FROM c.published_at) * 1000000)::bigint::text,\n" \
     "       c.course_id\n" \
     "  FROM (SELECT course_id\n" \
@@ -296,11 +296,10 @@
     "         ORDER BY published_at DESC, course_id DESC\n" \
     "         LIMIT $7 OFFSET $8) p\n" \
     "  JOIN courses c ON c.course_id = p.course_id\n" \
-    "  JOIN users u ON u.user_id = c.instructor_id\n" \
     " ORDER BY c.published_at DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_POPULAR \
-    "SELECT elearn_course_item(c, u),\n" \
+    "SELECT c.item,\n" \
     "       p.enrollment_count::text, c.course_id\n" \
     "  FROM (SELECT course_id, enrollment_count\n" \
     "          FROM courses\n" \
@@ -315,11 +314,10 @@
     "         ORDER BY enrollment_count DESC, course_id DESC\n" \
     "         LIMIT $7 OFFSET $8) p\n" \
     "  JOIN courses c ON c.course_id = p.course_id\n" \
-    "  JOIN users u ON u.user_id = c.instructor_id\n" \
     " ORDER BY p.enrollment_count DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_BROWSE_NEWEST \
-    "SELECT elearn_course_item(c, u),\n" \
+    "SELECT c.item,\n" \
     "       (extract(epoch FROM c.published_at) * 1000000)::bigint::text,\n" \
     "       c.course_id\n" \
     "  FROM (SELECT course_id\n" \
@@ -336,11 +334,10 @@
     "         ORDER BY published_at DESC, course_id DESC\n" \
     "         LIMIT $6 OFFSET $7) p\n" \
     "  JOIN courses c ON c.course_id = p.course_id\n" \
-    "  JOIN users u ON u.user_id = c.instructor_id\n" \
     " ORDER BY c.published_at DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_BROWSE_POPULAR \
-    "SELECT elearn_course_item(c, u),\n" \
+    "SELECT c.item,\n" \
     "       p.enrollment_count::text, c.course_id\n" \
     "  FROM (SELECT course_id, enrollment_count\n" \
     "          FROM courses\n" \
@@ -354,7 +351,6 @@
     "         ORDER BY enrollment_count DESC, course_id DESC\n" \
     "         LIMIT $6 OFFSET $7) p\n" \
     "  JOIN courses c ON c.course_id = p.course_id\n" \
-    "  JOIN users u ON u.user_id = c.instructor_id\n" \
     " ORDER BY p.enrollment_count DESC, c.course_id DESC\n"
 
 #define NGX_HTTP_ELEARN_SQL_SEARCH_FACETS \

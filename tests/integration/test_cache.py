@@ -297,7 +297,7 @@ def test_facets_are_counted_once_per_query(stack, base_url, auth, pg):
         rows = cur.fetchall()
     before = sum(r[0] for r in rows)
     redis(stack, "EVAL", "for _, k in ipairs(redis.call('KEYS', "
-          "'search:*:q:*')) do redis.call('DEL', k) end", "0")
+          "'search:*:query:*')) do redis.call('DEL', k) end", "0")
     answers = []
     for page in (4, 5):
         r = requests.get(base_url + SEARCH, headers=auth, timeout=10,
@@ -308,7 +308,7 @@ def test_facets_are_counted_once_per_query(stack, base_url, auth, pg):
         # the query's entry is written behind the first answer: page 5
         # is asked once it is there (bounded), as a reader would
         deadline = time.time() + 5
-        while not redis(stack, "KEYS", "search:*:q:*"):
+        while not redis(stack, "KEYS", "search:*:query:*"):
             assert time.time() < deadline, "no query entry was written"
             time.sleep(0.02)
     with pg.cursor() as cur:
@@ -320,6 +320,66 @@ def test_facets_are_counted_once_per_query(stack, base_url, auth, pg):
     assert answers[0]["pagination"]["totalResults"] == \
         answers[1]["pagination"]["totalResults"] > 10
     assert answers[0]["courses"] != answers[1]["courses"]
+
+
+def statement_calls(pg, fragment):
+    with pg.cursor() as cur:
+        cur.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                    "WHERE query LIKE %s", ("%" + fragment + "%",))
+        return cur.fetchone()[0]
+
+
+@pytest.mark.parametrize("q", ["design", "web design"])
+def test_relevance_pages_are_cut_from_the_query_entry(stack, base_url,
+                                                      auth, pg, q):
+    """With the query entry in Redis, offset pages and a cursor walk of a
+    relevance search are cut from its ranked list (the lookup script
+    reads the records of a page, and binary-searches the list for a
+    cursor's course) and read by id: the ranking statement never runs,
+    and every page is the one the ranking statement gives."""
+    size = 7 + uuid.uuid4().int % 5        # a page size no other test asks
+
+    def ids(params):
+        r = requests.get(base_url + SEARCH, headers=auth, timeout=10,
+                         params=dict(params, q=q, pageSize=str(size)))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return [c["courseId"] for c in body["courses"]], \
+            body["pagination"].get("nextCursor")
+
+    def drop_entries():
+        redis(stack, "EVAL", "for _, k in ipairs(redis.call('KEYS', "
+              "'search:*:query:*')) do redis.call('DEL', k) end", "0")
+
+    # the reference: each page from the ranking statement (no entry)
+    ref = []
+    for page in range(1, 8):
+        drop_entries()
+        ref += ids({"page": str(page)})[0]
+    assert len(ref) == 7 * size
+
+    drop_entries()
+    ids({"page": "4"})                     # fills the entry, behind
+    deadline = time.time() + 5
+    while not redis(stack, "KEYS", "search:*:query:*"):
+        assert time.time() < deadline, "no query entry was written"
+        time.sleep(0.02)
+
+    ranked = statement_calls(pg, "elearn_search_relevance(")
+    by_id = statement_calls(pg, "elearn_search_by_ids(")
+    offset = []
+    for page in range(4, 8):               # pages 1-3 may be cached whole
+        offset += ids({"page": str(page)})[0]
+    walk, cursor = ids({})
+    while len(walk) < len(ref):
+        assert cursor, walk
+        page, cursor = ids({"cursor": cursor})
+        walk += page
+    assert offset == ref[3 * size:]
+    assert walk == ref
+    assert statement_calls(pg, "elearn_search_relevance(") == ranked
+    # 4 offset pages and 6 cursor pages (the first page may be a hit)
+    assert statement_calls(pg, "elearn_search_by_ids(") - by_id >= 10
 
 
 def test_search_and_login_survive_a_script_flush(stack, base_url, auth):

@@ -772,3 +772,43 @@ def test_enrollment_count_trigger(cur):
                 "AND course_id = 1")
     cur.execute("SELECT enrollment_count FROM courses WHERE course_id = 1")
     assert cur.fetchone()[0] == n + 1
+
+
+def test_course_item_follows_every_write(cur):
+    """courses.item (migration 0016) is elearn_course_item() of the row
+    and its instructor after each kind of write: an insert, an edit, a
+    publish, enrollments, and the instructor's new display name."""
+    def stale():
+        cur.execute("SELECT c.course_id FROM courses c "
+                    "JOIN users u ON u.user_id = c.instructor_id "
+                    "WHERE c.instructor_id = %s "
+                    "AND c.item IS DISTINCT FROM elearn_course_item(c, u)",
+                    (teacher,))
+        return cur.fetchall()
+
+    def item(cid):
+        cur.execute("SELECT item::json FROM courses WHERE course_id = %s",
+                    (cid,))
+        return cur.fetchone()[0]
+
+    cur.execute("SELECT instructor_id FROM courses WHERE course_id = 1")
+    teacher = cur.fetchone()[0]
+    cur.execute("INSERT INTO courses (instructor_id, title, category, "
+                "level) VALUES (%s, 'Item test', 'music', 'beginner') "
+                "RETURNING course_id", (teacher,))
+    cid = cur.fetchone()[0]
+    assert item(cid)["title"] == "Item test"
+    assert item(cid)["publishedAt"] is None
+    cur.execute("UPDATE courses SET title = 'Item test 2', published = true "
+                "WHERE course_id = %s", (cid,))
+    assert item(cid)["title"] == "Item test 2"
+    assert item(cid)["publishedAt"] is not None
+    cur.execute("INSERT INTO enrollments (user_id, course_id) "
+                "SELECT user_id, %s FROM users WHERE user_id IN (1, 3)",
+                (cid,))
+    assert item(cid)["enrollmentCount"] == 2
+    cur.execute("UPDATE users SET display_name = 'Renamed \"Teacher\"' "
+                "WHERE user_id = %s", (teacher,))
+    assert item(cid)["instructor"]["displayName"] == 'Renamed "Teacher"'
+    assert item(1)["instructor"]["displayName"] == 'Renamed "Teacher"'
+    assert stale() == []
