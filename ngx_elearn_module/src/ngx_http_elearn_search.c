@@ -857,8 +857,10 @@ ngx_http_elearn_search_links(ngx_http_request_t *r,
 }
 
 
-/* SET key value EX ttl, fire and forget: a failed store only costs the
- * next reader a query */
+/*
+ * SET key value EX ttl, fire and forget: a failed store only costs the
+ * next reader a query.
+ */
 static void
 ngx_http_elearn_search_set(ngx_http_request_t *r, ngx_str_t *key,
     u_char *value, size_t len)
