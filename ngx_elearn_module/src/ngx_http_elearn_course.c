@@ -122,6 +122,12 @@ static void ngx_http_elearn_course_fetch_or_fail(ngx_http_request_t *r,
 
 
 /* the worker's flights: few at a time, so a list is enough */
+/* the document of a cache miss: prepared once per pool connection */
+static ngx_http_elearn_pg_stmt_t  ngx_http_elearn_course_get_stmt = {
+    NGX_HTTP_ELEARN_PG_STMT_COURSE_GET, "elearn_course_get_json",
+    NGX_HTTP_ELEARN_SQL_COURSE_GET_JSON
+};
+
 static ngx_queue_t  ngx_http_elearn_course_flights;
 static ngx_uint_t   ngx_http_elearn_course_nflights;
 
@@ -739,9 +745,11 @@ ngx_http_elearn_course_fetch(ngx_http_request_t *r,
     values[0] = (char *) course->id;
     values[1] = "f";            /* published courses only */
 
-    return ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_COURSE_GET_JSON, 2,
-                                    values, ngx_http_elearn_course_pg_done,
-                                    course);
+    return ngx_http_elearn_pg_query_prepared(r,
+                                             &ngx_http_elearn_course_get_stmt,
+                                             2, values,
+                                             ngx_http_elearn_course_pg_done,
+                                             course);
 }
 
 
@@ -902,9 +910,11 @@ ngx_http_elearn_course_warm_next(ngx_http_elearn_course_warm_t *w)
         values[0] = (char *) id;
         values[1] = "false";
 
-        rc = ngx_http_elearn_pg_query(NULL, NGX_HTTP_ELEARN_SQL_COURSE_GET_JSON,
-                                      2, values,
-                                      ngx_http_elearn_course_warm_doc, w);
+        rc = ngx_http_elearn_pg_query_prepared(NULL,
+                                           &ngx_http_elearn_course_get_stmt,
+                                           2, values,
+                                           ngx_http_elearn_course_warm_doc,
+                                           w);
         if (rc == NGX_AGAIN) {
             return;
         }

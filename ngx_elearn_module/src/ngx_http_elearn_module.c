@@ -332,6 +332,13 @@ static ngx_command_t  ngx_http_elearn_commands[] = {
       offsetof(ngx_http_elearn_main_conf_t, pg_reconnect_max),
       NULL },
 
+    { ngx_string("elearn_pg_prepare"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_elearn_main_conf_t, pg_prepare),
+      NULL },
+
     { ngx_string("elearn_redis_addr"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -1585,6 +1592,7 @@ ngx_http_elearn_create_main_conf(ngx_conf_t *cf)
     emcf->pg_queue_timeout = NGX_CONF_UNSET_MSEC;
     emcf->pg_idle_timeout = NGX_CONF_UNSET_MSEC;
     emcf->pg_reconnect_max = NGX_CONF_UNSET_MSEC;
+    emcf->pg_prepare = NGX_CONF_UNSET;
     emcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     emcf->redis_reconnect_max = NGX_CONF_UNSET_MSEC;
     emcf->kafka_queue_max = NGX_CONF_UNSET_UINT;
@@ -1638,6 +1646,7 @@ ngx_http_elearn_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(emcf->pg_queue_timeout, 2000);
     ngx_conf_init_msec_value(emcf->pg_idle_timeout, 600000);
     ngx_conf_init_msec_value(emcf->pg_reconnect_max, 2000);
+    ngx_conf_init_value(emcf->pg_prepare, 1);
     ngx_conf_init_msec_value(emcf->redis_timeout, 1000);
     ngx_conf_init_msec_value(emcf->redis_reconnect_max, 2000);
     ngx_conf_init_uint_value(emcf->kafka_queue_max, 100000);

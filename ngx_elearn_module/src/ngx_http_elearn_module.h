@@ -122,6 +122,7 @@ typedef struct {
     ngx_msec_t                   pg_queue_timeout;
     ngx_msec_t                   pg_idle_timeout;
     ngx_msec_t                   pg_reconnect_max;
+    ngx_flag_t                   pg_prepare;
 
     /* Redis */
     ngx_str_t                    redis_addr;     /* host:port, unix:/path */

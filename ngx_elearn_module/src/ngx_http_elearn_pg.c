@@ -9,6 +9,10 @@
  * nginx's events (edge-triggered epoll) drive libpq; each event drains
  * the socket completely, because a missed edge never comes back.
  *
+ * A statement run through ngx_http_elearn_pg_query_prepared() is
+ * prepared by each connection the first time it runs it (Parse, then
+ * its Execute once the Parse is answered) and only executed after that.
+ *
  * What this file must never do: block the worker (no PQexec, no
  * PQgetResult while PQisBusy, no PQcancel), call a handler from inside
  * ngx_http_elearn_pg_query(), or touch a request after its pool is gone.
@@ -74,6 +78,7 @@ struct ngx_http_elearn_pg_op_s {
     char                           *sql;
     char                          **values;
     int                             nparams;
+    ngx_http_elearn_pg_stmt_t      *stmt;       /* prepared, or NULL */
     unsigned                        running:1;
     unsigned                        own:1;      /* the worker's, no r */
 };
@@ -89,7 +94,9 @@ struct ngx_http_elearn_pg_slot_s {
     ngx_event_t                     timer;      /* connect, query, idle */
     ngx_http_elearn_pg_state_e      state;
     short                           want;       /* POLLIN or POLLOUT */
+    uint32_t                        prepared;   /* stmt index bits */
     unsigned                        flushing:1;
+    unsigned                        preparing:1; /* op's Parse is out */
 };
 
 
@@ -121,6 +128,7 @@ struct ngx_http_elearn_pg_pool_s {
     ngx_uint_t                      queue_rejects;
     ngx_uint_t                      timeouts;
 
+    unsigned                        prepare:1;  /* elearn_pg_prepare */
     unsigned                        hold:1;     /* no new connects yet */
     unsigned                        down:1;     /* server unreachable */
     unsigned                        destroyed:1;
@@ -151,7 +159,13 @@ static void ngx_http_elearn_pg_connected(ngx_http_elearn_pg_slot_t *slot);
 static void ngx_http_elearn_pg_connect_failed(ngx_http_elearn_pg_slot_t *slot,
     const char *reason);
 
+static ngx_int_t ngx_http_elearn_pg_start(ngx_http_request_t *r,
+    ngx_http_elearn_pg_stmt_t *stmt, const char *sql, int nparams,
+    const char *const *values, ngx_http_elearn_pg_handler_pt handler,
+    void *data);
 static ngx_int_t ngx_http_elearn_pg_send(ngx_http_elearn_pg_slot_t *slot,
+    ngx_http_elearn_pg_op_t *op);
+static ngx_int_t ngx_http_elearn_pg_transmit(ngx_http_elearn_pg_slot_t *slot,
     ngx_http_elearn_pg_op_t *op);
 static ngx_int_t ngx_http_elearn_pg_flush(ngx_http_elearn_pg_slot_t *slot);
 static void ngx_http_elearn_pg_process(ngx_http_elearn_pg_slot_t *slot);
@@ -233,6 +247,7 @@ ngx_http_elearn_pg_pool_create(ngx_cycle_t *cycle,
     pool->query_timeout = emcf->pg_query_timeout;
     pool->queue_timeout = emcf->pg_queue_timeout;
     pool->idle_timeout = emcf->pg_idle_timeout;
+    pool->prepare = emcf->pg_prepare;
     pool->reconnect_max = ngx_max(emcf->pg_reconnect_max,
                                   NGX_HTTP_ELEARN_PG_BACKOFF_MIN);
 
@@ -317,6 +332,34 @@ ngx_http_elearn_pg_query(ngx_http_request_t *r, const char *sql,
     int nparams, const char *const *values,
     ngx_http_elearn_pg_handler_pt handler, void *data)
 {
+    return ngx_http_elearn_pg_start(r, NULL, sql, nparams, values, handler,
+                                    data);
+}
+
+
+ngx_int_t
+ngx_http_elearn_pg_query_prepared(ngx_http_request_t *r,
+    ngx_http_elearn_pg_stmt_t *stmt, int nparams, const char *const *values,
+    ngx_http_elearn_pg_handler_pt handler, void *data)
+{
+    if (stmt->index >= NGX_HTTP_ELEARN_PG_STMTS) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "elearn pg: statement \"%s\" has no valid index",
+                      stmt->name);
+        return NGX_ERROR;
+    }
+
+    return ngx_http_elearn_pg_start(r, stmt, stmt->sql, nparams, values,
+                                    handler, data);
+}
+
+
+static ngx_int_t
+ngx_http_elearn_pg_start(ngx_http_request_t *r,
+    ngx_http_elearn_pg_stmt_t *stmt, const char *sql, int nparams,
+    const char *const *values, ngx_http_elearn_pg_handler_pt handler,
+    void *data)
+{
     ngx_pool_cleanup_t           *cln;
     ngx_http_elearn_pg_op_t      *op;
     ngx_http_elearn_pg_slot_t    *slot;
@@ -355,6 +398,7 @@ ngx_http_elearn_pg_query(ngx_http_request_t *r, const char *sql,
 
     op->handler = handler;
     op->data = data;
+    op->stmt = pool->prepare ? stmt : NULL;
 
     if (r == NULL) {
         op->own = 1;
@@ -1061,20 +1105,9 @@ static ngx_int_t
 ngx_http_elearn_pg_send(ngx_http_elearn_pg_slot_t *slot,
     ngx_http_elearn_pg_op_t *op)
 {
-    const char                 *msg;
     ngx_http_elearn_pg_pool_t  *pool = slot->pool;
 
-    if (!PQsendQueryParams(slot->pg, op->sql, op->nparams, NULL,
-                           (const char *const *) op->values, NULL, NULL, 0))
-    {
-        msg = PQerrorMessage(slot->pg);
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "elearn pg: could not send query: %*s",
-                      ngx_http_elearn_pg_errlen(msg), msg);
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_elearn_pg_flush(slot) == NGX_ERROR) {
+    if (ngx_http_elearn_pg_transmit(slot, op) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1095,6 +1128,48 @@ ngx_http_elearn_pg_send(ngx_http_elearn_pg_slot_t *slot,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Puts op's statement on the wire: as an unnamed statement, or for a
+ * prepared one its Parse first when this connection has not prepared it
+ * yet (its Execute follows from ngx_http_elearn_pg_done()), else its
+ * Execute alone.
+ */
+
+static ngx_int_t
+ngx_http_elearn_pg_transmit(ngx_http_elearn_pg_slot_t *slot,
+    ngx_http_elearn_pg_op_t *op)
+{
+    int          ok;
+    const char  *msg;
+
+    if (op->stmt == NULL) {
+        ok = PQsendQueryParams(slot->pg, op->sql, op->nparams, NULL,
+                               (const char *const *) op->values, NULL, NULL,
+                               0);
+
+    } else if (slot->prepared & (1U << op->stmt->index)) {
+        ok = PQsendQueryPrepared(slot->pg, op->stmt->name, op->nparams,
+                                 (const char *const *) op->values, NULL,
+                                 NULL, 0);
+
+    } else {
+        ok = PQsendPrepare(slot->pg, op->stmt->name, op->sql, op->nparams,
+                           NULL);
+        slot->preparing = 1;
+    }
+
+    if (!ok) {
+        msg = PQerrorMessage(slot->pg);
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "elearn pg: could not send query: %*s",
+                      ngx_http_elearn_pg_errlen(msg), msg);
+        return NGX_ERROR;
+    }
+
+    return ngx_http_elearn_pg_flush(slot) == NGX_ERROR ? NGX_ERROR : NGX_OK;
 }
 
 
@@ -1306,6 +1381,7 @@ ngx_http_elearn_pg_read_busy(ngx_http_elearn_pg_slot_t *slot)
 static void
 ngx_http_elearn_pg_done(ngx_http_elearn_pg_slot_t *slot)
 {
+    char                       *state;
     PGresult                   *res;
     ngx_http_elearn_pg_op_t    *op;
     ngx_http_elearn_pg_pool_t  *pool = slot->pool;
@@ -1314,6 +1390,35 @@ ngx_http_elearn_pg_done(ngx_http_elearn_pg_slot_t *slot)
     slot->res = NULL;
 
     op = slot->op;
+
+    if (slot->preparing) {
+        slot->preparing = 0;
+
+        if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
+            /* prepared: now its Execute, on the same query timer */
+            PQclear(res);
+            slot->prepared |= 1U << op->stmt->index;
+
+            if (ngx_http_elearn_pg_transmit(slot, op) != NGX_OK) {
+                ngx_http_elearn_pg_lost(slot, "connection lost");
+            }
+
+            return;
+        }
+
+        /* a failed Parse answers as a failed query */
+
+    } else if (op->stmt != NULL && res != NULL
+               && PQresultStatus(res) == PGRES_FATAL_ERROR)
+    {
+        /* "does not exist" (26000): prepared again next time */
+        state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+        if (state != NULL && ngx_strcmp(state, "26000") == 0) {
+            slot->prepared &= ~(1U << op->stmt->index);
+        }
+    }
+
     slot->op = NULL;
     op->slot = NULL;
 
@@ -1410,6 +1515,8 @@ ngx_http_elearn_pg_close(ngx_http_elearn_pg_slot_t *slot)
 
     slot->state = NGX_HTTP_ELEARN_PG_CLOSED;
     slot->flushing = 0;
+    slot->preparing = 0;
+    slot->prepared = 0;
 
     if (slot->timer.timer_set) {
         ngx_del_timer(&slot->timer);

@@ -73,6 +73,28 @@ ngx_int_t ngx_http_elearn_pg_query(ngx_http_request_t *r, const char *sql,
     int nparams, const char *const *values,
     ngx_http_elearn_pg_handler_pt handler, void *data);
 
+/*
+ * A statement that each connection prepares once, under its name, the
+ * first time it runs it (elearn_pg_prepare on): its later runs are not
+ * parsed, analysed and planned again.  For hot statements whose one plan
+ * suits every parameter.  index is the statement's bit in a connection's
+ * set of prepared statements: unique, below NGX_HTTP_ELEARN_PG_STMTS.
+ */
+typedef struct {
+    ngx_uint_t    index;
+    const char   *name;
+    const char   *sql;
+} ngx_http_elearn_pg_stmt_t;
+
+#define NGX_HTTP_ELEARN_PG_STMTS           32
+#define NGX_HTTP_ELEARN_PG_STMT_BY_IDS     0
+#define NGX_HTTP_ELEARN_PG_STMT_COURSE_GET 1
+
+/* ngx_http_elearn_pg_query() of a statement that is prepared once */
+ngx_int_t ngx_http_elearn_pg_query_prepared(ngx_http_request_t *r,
+    ngx_http_elearn_pg_stmt_t *stmt, int nparams, const char *const *values,
+    ngx_http_elearn_pg_handler_pt handler, void *data);
+
 void ngx_http_elearn_pg_get_stats(ngx_http_elearn_pg_pool_t *pool,
     ngx_http_elearn_pg_stats_t *stats);
 

@@ -203,6 +203,13 @@ static ngx_http_elearn_redis_script_t  ngx_http_elearn_search_lookup_lua =
     "return {v, page, head, (string.gsub(cut, ' ', ''))}\n");
 
 
+/* the statement of every relevance page cut from a ranked list */
+static ngx_http_elearn_pg_stmt_t  ngx_http_elearn_search_by_ids_stmt = {
+    NGX_HTTP_ELEARN_PG_STMT_BY_IDS, "elearn_search_by_ids",
+    NGX_HTTP_ELEARN_SQL_SEARCH_BY_IDS
+};
+
+
 static ngx_int_t ngx_http_elearn_search_query(ngx_http_request_t *r,
     ngx_http_elearn_search_t *s);
 static ngx_int_t ngx_http_elearn_search_by_ids(ngx_http_request_t *r,
@@ -1538,9 +1545,11 @@ ngx_http_elearn_search_by_ids(ngx_http_request_t *r,
     values[0] = (char *) ids;
     values[1] = (char *) ranks;
 
-    rc = ngx_http_elearn_pg_query(r, NGX_HTTP_ELEARN_SQL_SEARCH_BY_IDS, 2,
-                                  values, ngx_http_elearn_search_page_done,
-                                  s);
+    rc = ngx_http_elearn_pg_query_prepared(r,
+                                           &ngx_http_elearn_search_by_ids_stmt,
+                                           2, values,
+                                           ngx_http_elearn_search_page_done,
+                                           s);
     if (rc != NGX_AGAIN) {
         return ngx_http_elearn_problem_backend(r, rc, "the database");
     }

@@ -382,6 +382,52 @@ def test_relevance_pages_are_cut_from_the_query_entry(stack, base_url,
     assert statement_calls(pg, "elearn_search_by_ids(") - by_id >= 10
 
 
+def test_page_by_ids_is_prepared_once_per_connection(stack, base_url,
+                                                     auth, pg):
+    """search_by_ids, the one statement of an uncached relevance page, is
+    a named prepared statement on each pool connection
+    (elearn_pg_prepare on): PostgreSQL plans it a few times per
+    connection, not once per call as an unnamed statement (the planner's
+    calls counted by pg_stat_statements.track_planning)."""
+    def counts():
+        with pg.cursor() as cur:
+            cur.execute("SELECT coalesce(sum(calls), 0), "
+                        "coalesce(sum(plans), 0) FROM pg_stat_statements "
+                        "WHERE query LIKE '%%elearn_search_by_ids(%%'")
+            return cur.fetchone()
+
+    with pg.cursor() as cur:
+        cur.execute("ALTER SYSTEM SET pg_stat_statements.track_planning "
+                    "= on")
+        cur.execute("SELECT pg_reload_conf()")
+    try:
+        q = {"q": "design", "pageSize": str(11 + uuid.uuid4().int % 7)}
+        requests.get(base_url + SEARCH, headers=auth, timeout=10,
+                     params=dict(q, page="4"))
+        deadline = time.time() + 5
+        while not redis(stack, "KEYS", "search:*:query:*"):
+            assert time.time() < deadline, "no query entry was written"
+            time.sleep(0.02)
+        time.sleep(0.2)                # every backend has reloaded
+        before = counts()
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            codes = list(ex.map(lambda i: requests.get(
+                base_url + SEARCH, headers=auth, timeout=10,
+                params=dict(q, page=str(4 + i % 5))).status_code,
+                range(400)))
+        after = counts()
+    finally:
+        with pg.cursor() as cur:
+            cur.execute("ALTER SYSTEM RESET "
+                        "pg_stat_statements.track_planning")
+            cur.execute("SELECT pg_reload_conf()")
+    assert codes == [200] * 400
+    calls, plans = after[0] - before[0], after[1] - before[1]
+    assert calls >= 400
+    # at most a few custom plans, then the generic one, per connection
+    assert plans <= calls // 4, (calls, plans)
+
+
 def test_search_and_login_survive_a_script_flush(stack, base_url, auth):
     """Both run Lua scripts by their hash: after Redis forgets them (a
     restart, SCRIPT FLUSH) the next call sends the text once and works."""

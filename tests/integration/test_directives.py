@@ -22,6 +22,7 @@ BAD = [
     ("elearn_pg_queue_timeout", "later"),
     ("elearn_pg_idle_timeout", "-5s"),
     ("elearn_pg_reconnect_max", "x"),
+    ("elearn_pg_prepare", "yes"),
     ("elearn_redis_addr", "localhost:6379"),
     ("elearn_redis_addr", "127.0.0.1"),
     ("elearn_redis_addr", "127.0.0.1:99999"),
