@@ -13,7 +13,7 @@
 #           idle keep-alive HTTP connection to a plain `return 204` (same
 #           nginx, same count).
 #   fanout  one publish to each size of BENCH_WS_FANOUT ("1000 10000"),
-#           repeated BENCH_WS_MESSAGES (20) times, in BENCH_WS_ROUNDS (3)
+#           repeated BENCH_WS_MESSAGES (20) times, in BENCH_WS_ROUNDS (10)
 #           rounds that alternate the targets (nchan, elearn, nchan, ...)
 #           so that a noisy stretch of the shared machine weighs on both:
 #           delivery latency percentiles over every delivery of every
@@ -34,7 +34,7 @@
 #
 # Environment: BENCH_WS_TARGETS ("nchan elearn"), BENCH_WS_IDLE (50000,
 # 0 skips), BENCH_WS_FANOUT ("1000 10000", " " skips), BENCH_WS_MESSAGES
-# (20), BENCH_WS_ROUNDS (3, at most 10),
+# (20), BENCH_WS_ROUNDS (10, at most 10),
 # BENCH_WS_RATE (connections per second per load process, 2500, against
 # nchan), BENCH_WS_ELEARN_RATE (the same against elearn, 1000: a join is
 # a token check and one Redis script; PostgreSQL only for a worker's first
@@ -59,7 +59,7 @@ TARGETS=${BENCH_WS_TARGETS:-nchan elearn}
 IDLE=${BENCH_WS_IDLE:-50000}
 FANOUT=${BENCH_WS_FANOUT:-1000 10000}
 MESSAGES=${BENCH_WS_MESSAGES:-20}
-ROUNDS=${BENCH_WS_ROUNDS:-3}
+ROUNDS=${BENCH_WS_ROUNDS:-10}
 SESSIONS=${BENCH_WS_SESSIONS-50x1000}
 RATE=${BENCH_WS_RATE:-2500}
 ELEARN_RATE=${BENCH_WS_ELEARN_RATE:-1000}
