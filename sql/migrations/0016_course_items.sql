@@ -52,6 +52,12 @@ CREATE TRIGGER users_course_items AFTER UPDATE OF display_name ON users
     FOR EACH ROW WHEN (OLD.display_name IS DISTINCT FROM NEW.display_name)
     EXECUTE FUNCTION elearn_users_course_items();
 
+-- The item is derived, never copied in: both fire under
+-- session_replication_role = replica too (tools/demo-data.py's bulk COPY,
+-- which turns the other triggers off; a logical replica).
+ALTER TABLE courses ENABLE ALWAYS TRIGGER courses_write_item;
+ALTER TABLE users ENABLE ALWAYS TRIGGER users_course_items;
+
 -- Migration 0015's relevance-page and page-by-ids functions, reading the
 -- stored items instead of building them (the rest is unchanged).
 CREATE OR REPLACE FUNCTION elearn_search_relevance(q text, p_category text,

@@ -132,23 +132,29 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack():
     s = Stack()
-    s.start("pg", "redis", "kafka")
-    r = s.sh(os.path.join(TOP, "sql", "migrate.sh"), check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    conn = psycopg2.connect(s.env["ELEARN_PG_CONNINFO"])
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM courses")
-        have = cur.fetchone()[0]
-    conn.close()
-    if have < 100000:
-        r = s.sh("/usr/bin/python3", os.path.join(TOP, "tools",
-                                                  "demo-data.py"), "--full",
-                 check=False, timeout=600)
+    try:
+        s.start("pg", "redis", "kafka")
+        r = s.sh(os.path.join(TOP, "sql", "migrate.sh"), check=False)
         assert r.returncode == 0, r.stdout + r.stderr
-    # a kept stack (ELEARN_TEST_KEEP) may run older builds
-    s.stop("nginx", "outbox")
-    s.start("outbox", "nginx")
-    s.wait_ready(60)
+        conn = psycopg2.connect(s.env["ELEARN_PG_CONNINFO"])
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM courses")
+            have = cur.fetchone()[0]
+        conn.close()
+        if have < 100000:
+            r = s.sh("/usr/bin/python3", os.path.join(TOP, "tools",
+                                                      "demo-data.py"),
+                     "--full", check=False, timeout=600)
+            assert r.returncode == 0, r.stdout + r.stderr
+        # a kept stack (ELEARN_TEST_KEEP) may run older builds
+        s.stop("nginx", "outbox")
+        s.start("outbox", "nginx")
+        s.wait_ready(60)
+    except BaseException:
+        # a failed start leaves nothing running behind it
+        if not os.environ.get("ELEARN_TEST_KEEP"):
+            s.stop()
+        raise
     yield s
     if not os.environ.get("ELEARN_TEST_KEEP"):
         s.stop()

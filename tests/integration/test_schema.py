@@ -812,3 +812,15 @@ def test_course_item_follows_every_write(cur):
     assert item(cid)["instructor"]["displayName"] == 'Renamed "Teacher"'
     assert item(1)["instructor"]["displayName"] == 'Renamed "Teacher"'
     assert stale() == []
+
+
+def test_every_course_item_is_current(cur):
+    """However the catalog was written (the API, the demo loader's bulk
+    COPY under session_replication_role = replica), every stored item is
+    the one elearn_course_item() builds now."""
+    cur.execute("SELECT count(*) FROM courses c "
+                "JOIN users u ON u.user_id = c.instructor_id "
+                "WHERE c.item IS DISTINCT FROM elearn_course_item(c, u)")
+    assert cur.fetchone()[0] == 0
+    cur.execute("SELECT count(*) FROM courses")
+    assert cur.fetchone()[0] > 0
