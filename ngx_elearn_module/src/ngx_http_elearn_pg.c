@@ -1391,11 +1391,20 @@ ngx_http_elearn_pg_done(ngx_http_elearn_pg_slot_t *slot)
 
     op = slot->op;
 
+    state = (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR)
+            ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
     if (slot->preparing) {
         slot->preparing = 0;
 
-        if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
-            /* prepared: now its Execute, on the same query timer */
+        if (res != NULL
+            && (PQresultStatus(res) == PGRES_COMMAND_OK
+                || (state != NULL && ngx_strcmp(state, "42P05") == 0)))
+        {
+            /*
+             * prepared (or, 42P05, it already was): now its Execute, on
+             * the same query timer
+             */
             PQclear(res);
             slot->prepared |= 1U << op->stmt->index;
 
@@ -1408,15 +1417,11 @@ ngx_http_elearn_pg_done(ngx_http_elearn_pg_slot_t *slot)
 
         /* a failed Parse answers as a failed query */
 
-    } else if (op->stmt != NULL && res != NULL
-               && PQresultStatus(res) == PGRES_FATAL_ERROR)
+    } else if (op->stmt != NULL && state != NULL
+               && ngx_strcmp(state, "26000") == 0)
     {
-        /* "does not exist" (26000): prepared again next time */
-        state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-
-        if (state != NULL && ngx_strcmp(state, "26000") == 0) {
-            slot->prepared &= ~(1U << op->stmt->index);
-        }
+        /* "does not exist": prepared again next time */
+        slot->prepared &= ~(1U << op->stmt->index);
     }
 
     slot->op = NULL;
