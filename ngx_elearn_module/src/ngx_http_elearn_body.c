@@ -130,7 +130,10 @@ ngx_http_elearn_body_read(ngx_http_request_t *r)
                 continue;
             }
 
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            /* an empty buffer may have no memory at all (pos NULL) */
+            if (b->last != b->pos) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            }
         }
     }
 

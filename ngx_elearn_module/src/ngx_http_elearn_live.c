@@ -2247,7 +2247,7 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
 {
     ngx_http_elearn_live_part_t *p = data;
 
-    int64_t                          n, seq;
+    int64_t                          n, seq, sid;
     ngx_http_request_t              *r;
     ngx_http_elearn_ctx_t           *ctx;
     ngx_http_elearn_ws_t            *ws;
@@ -2256,6 +2256,7 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
     p->refs--;
     s = p->session;
     r = p->request;
+    sid = s->id;       /* s may go with p's place: the answers name sid */
 
     s->admitting--;
 
@@ -2328,7 +2329,7 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     "session-full",
-                                    "live session %L is full", s->id));
+                                    "live session %L is full", sid));
         return;
     }
 
@@ -2336,7 +2337,7 @@ ngx_http_elearn_live_admitted(ngx_http_request_t *nr, redisReply *reply,
         ngx_http_elearn_live_part_gone(p);
         ngx_http_elearn_finalize(r,
             ngx_http_elearn_problem(r, NGX_HTTP_ELEARN_GONE, "session-closed",
-                                    "live session %L is closed", s->id));
+                                    "live session %L is closed", sid));
         return;
     }
 

@@ -1533,7 +1533,7 @@ ngx_http_elearn_revocations_add(ngx_http_elearn_revocations_t *rv,
         return;
     }
 
-    p = ngx_cpymem(buf, prefix, plen);
+    p = (prefix != NULL) ? ngx_cpymem(buf, prefix, plen) : buf;
     p = ngx_cpymem(p, name, len);
     len = p - buf;
 
