@@ -12,6 +12,10 @@ if [ "${ELEARN_ASAN:-}" = 1 ]; then
     mkdir -p "$ELEARN_VAR/sanitizer"
     chmod 1777 "$ELEARN_VAR/sanitizer"   # nginx workers run as another user
     rm -f "$ELEARN_VAR"/sanitizer/*
+    # a report left in the log by an earlier run is not this run's
+    if [ -f "$ELEARN_VAR/nginx/logs/error.log" ]; then
+        : > "$ELEARN_VAR/nginx/logs/error.log"
+    fi
     # reports go to files that the harness checks at the end of the run
     export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:log_path=$ELEARN_VAR/sanitizer/asan}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:log_path=$ELEARN_VAR/sanitizer/ubsan}"
