@@ -1391,7 +1391,9 @@ ngx_http_elearn_pg_done(ngx_http_elearn_pg_slot_t *slot)
 
     op = slot->op;
 
-    state = (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR)
+    /* only a prepared statement's errors matter here */
+    state = (op->stmt != NULL && res != NULL
+             && PQresultStatus(res) == PGRES_FATAL_ERROR)
             ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
     if (slot->preparing) {
@@ -1417,9 +1419,7 @@ ngx_http_elearn_pg_done(ngx_http_elearn_pg_slot_t *slot)
 
         /* a failed Parse answers as a failed query */
 
-    } else if (op->stmt != NULL && state != NULL
-               && ngx_strcmp(state, "26000") == 0)
-    {
+    } else if (state != NULL && ngx_strcmp(state, "26000") == 0) {
         /* "does not exist": prepared again next time */
         slot->prepared &= ~(1U << op->stmt->index);
     }

@@ -34,6 +34,20 @@ def redis(stack, *args):
     return out.stdout.strip()
 
 
+def drop_query_entries(stack):
+    redis(stack, "EVAL", "for _, k in ipairs(redis.call('KEYS', "
+          "'search:*:query:*')) do redis.call('DEL', k) end", "0")
+
+
+def wait_query_entry(stack):
+    """A query entry is written behind the answer that computed it: wait
+    (bounded) until one is there, as a later reader would find it."""
+    deadline = time.time() + 5
+    while not redis(stack, "KEYS", "search:*:query:*"):
+        assert time.time() < deadline, "no query entry was written"
+        time.sleep(0.02)
+
+
 def calls(pg):
     with pg.cursor() as cur:
         cur.execute(STATEMENT)
@@ -296,8 +310,7 @@ def test_facets_are_counted_once_per_query(stack, base_url, auth, pg):
                     "WHERE query LIKE '%%elearn_search_facets(%%'")
         rows = cur.fetchall()
     before = sum(r[0] for r in rows)
-    redis(stack, "EVAL", "for _, k in ipairs(redis.call('KEYS', "
-          "'search:*:query:*')) do redis.call('DEL', k) end", "0")
+    drop_query_entries(stack)
     answers = []
     for page in (4, 5):
         r = requests.get(base_url + SEARCH, headers=auth, timeout=10,
@@ -305,12 +318,8 @@ def test_facets_are_counted_once_per_query(stack, base_url, auth, pg):
                                  "pageSize": "5"})
         assert r.status_code == 200, r.text
         answers.append(r.json())
-        # the query's entry is written behind the first answer: page 5
-        # is asked once it is there (bounded), as a reader would
-        deadline = time.time() + 5
-        while not redis(stack, "KEYS", "search:*:query:*"):
-            assert time.time() < deadline, "no query entry was written"
-            time.sleep(0.02)
+        # page 5 is asked once the first answer's entry is there
+        wait_query_entry(stack)
     with pg.cursor() as cur:
         cur.execute("SELECT calls FROM pg_stat_statements "
                     "WHERE query LIKE '%%elearn_search_facets(%%'")
@@ -347,23 +356,16 @@ def test_relevance_pages_are_cut_from_the_query_entry(stack, base_url,
         return [c["courseId"] for c in body["courses"]], \
             body["pagination"].get("nextCursor")
 
-    def drop_entries():
-        redis(stack, "EVAL", "for _, k in ipairs(redis.call('KEYS', "
-              "'search:*:query:*')) do redis.call('DEL', k) end", "0")
-
     # the reference: each page from the ranking statement (no entry)
     ref = []
     for page in range(1, 8):
-        drop_entries()
+        drop_query_entries(stack)
         ref += ids({"page": str(page)})[0]
     assert len(ref) == 7 * size
 
-    drop_entries()
+    drop_query_entries(stack)
     ids({"page": "4"})                     # fills the entry, behind
-    deadline = time.time() + 5
-    while not redis(stack, "KEYS", "search:*:query:*"):
-        assert time.time() < deadline, "no query entry was written"
-        time.sleep(0.02)
+    wait_query_entry(stack)
 
     ranked = statement_calls(pg, "elearn_search_relevance(")
     by_id = statement_calls(pg, "elearn_search_by_ids(")
@@ -404,10 +406,7 @@ def test_page_by_ids_is_prepared_once_per_connection(stack, base_url,
         q = {"q": "design", "pageSize": str(11 + uuid.uuid4().int % 7)}
         requests.get(base_url + SEARCH, headers=auth, timeout=10,
                      params=dict(q, page="4"))
-        deadline = time.time() + 5
-        while not redis(stack, "KEYS", "search:*:query:*"):
-            assert time.time() < deadline, "no query entry was written"
-            time.sleep(0.02)
+        wait_query_entry(stack)
         time.sleep(0.2)                # every backend has reloaded
         before = counts()
         with concurrent.futures.ThreadPoolExecutor(8) as ex:
