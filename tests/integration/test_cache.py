@@ -427,6 +427,47 @@ def test_page_by_ids_is_prepared_once_per_connection(stack, base_url,
     assert plans <= calls // 4, (calls, plans)
 
 
+def test_a_new_pool_connection_prepares_its_statements_again(stack,
+                                                             base_url,
+                                                             auth, pg):
+    """A prepared statement lives and dies with its connection: when
+    PostgreSQL closes the pool's connections, the ones that replace them
+    start with nothing prepared and prepare search_by_ids again, so every
+    uncached page answers once the pool has reconnected.  (A connection
+    that believed it still had the statement would send its Execute
+    alone and fail with 26000 "prepared statement does not exist".)"""
+    q = {"q": "design", "pageSize": str(11 + uuid.uuid4().int % 7)}
+
+    def pages(n):
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            return list(ex.map(lambda i: requests.get(
+                base_url + SEARCH, headers=auth, timeout=10,
+                params=dict(q, page=str(4 + i % 5))).status_code,
+                range(n)))
+
+    requests.get(base_url + SEARCH, headers=auth, timeout=10,
+                 params=dict(q, page="4"))
+    wait_query_entry(stack)
+    assert pages(80) == [200] * 80     # each connection has prepared it
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(pg_terminate_backend(pid)) "
+                    "FROM pg_stat_activity "
+                    "WHERE application_name = 'elearn-nginx'")
+        assert cur.fetchone()[0] > 0
+    # a request on a connection that died under it may fail; once one
+    # page answers, the pool is back
+    deadline = time.time() + 10
+    while pages(1) != [200]:
+        assert time.time() < deadline, "the pool did not reconnect"
+        time.sleep(0.1)
+    codes = pages(200)
+    assert codes == [200] * 200, codes
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name = 'elearn-nginx'")
+        assert cur.fetchone()[0] > 0
+
+
 def test_search_and_login_survive_a_script_flush(stack, base_url, auth):
     """Both run Lua scripts by their hash: after Redis forgets them (a
     restart, SCRIPT FLUSH) the next call sends the text once and works."""

@@ -36,8 +36,9 @@ local b64 = require "ngx.base64"
 
 local C = ffi.C
 local floor, ceil, min, max = math.floor, math.ceil, math.min, math.max
-local byte, sub, find, fmt = string.byte, string.sub, string.find,
-                             string.format
+local byte, sub, find, match = string.byte, string.sub, string.find,
+                               string.match
+local fmt = string.format
 local concat = table.concat
 local type, tonumber, tostring, next = type, tonumber, tostring, next
 local ngx_var, ngx_req, ngx_now = ngx.var, ngx.req, ngx.now
@@ -557,8 +558,8 @@ local function event(user, video, course, pos, iv, duration, ms)
 end
 
 
--- the report script: {courseId, durationSeconds, what}, or nil and the
--- error (a Redis failure)
+-- the report script: "what courseId durationSeconds" (ngx.null when the
+-- video is not cached), or nil and the error (a Redis failure)
 local function run_report(red, keys_args)
     local res, err = red:evalsha(report_sha, 2, unpack(keys_args))
     if not res and err and find(err, "NOSCRIPT", 1, true) then
@@ -667,7 +668,10 @@ function _M.report()
     end
     red:set_keepalive(10000, 256)
 
-    local course, duration, what = res[1], res[2], res[3]
+    local what, course, duration
+    if res ~= ngx.null then
+        what, course, duration = match(res, "^(%S+) (%d+) (%d+)$")
+    end
     if what == "0" then
         return problem(403, "not-enrolled", "you are not enrolled in "
                        .. "course " .. course .. " of this video")
