@@ -189,14 +189,15 @@ end
 """
 
 # progress reports: each thread walks the tokens of args[1] and the
-# "videoId:duration" pairs of args[2] from its own start, posting one new
-# 10-second interval each time to args[3] .. "/api/v1/videos/{id}/progress".
-# Each thread builds its first 4,096 requests in init() and cycles through
-# them: building one per request in Lua cost wrk 3.4 us of CPU a report on
-# the two cores the server shares, 1.4 us as a table read.  Consecutive
-# requests go to consecutive students, each student's to the videos in
-# turn: all 128 (student, video) pairs.  A pair's intervals are all merged
-# within seconds either way, so Redis and the daemon see the same work.
+# "videoId:duration" pairs of args[2] from its own start, posting to
+# args[3] .. "/api/v1/videos/{id}/progress".  Consecutive requests go to
+# consecutive students, each student's to the videos in turn (all 128
+# (student, video) pairs), and each pair's next report is the 10 seconds
+# after its last, as a player sends them: a pair's watched intervals stay
+# one or two stretches, as a learner's do.  Each thread builds its first
+# 4,096 requests in init() and cycles through them (32 reports a pair,
+# then resends): building one per request in Lua cost wrk 3.4 us of CPU a
+# report on the two cores the server shares, 1.4 us as a table read.
 PROGRESS_LUA = """
 tokens, videos, k, prefix = {}, {}, 0, ""
 reqs, n = {}, 0
@@ -207,9 +208,10 @@ function setup(thread)
 end
 local function build()
     k = k + 1
+    local npairs = #tokens * #videos
     local v = videos[math.floor(k / #tokens) % #videos + 1]
     local span = math.max(v[2] - 10, 1)
-    local p = (k * 10) % span
+    local p = (math.floor(k / npairs) * 10) % span
     local body = '{"positionSeconds":' .. (p + 10)
                  .. ',"watched":[[' .. p .. ',' .. (p + 10) .. ']]}'
     return wrk.format("POST", prefix .. "/api/v1/videos/" .. v[1]
@@ -783,7 +785,7 @@ def progress_scenarios(rows, notes):
                      "naive"))
     notes.append("progress ingest: targets >= 0.5 of return 204 (queued) "
                  "and >= 5x the naive location; %d students x %d videos "
-                 "of course 1, a new 10 s interval per report"
+                 "of course 1, each pair's reports 10 s apart as a player's"
                  % (len(tokens), len(videos.split(","))))
 
 
