@@ -20,10 +20,13 @@ a browse by newest at cursor page 500 against page 1 with offset page
 targets are printed in a note after the table.
 
 The progress scenarios (issue 5) post reports of 32 enrolled bench
-students over course 1's videos, each request a new token and position:
-write-behind with the default (queued) acknowledgement and with durable
-ones, both against `return 204`, and the naive location (one PostgreSQL
-upsert a report) as the reference write-behind is compared with.
+students over course 1's videos, each (student, video) pair's reports 10 s
+apart as a player's: write-behind with the default (queued)
+acknowledgement and with durable ones, both against `return 204`, and the
+naive location (one PostgreSQL upsert a report) as the reference
+write-behind is compared with.  During the queued run the stack's
+elearn-progress is watched: its lag, and the rows and statements it
+writes.
 
 The progress daemon scenarios (issue 5) measure elearn-progress, the
 stack's write-behind daemon, against pgbench running the naive
@@ -56,6 +59,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -311,13 +315,18 @@ def course_codes():
     return codes
 
 
-def near_204(path, **kw):
+def near_204(path, watch=None, **kw):
     """The scenario between two runs of the baseline: the machine is
-    shared, so its ratio is to the baseline measured around it."""
+    shared, so its ratio is to the baseline measured around it.  watch
+    (a DaemonWatch) is started and stopped around the scenario's run."""
     warm = dict(kw, seconds=2)
     wrk(path, **warm)
     b1 = wrk("/bench/204")
+    if watch:
+        watch.start()
     r = wrk(path, **kw)
+    if watch:
+        watch.stop()
     b2 = wrk("/bench/204")
     return r, (b1["rps"] + b2["rps"]) / 2
 
@@ -749,13 +758,75 @@ def progress_setup():
     return toks, videos, tokens, lua
 
 
+class DaemonWatch(threading.Thread):
+    """elearn-progress while reports arrive: its lag (librdkafka's
+    consumer_lag, refreshed every second) sampled every 0.25 s from
+    start() until the lag is 0 after stop() (at most 60 s more), and the
+    rows and statements it wrote between start() and stop()."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples = []               # (seconds since start, lag)
+        self.stopped = None
+        self.drained = None             # seconds after stop(), or None
+        self.lag_seen = False
+
+    def start(self):
+        self.m0 = progress_metrics()
+        self.t0 = time.time()
+        super().start()
+
+    def stop(self):
+        self.m1 = progress_metrics()
+        self.stopped = time.time() - self.t0
+
+    def run(self):
+        while True:
+            m = progress_metrics()
+            t = time.time() - self.t0
+            lag = progress_lag(m)
+            self.lag_seen = self.lag_seen or any(
+                k.startswith("elearn_consumer_lag{") for k in m)
+            self.samples.append((t, lag))
+            if self.stopped is not None:
+                if lag == 0 and self.lag_seen:
+                    self.drained = max(t - self.stopped, 0.0)
+                    return
+                if t > self.stopped + 60:
+                    return
+            time.sleep(0.25)
+
+    def note(self):
+        self.join(65)
+        secs = max(self.stopped or 0, 1e-3)
+        rows = (self.m1["elearn_progress_rows_total"]
+                - self.m0["elearn_progress_rows_total"])
+        stmts = (self.m1["elearn_progress_statements_total"]
+                 - self.m0["elearn_progress_statements_total"])
+        reports = (self.m1['elearn_consumer_messages_total'
+                           '{topic="%s"}' % PROGRESS_TOPIC]
+                   - self.m0['elearn_consumer_messages_total'
+                             '{topic="%s"}' % PROGRESS_TOPIC])
+        during = [lag for t, lag in self.samples if t <= self.stopped]
+        return ("elearn-progress under the queued ingest load: %d reports "
+                "consumed (%.0f/s), %d rows in %d statements (%.0f rows/s, "
+                "%.0f per statement); lag max %d, %s"
+                % (reports, reports / secs, rows, stmts, rows / secs,
+                   rows / stmts if stmts else 0, max(during or [0]),
+                   "0 again %.1f s after the load" % self.drained
+                   if self.drained is not None
+                   else "not 0 within 60 s after the load"))
+
+
 def progress_scenarios(rows, notes):
     """Issue 5's ingest figures; about 70 s at BENCH_SECONDS=10."""
     toks, videos, tokens, lua = progress_setup()
     kw = dict(script=lua, header=False)
-    queued, ref = near_204("/", args=[toks, videos, ""], **kw)
+    watch = DaemonWatch()
+    queued, ref = near_204("/", args=[toks, videos, ""], watch=watch, **kw)
     rows.append(("progress ingest, queued (default)", queued, ref,
                  "return 204 around it"))
+    notes.append(watch.note())
     durable, ref = near_204("/", args=[toks, videos, "/bench/durable"],
                             **kw)
     rows.append(("progress ingest, durable (broker ack)", durable, ref,
