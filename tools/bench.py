@@ -395,7 +395,6 @@ def argon2_rate(threads, seconds=None):
     module's parameters, in `threads` threads of one process (ctypes lets
     go of the GIL during the call)."""
     import ctypes
-    import threading
     lib = ctypes.CDLL("libargon2.so.1")
     u32, size = ctypes.c_uint32, ctypes.c_size_t
     lib.argon2id_hash_raw.argtypes = [u32, u32, u32, ctypes.c_void_p, size,
@@ -478,7 +477,6 @@ def first_touch(queries, clients):
     requests per second and latency percentiles over all of them."""
     import concurrent.futures
     import http.client
-    import threading
 
     local = threading.local()
     headers = dict(h.split(": ", 1) for h in HEADER)
@@ -773,11 +771,13 @@ class DaemonWatch(threading.Thread):
 
     def start(self):
         self.m0 = progress_metrics()
+        self.pg0 = upsert_statements()
         self.t0 = time.time()
         super().start()
 
     def stop(self):
         self.m1 = progress_metrics()
+        self.pg1 = upsert_statements()
         self.stopped = time.time() - self.t0
 
     def run(self):
@@ -808,11 +808,14 @@ class DaemonWatch(threading.Thread):
                    - self.m0['elearn_consumer_messages_total'
                              '{topic="%s"}' % PROGRESS_TOPIC])
         during = [lag for t, lag in self.samples if t <= self.stopped]
+        pg = (self.pg1 - self.pg0 if None not in (self.pg0, self.pg1)
+              else -1)
         return ("elearn-progress under the queued ingest load: %d reports "
-                "consumed (%.0f/s), %d rows in %d statements (%.0f rows/s, "
-                "%.0f per statement); lag max %d, %s"
-                % (reports, reports / secs, rows, stmts, rows / secs,
-                   rows / stmts if stmts else 0, max(during or [0]),
+                "consumed (%.0f/s), %d rows in %d statements (%d by "
+                "pg_stat_statements; %.0f rows/s, %.0f per statement); lag "
+                "max %d, %s"
+                % (reports, reports / secs, rows, stmts, pg, rows / secs,
+                   rows / max(pg, stmts, 1), max(during or [0]),
                    "0 again %.1f s after the load" % self.drained
                    if self.drained is not None
                    else "not 0 within 60 s after the load"))
@@ -978,6 +981,21 @@ def progress_lag(m):
                                % PROGRESS_TOPIC))
 
 
+def upsert_statements():
+    """How many times PostgreSQL ran elearn-progress's batch upsert, from
+    pg_stat_statements (issue 5 asks for rows per statement from there);
+    None when it cannot be read."""
+    out = subprocess.run(
+        ["psql", "-tAq", "-c",
+         "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+         "WHERE query LIKE 'WITH input AS (%unnest(%'"],
+        capture_output=True, text=True, timeout=30)
+    try:
+        return int(out.stdout.strip())
+    except ValueError:
+        return None
+
+
 def progress_produce(n, rate=None, start=0):
     """Produces n reports (report i: user 1 + i % users, video 1 + i //
     users % 4, so a backlog's rows are distinct), paced at rate/s if given.
@@ -1094,6 +1112,7 @@ def progress_daemon_scenarios(rows, notes):
 
     # a steady rate of reports from 50,000 users, lag sampled meanwhile
     m0 = progress_wait_drained(60)
+    pg0 = upsert_statements()
     lags = []
     sampling = [True]
 
@@ -1104,7 +1123,6 @@ def progress_daemon_scenarios(rows, notes):
             except OSError:
                 pass
             time.sleep(0.5)
-    import threading
     th = threading.Thread(target=sample)
     th.start()
     n = PROGRESS_RATE * SECONDS
@@ -1112,6 +1130,7 @@ def progress_daemon_scenarios(rows, notes):
     t_end = time.time()
     m = progress_wait_drained(120)
     drain = time.time() - t_end
+    pg1 = upsert_statements()
     sampling[0] = False
     th.join()
     reports = (m['elearn_progress_reports_total{result="merged"}']
@@ -1126,9 +1145,11 @@ def progress_daemon_scenarios(rows, notes):
     notes.append("progress at %d reports/s for %d s: produced in %.1f s, "
                  "lag max %d, lag 0 again %.1f s after the last report, "
                  "p99 report-to-COMMIT delay <= %s s; %d reports -> %d rows "
-                 "in %d statements (%.0f rows per statement)"
+                 "in %d statements (%d by pg_stat_statements; %.0f rows per "
+                 "statement)"
                  % (PROGRESS_RATE, SECONDS, sent_in, max(lags or [0]), drain,
                     progress_delay_p99(m0, m), reports, rws, stmts,
+                    pg1 - pg0 if None not in (pg0, pg1) else -1,
                     rws / max(stmts, 1)))
 
 
