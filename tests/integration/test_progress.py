@@ -2,8 +2,8 @@
 validation case (and that a refused report writes nothing), 401/403/404/
 409, the Redis merge, the exact event on elearn.progress, GET from Redis
 and from PostgreSQL, the enrollment cache dropped on unenroll, the naive
-bench location, and the two acknowledgement modes with the broker
-stopped."""
+bench location, the two acknowledgement modes with the broker stopped,
+and reports refused (503, no event) while Redis is stopped."""
 
 import json
 import subprocess
@@ -550,6 +550,52 @@ def wait_for(fn, timeout, what):
             return last
         time.sleep(0.5)
     raise AssertionError("timed out waiting for " + what + ": %r" % last)
+
+
+def test_redis_outage_refuses_reports_and_get_reads_postgresql(
+        stack, base_url, pg, course, student, kafka_brokers):
+    """Without Redis (and elearn_revocation_fail_open on, so a token still
+    passes) a report cannot be stored for resume: it is a 503 problem
+    and no event is produced for it (the event is PostgreSQL's only way
+    in).  GET answers from PostgreSQL.  Once Redis is back, reports are
+    taken again, and only that one reaches the topic."""
+    uid, h = student
+    v = course["video"]
+    with pg.cursor() as c:
+        c.execute("INSERT INTO video_progress (user_id, video_id, "
+                  "position_seconds, watched, updated_at) "
+                  "VALUES (%s, %s, 40, '{[0,40)}', "
+                  "'2026-01-02T03:04:05Z')", (uid, v))
+    old = stack.reconfigure(ELEARN_REVOCATION_FAIL_OPEN="on")
+    consumer = consumer_on(kafka_brokers, "elearn.progress")
+    try:
+        stack.stop("redis")
+        try:
+            time.sleep(1.0)
+            r = post(base_url, v, h, {"positionSeconds": 55,
+                                      "watched": [[40, 55]]})
+            assert r.status_code == 503, r.text
+            assert r.headers["Content-Type"].startswith(
+                "application/problem+json")
+            assert r.json()["type"].endswith("/dependency-unavailable")
+            r = requests.get(url(base_url, v), headers=h, timeout=30)
+            assert r.status_code == 200, r.text
+            assert (r.json()["positionSeconds"],
+                    r.json()["watchedSeconds"]) == (40, 40)
+        finally:
+            stack.start("redis")
+
+        def taken():
+            r = post(base_url, v, h, {"positionSeconds": 66,
+                                      "watched": [[55, 66]]})
+            assert r.status_code in (204, 503), r.text
+            return r.status_code == 204
+        wait_for(taken, 30, "a report taken after Redis came back")
+        got = events_of(consumer, uid, 2, timeout=10)
+        assert [ev["data"]["positionSeconds"] for _, ev in got] == [66]
+    finally:
+        consumer.close()
+        stack.reconfigure(**old)
 
 
 def test_queued_mode_keeps_answering_while_the_broker_is_down(
