@@ -81,6 +81,15 @@ def url(base_url, vid):
     return base_url + "/api/v1/videos/%d/progress" % vid
 
 
+def pg_row(pg, uid, vid, pos, watched, updated_at, completed_at=None):
+    """What the daemon would have written for (uid, vid)."""
+    with pg.cursor() as c:
+        c.execute("INSERT INTO video_progress (user_id, video_id, "
+                  "position_seconds, watched, completed_at, updated_at) "
+                  "VALUES (%s, %s, %s, %s, %s, %s)",
+                  (uid, vid, pos, watched, completed_at, updated_at))
+
+
 def post(base_url, vid, h, body, **kw):
     if isinstance(body, (dict, list)):
         return requests.post(url(base_url, vid), headers=h, json=body,
@@ -408,12 +417,8 @@ def test_get_falls_back_to_postgresql(stack, base_url, pg, course, student):
     v = course["video"]
     assert post(base_url, v, h, {"positionSeconds": 7,
                                  "watched": [[0, 7]]}).status_code == 204
-    with pg.cursor() as c:
-        c.execute("INSERT INTO video_progress (user_id, video_id, "
-                  "position_seconds, watched, completed_at, updated_at) "
-                  "VALUES (%s, %s, 33, '{[0,100),[200,260)}', "
-                  "'2026-01-02T03:04:05Z', '2026-01-02T03:04:05.678Z')",
-                  (uid, v))
+    pg_row(pg, uid, v, 33, "{[0,100),[200,260)}",
+           "2026-01-02T03:04:05.678Z", "2026-01-02T03:04:05Z")
     # Redis answers while it has the key ...
     assert requests.get(url(base_url, v), headers=h).json()[
         "positionSeconds"] == 7
@@ -435,12 +440,8 @@ def test_get_seeds_an_expired_key_from_postgresql(stack, base_url, pg,
     union and the completion survive the expiry."""
     uid, h = student
     v = course["video"]
-    with pg.cursor() as c:
-        c.execute("INSERT INTO video_progress (user_id, video_id, "
-                  "position_seconds, watched, completed_at, updated_at) "
-                  "VALUES (%s, %s, 550, '{[0,540)}', "
-                  "'2026-01-02T03:04:05Z', '2026-01-02T03:04:05Z')",
-                  (uid, v))
+    pg_row(pg, uid, v, 550, "{[0,540)}", "2026-01-02T03:04:05Z",
+           "2026-01-02T03:04:05Z")
     # the Redis key expired; the student comes back and watches a bit more
     assert post(base_url, v, h, {"positionSeconds": 580,
                                  "watched": [[570, 580]]}).status_code == 204
@@ -552,6 +553,16 @@ def wait_for(fn, timeout, what):
     raise AssertionError("timed out waiting for " + what + ": %r" % last)
 
 
+def post_until_taken(base_url, vid, h, body, timeout, what):
+    """Posts body until it is answered 204; 503 (a dependency not back
+    yet) is the only other answer allowed meanwhile."""
+    def taken():
+        r = post(base_url, vid, h, body)
+        assert r.status_code in (204, 503), r.text
+        return r.status_code == 204
+    wait_for(taken, timeout, what)
+
+
 def test_redis_outage_refuses_reports_and_get_reads_postgresql(
         stack, base_url, pg, course, student, kafka_brokers):
     """Without Redis (and elearn_revocation_fail_open on, so a token still
@@ -561,11 +572,7 @@ def test_redis_outage_refuses_reports_and_get_reads_postgresql(
     taken again, and only that one reaches the topic."""
     uid, h = student
     v = course["video"]
-    with pg.cursor() as c:
-        c.execute("INSERT INTO video_progress (user_id, video_id, "
-                  "position_seconds, watched, updated_at) "
-                  "VALUES (%s, %s, 40, '{[0,40)}', "
-                  "'2026-01-02T03:04:05Z')", (uid, v))
+    pg_row(pg, uid, v, 40, "{[0,40)}", "2026-01-02T03:04:05Z")
     old = stack.reconfigure(ELEARN_REVOCATION_FAIL_OPEN="on")
     consumer = consumer_on(kafka_brokers, "elearn.progress")
     try:
@@ -584,13 +591,9 @@ def test_redis_outage_refuses_reports_and_get_reads_postgresql(
                     r.json()["watchedSeconds"]) == (40, 40)
         finally:
             stack.start("redis")
-
-        def taken():
-            r = post(base_url, v, h, {"positionSeconds": 66,
-                                      "watched": [[55, 66]]})
-            assert r.status_code in (204, 503), r.text
-            return r.status_code == 204
-        wait_for(taken, 30, "a report taken after Redis came back")
+        post_until_taken(base_url, v, h, {"positionSeconds": 66,
+                                          "watched": [[55, 66]]}, 30,
+                         "a report taken after Redis came back")
         got = events_of(consumer, uid, 2, timeout=10)
         assert [ev["data"]["positionSeconds"] for _, ev in got] == [66]
     finally:
@@ -629,12 +632,9 @@ def test_durable_mode_answers_503_without_the_broker(stack, base_url, course,
     try:
         # the fresh producer's first ack (metadata, producer id) may take
         # longer than the 3 s timeout on a busy machine: a 503 is fine then
-        def first():
-            r = post(base_url, v, h, {"positionSeconds": 5,
-                                      "watched": [[0, 5]]})
-            assert r.status_code in (204, 503), r.text
-            return r.status_code == 204
-        wait_for(first, 60, "a durable 204 from the fresh producer")
+        post_until_taken(base_url, v, h, {"positionSeconds": 5,
+                                          "watched": [[0, 5]]}, 60,
+                         "a durable 204 from the fresh producer")
 
         stack.stop("kafka")
         try:
