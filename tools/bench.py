@@ -759,19 +759,21 @@ def progress_setup():
 class DaemonWatch(threading.Thread):
     """elearn-progress while reports arrive: its lag (librdkafka's
     consumer_lag, refreshed every second) sampled every 0.25 s from
-    start() until the lag is 0 after stop() (at most 60 s more), and the
-    rows and statements it wrote between start() and stop()."""
+    start() until it is 0 again after stop() (at most `bound` s more); its
+    metrics and the batch upserts pg_stat_statements counted, at start()
+    (m0, pg0), at stop() (m1, pg1) and once drained (m2, pg2)."""
 
-    def __init__(self):
+    def __init__(self, bound=60):
         super().__init__(daemon=True)
-        self.samples = []               # (seconds since start, lag)
-        self.stopped = None
+        self.bound = bound
+        self.lags = []
+        self.stopped = None             # seconds from start() to stop()
         self.drained = None             # seconds after stop(), or None
         self.lag_seen = False
 
     def start(self):
-        self.m0 = progress_metrics()
-        self.pg0 = upsert_statements()
+        self.m0 = self.m2 = progress_metrics()
+        self.pg0 = self.pg2 = upsert_statements()
         self.t0 = time.time()
         super().start()
 
@@ -782,43 +784,57 @@ class DaemonWatch(threading.Thread):
 
     def run(self):
         while True:
-            m = progress_metrics()
             t = time.time() - self.t0
-            lag = progress_lag(m)
-            self.lag_seen = self.lag_seen or any(
-                k.startswith("elearn_consumer_lag{") for k in m)
-            self.samples.append((t, lag))
+            try:
+                m = progress_metrics()
+            except OSError:             # a missed sample, not the end
+                m = None
+            if m is not None:
+                self.m2 = m
+                self.lags.append(progress_lag(m))
+                self.lag_seen = self.lag_seen or any(
+                    k.startswith("elearn_consumer_lag{") for k in m)
             if self.stopped is not None:
-                if lag == 0 and self.lag_seen:
+                if m is not None and self.lags[-1] == 0 and self.lag_seen:
                     self.drained = max(t - self.stopped, 0.0)
+                    self.pg2 = upsert_statements()
                     return
-                if t > self.stopped + 60:
+                if t > self.stopped + self.bound:
                     return
             time.sleep(0.25)
 
+    def finish(self):
+        """Waits for the end of the drain (bounded); returns self."""
+        self.join(self.bound + 5)
+        return self
+
+    def delta(self, series, end):
+        return end[series] - self.m0[series]
+
+    def statements(self, end_pg):
+        """Upserts by pg_stat_statements up to end_pg, or -1 unknown."""
+        return end_pg - self.pg0 if None not in (self.pg0, end_pg) else -1
+
+    def after(self):
+        return ("0 again %.1f s after the load" % self.drained
+                if self.drained is not None
+                else "not 0 within %d s after the load" % self.bound)
+
     def note(self):
-        self.join(65)
+        self.finish()
         secs = max(self.stopped or 0, 1e-3)
-        rows = (self.m1["elearn_progress_rows_total"]
-                - self.m0["elearn_progress_rows_total"])
-        stmts = (self.m1["elearn_progress_statements_total"]
-                 - self.m0["elearn_progress_statements_total"])
-        reports = (self.m1['elearn_consumer_messages_total'
-                           '{topic="%s"}' % PROGRESS_TOPIC]
-                   - self.m0['elearn_consumer_messages_total'
-                             '{topic="%s"}' % PROGRESS_TOPIC])
-        during = [lag for t, lag in self.samples if t <= self.stopped]
-        pg = (self.pg1 - self.pg0 if None not in (self.pg0, self.pg1)
-              else -1)
+        rows = self.delta("elearn_progress_rows_total", self.m1)
+        stmts = self.delta("elearn_progress_statements_total", self.m1)
+        pg = self.statements(self.pg1)
+        reports = self.delta('elearn_consumer_messages_total{topic="%s"}'
+                             % PROGRESS_TOPIC, self.m1)
         return ("elearn-progress under the queued ingest load: %d reports "
                 "consumed (%.0f/s), %d rows in %d statements (%d by "
                 "pg_stat_statements; %.0f rows/s, %.0f per statement); lag "
                 "max %d, %s"
                 % (reports, reports / secs, rows, stmts, pg, rows / secs,
-                   rows / max(pg, stmts, 1), max(during or [0]),
-                   "0 again %.1f s after the load" % self.drained
-                   if self.drained is not None
-                   else "not 0 within 60 s after the load"))
+                   rows / max(pg, stmts, 1), max(self.lags or [0]),
+                   self.after()))
 
 
 def progress_scenarios(rows, notes):
@@ -1111,46 +1127,29 @@ def progress_daemon_scenarios(rows, notes):
                                  done / max(stmts, 1)))
 
     # a steady rate of reports from 50,000 users, lag sampled meanwhile
-    m0 = progress_wait_drained(60)
-    pg0 = upsert_statements()
-    lags = []
-    sampling = [True]
-
-    def sample():
-        while sampling[0]:
-            try:
-                lags.append(progress_lag(progress_metrics()))
-            except OSError:
-                pass
-            time.sleep(0.5)
-    th = threading.Thread(target=sample)
-    th.start()
+    progress_wait_drained(60)
+    watch = DaemonWatch(bound=120)
+    watch.start()
     n = PROGRESS_RATE * SECONDS
     sent_in = progress_produce(n, rate=PROGRESS_RATE, start=PROGRESS_BACKLOG)
-    t_end = time.time()
-    m = progress_wait_drained(120)
-    drain = time.time() - t_end
-    pg1 = upsert_statements()
-    sampling[0] = False
-    th.join()
-    reports = (m['elearn_progress_reports_total{result="merged"}']
-               - m0['elearn_progress_reports_total{result="merged"}'])
-    rws = m["elearn_progress_rows_total"] - m0["elearn_progress_rows_total"]
-    stmts = (m["elearn_progress_statements_total"]
-             - m0["elearn_progress_statements_total"])
+    watch.stop()
+    watch.finish()
+    m0, m = watch.m0, watch.m2
+    drain = watch.drained if watch.drained is not None else watch.bound
+    reports = watch.delta('elearn_progress_reports_total{result="merged"}', m)
+    rws = watch.delta("elearn_progress_rows_total", m)
+    stmts = watch.delta("elearn_progress_statements_total", m)
     r = {"rps": reports / (sent_in + drain), "p50_ms": None, "p99_ms": None,
          "non_2xx": 0}
     rows.append(("elearn-progress at %d reports/s offered" % PROGRESS_RATE,
                  r, base["rps"], "pgbench upsert"))
     notes.append("progress at %d reports/s for %d s: produced in %.1f s, "
-                 "lag max %d, lag 0 again %.1f s after the last report, "
-                 "p99 report-to-COMMIT delay <= %s s; %d reports -> %d rows "
-                 "in %d statements (%d by pg_stat_statements; %.0f rows per "
-                 "statement)"
-                 % (PROGRESS_RATE, SECONDS, sent_in, max(lags or [0]), drain,
-                    progress_delay_p99(m0, m), reports, rws, stmts,
-                    pg1 - pg0 if None not in (pg0, pg1) else -1,
-                    rws / max(stmts, 1)))
+                 "lag max %d, %s, p99 report-to-COMMIT delay <= %s s; %d "
+                 "reports -> %d rows in %d statements (%d by "
+                 "pg_stat_statements; %.0f rows per statement)"
+                 % (PROGRESS_RATE, SECONDS, sent_in, max(watch.lags or [0]),
+                    watch.after(), progress_delay_p99(m0, m), reports, rws,
+                    stmts, watch.statements(watch.pg2), rws / max(stmts, 1)))
 
 
 # --- issue 5's peer: the same ingestion in Lua (tools/peer-lua) ---------

@@ -121,13 +121,13 @@ static void ngx_http_elearn_course_fetch_or_fail(ngx_http_request_t *r,
     ngx_http_elearn_course_t *course);
 
 
-/* the worker's flights: few at a time, so a list is enough */
 /* the document of a cache miss: prepared once per pool connection */
 static ngx_http_elearn_pg_stmt_t  ngx_http_elearn_course_get_stmt = {
     NGX_HTTP_ELEARN_PG_STMT_COURSE_GET, "elearn_course_get_json",
     NGX_HTTP_ELEARN_SQL_COURSE_GET_JSON
 };
 
+/* the worker's flights: few at a time, so a list is enough */
 static ngx_queue_t  ngx_http_elearn_course_flights;
 static ngx_uint_t   ngx_http_elearn_course_nflights;
 

@@ -384,6 +384,25 @@ def test_relevance_pages_are_cut_from_the_query_entry(stack, base_url,
     assert statement_calls(pg, "elearn_search_by_ids(") - by_id >= 10
 
 
+def uncached_pages(stack, base_url, auth):
+    """Relevance pages of a fresh page size, cut from a query entry (kept
+    in Redis first) and read by id with search_by_ids: a function of n
+    that asks n of them (pages 4 to 8, 8 at a time) and returns their
+    statuses."""
+    q = {"q": "design", "pageSize": str(11 + uuid.uuid4().int % 7)}
+    requests.get(base_url + SEARCH, headers=auth, timeout=10,
+                 params=dict(q, page="4"))
+    wait_query_entry(stack)
+
+    def pages(n):
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            return list(ex.map(lambda i: requests.get(
+                base_url + SEARCH, headers=auth, timeout=10,
+                params=dict(q, page=str(4 + i % 5))).status_code,
+                range(n)))
+    return pages
+
+
 def test_page_by_ids_is_prepared_once_per_connection(stack, base_url,
                                                      auth, pg):
     """search_by_ids, the one statement of an uncached relevance page, is
@@ -403,17 +422,10 @@ def test_page_by_ids_is_prepared_once_per_connection(stack, base_url,
                     "= on")
         cur.execute("SELECT pg_reload_conf()")
     try:
-        q = {"q": "design", "pageSize": str(11 + uuid.uuid4().int % 7)}
-        requests.get(base_url + SEARCH, headers=auth, timeout=10,
-                     params=dict(q, page="4"))
-        wait_query_entry(stack)
+        pages = uncached_pages(stack, base_url, auth)
         time.sleep(0.2)                # every backend has reloaded
         before = counts()
-        with concurrent.futures.ThreadPoolExecutor(8) as ex:
-            codes = list(ex.map(lambda i: requests.get(
-                base_url + SEARCH, headers=auth, timeout=10,
-                params=dict(q, page=str(4 + i % 5))).status_code,
-                range(400)))
+        codes = pages(400)
         after = counts()
     finally:
         with pg.cursor() as cur:
@@ -436,18 +448,7 @@ def test_a_new_pool_connection_prepares_its_statements_again(stack,
     uncached page answers once the pool has reconnected.  (A connection
     that believed it still had the statement would send its Execute
     alone and fail with 26000 "prepared statement does not exist".)"""
-    q = {"q": "design", "pageSize": str(11 + uuid.uuid4().int % 7)}
-
-    def pages(n):
-        with concurrent.futures.ThreadPoolExecutor(8) as ex:
-            return list(ex.map(lambda i: requests.get(
-                base_url + SEARCH, headers=auth, timeout=10,
-                params=dict(q, page=str(4 + i % 5))).status_code,
-                range(n)))
-
-    requests.get(base_url + SEARCH, headers=auth, timeout=10,
-                 params=dict(q, page="4"))
-    wait_query_entry(stack)
+    pages = uncached_pages(stack, base_url, auth)
     assert pages(80) == [200] * 80     # each connection has prepared it
     with pg.cursor() as cur:
         cur.execute("SELECT count(pg_terminate_backend(pid)) "
