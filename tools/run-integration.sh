@@ -8,17 +8,18 @@ if [ "${ELEARN_ASAN:-}" = 1 ]; then
     # the stock nginx is not instrumented: preload the runtime for the module
     ELEARN_NGINX_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
     export ELEARN_NGINX_PRELOAD
-    export ELEARN_VAR="$top/var/test-asan"
-    mkdir -p "$ELEARN_VAR/sanitizer"
-    chmod 1777 "$ELEARN_VAR/sanitizer"   # nginx workers run as another user
-    rm -f "$ELEARN_VAR"/sanitizer/*
+    export ELEARN_TEST_VAR="$top/var/test-asan"
+    v=$ELEARN_TEST_VAR
+    mkdir -p "$v/sanitizer"
+    chmod 1777 "$v/sanitizer"   # nginx workers run as another user
+    rm -f "$v"/sanitizer/*
     # a report left in the log by an earlier run is not this run's
-    if [ -f "$ELEARN_VAR/nginx/logs/error.log" ]; then
-        : > "$ELEARN_VAR/nginx/logs/error.log"
+    if [ -f "$v/nginx/logs/error.log" ]; then
+        : > "$v/nginx/logs/error.log"
     fi
     # reports go to files that the harness checks at the end of the run
-    export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:log_path=$ELEARN_VAR/sanitizer/asan}"
-    export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:log_path=$ELEARN_VAR/sanitizer/ubsan}"
+    export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:log_path=$v/sanitizer/asan}"
+    export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:log_path=$v/sanitizer/ubsan}"
 fi
 exec /usr/bin/python3 -m pytest -p no:cacheprovider -q -rfEs \
     tests/integration "$@"

@@ -25,11 +25,21 @@ TEST_PORTS = {
 }
 
 
+# What a caller may choose: the build under test and, for `make asan`, a
+# var/ of its own.  Every other ELEARN_* and PG* variable is dropped: a
+# shell that sourced config/elearn.env for `make run` exports the run
+# stack's var/, ports and connection strings, and tests that took them
+# would load their data into that stack and stop it at the end.
+INHERITED = ("ELEARN_BUILD", "ELEARN_MODULE", "ELEARN_TEST_VAR",
+             "ELEARN_TEST_KEEP", "ELEARN_NGINX_PRELOAD")
+
+
 def _env():
-    env = dict(os.environ)
-    env.setdefault("ELEARN_VAR", os.path.join(TOP, "var", "test"))
-    for k, v in TEST_PORTS.items():
-        env.setdefault(k, v)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ELEARN_", "PG")) or k in INHERITED}
+    env["ELEARN_VAR"] = env.get("ELEARN_TEST_VAR",
+                                os.path.join(TOP, "var", "test"))
+    env.update(TEST_PORTS)
     # the tests log in far more often than a person would
     env.setdefault("ELEARN_LOGIN_RATE", "100000r/s")
     # info: the auth refusals are logged (their reasons, never a token)
