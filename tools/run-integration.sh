@@ -8,8 +8,8 @@ if [ "${ELEARN_ASAN:-}" = 1 ]; then
     # the stock nginx is not instrumented: preload the runtime for the module
     ELEARN_NGINX_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
     export ELEARN_NGINX_PRELOAD
-    export ELEARN_TEST_VAR="$top/var/test-asan"
-    v=$ELEARN_TEST_VAR
+    v=$top/var/test-asan            # the harness's var/ (ELEARN_TEST_VAR)
+    export ELEARN_TEST_VAR=$v
     mkdir -p "$v/sanitizer"
     chmod 1777 "$v/sanitizer"   # nginx workers run as another user
     rm -f "$v"/sanitizer/*

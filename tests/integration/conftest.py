@@ -60,6 +60,15 @@ def _env():
     return env
 
 
+def nginx_env(stack_env):
+    """The environment for the stock nginx binary run by hand: under `make
+    asan` it preloads the sanitizer runtimes that the module needs."""
+    env = dict(os.environ)
+    if stack_env.get("ELEARN_NGINX_PRELOAD"):
+        env["LD_PRELOAD"] = stack_env["ELEARN_NGINX_PRELOAD"]
+    return env
+
+
 class Stack:
     def __init__(self):
         self.env = _env()

@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+from conftest import nginx_env
+
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 BAD = [
@@ -135,12 +137,9 @@ LOCATION_LEVEL = {"elearn_body_max_size", "elearn_retry_after",
 
 
 def run_nginx(stack_env, *args):
-    env = dict(os.environ)
-    if stack_env.get("ELEARN_NGINX_PRELOAD"):
-        # `make asan`: the stock nginx needs the sanitizer runtimes first
-        env["LD_PRELOAD"] = stack_env["ELEARN_NGINX_PRELOAD"]
-    return subprocess.run(["/usr/sbin/nginx", *args], env=env,
-                          capture_output=True, text=True)
+    return subprocess.run(["/usr/sbin/nginx", *args],
+                          env=nginx_env(stack_env), capture_output=True,
+                          text=True)
 
 
 def nginx_t(stack_env, tmp_path, http_lines, location_lines=()):

@@ -23,6 +23,8 @@ import pytest
 import requests
 import websocket
 
+from conftest import nginx_env
+
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -962,10 +964,6 @@ class Cluster:
         self.gw_prefix = os.path.join(stack.var, "gateway")
 
     def _nginx(self, prefix, *args):
-        env = dict(os.environ)
-        if os.environ.get("ELEARN_NGINX_PRELOAD"):
-            # `make asan`: the stock nginx needs the sanitizer runtimes
-            env["LD_PRELOAD"] = os.environ["ELEARN_NGINX_PRELOAD"]
         # these ports are inside the kernel's ephemeral range: an outgoing
         # connection may hold one for a moment
         for _ in range(20):
@@ -974,7 +972,7 @@ class Cluster:
                                 "-e", os.path.join(prefix, "logs",
                                                    "error.log"),
                                 *args], capture_output=True, text=True,
-                               env=env)
+                               env=nginx_env(self.stack.env))
             if r.returncode == 0 or "Address already in use" not in r.stderr:
                 break
             time.sleep(0.5)
