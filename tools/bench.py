@@ -792,8 +792,7 @@ class DaemonWatch(threading.Thread):
             if m is not None:
                 self.m2 = m
                 self.lags.append(progress_lag(m))
-                self.lag_seen = self.lag_seen or any(
-                    k.startswith("elearn_consumer_lag{") for k in m)
+                self.lag_seen = self.lag_seen or progress_lag_reported(m)
             if self.stopped is not None:
                 if m is not None and self.lags[-1] == 0 and self.lag_seen:
                     self.drained = max(t - self.stopped, 0.0)
@@ -997,6 +996,13 @@ def progress_lag(m):
                                % PROGRESS_TOPIC))
 
 
+def progress_lag_reported(m):
+    """Whether the daemon's metrics hold a lag yet (librdkafka reports it
+    once a second after the assignment): a lag of 0 before that is none
+    measured, not none left."""
+    return any(k.startswith("elearn_consumer_lag{") for k in m)
+
+
 def upsert_statements():
     """How many times PostgreSQL ran elearn-progress's batch upsert, from
     pg_stat_statements (issue 5 asks for rows per statement from there);
@@ -1080,8 +1086,7 @@ def progress_wait_drained(timeout):
     m = progress_metrics()
     while time.time() < deadline:
         m = progress_metrics()
-        if progress_lag(m) == 0 and any(
-                k.startswith("elearn_consumer_lag{") for k in m):
+        if progress_lag(m) == 0 and progress_lag_reported(m):
             break
         time.sleep(0.5)
     return m
